@@ -1,0 +1,247 @@
+//! The command line: clap definitions, and their translation into checked
+//! library configs. Nothing here does network work.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+
+use crate::connect::{self, ConnectConfig};
+use crate::error::Result;
+use crate::listen::{self, ListenConfig, Protocols};
+use crate::message::Proto;
+use crate::send::{self, SendConfig, Source};
+use crate::sink::{Format, OutputConfig};
+
+const LISTEN_EXAMPLES: &str = "\
+Examples:
+  portier listen                     TCP and UDP on port 8888, print what arrives
+  portier listen 9000 -u             UDP only, port 9000
+  portier listen -t --once           one TCP client, then exit (the seed's server)
+  portier listen -f lines            one line per message: TIME PROTO PEER TEXT
+  portier listen -f json | jq .text  JSON for scripts
+  portier listen > capture.bin       every byte, exactly as received";
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  portier send                           stdin to 127.0.0.1:8888 over TCP
+  portier send 127.0.0.1 8888 abcdefg!   the seed's client: sends \"abcdefg!\\n\"
+  portier send -u pi.local 8888 22.5C    one UDP datagram
+  sensor | portier send -u pi.local 8888 one datagram per line
+  portier send ::1 8888 --file photo.jpg a file over TCP, IPv6";
+
+const CONNECT_EXAMPLES: &str = "\
+Examples:
+  portier connect 127.0.0.1 8888     type lines, see the answers (like nc)
+  portier connect -u 127.0.0.1 8888  the same over UDP";
+
+/// Send and receive messages over TCP and UDP: a friendlier, safer netcat.
+#[derive(Debug, Parser)]
+#[command(name = "portier", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive on a port (TCP and UDP) and print what arrives
+    #[command(after_help = LISTEN_EXAMPLES)]
+    Listen(ListenArgs),
+    /// Send a message, stdin or a file to a host, then wait for the peer to close
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+    /// Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)
+    #[command(after_help = CONNECT_EXAMPLES)]
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Port to listen on; 0 picks a free one (shown on stderr)
+    #[arg(default_value_t = 8888)]
+    pub port: u16,
+    /// TCP only
+    #[arg(short, long, conflicts_with = "udp")]
+    pub tcp: bool,
+    /// UDP only
+    #[arg(short, long)]
+    pub udp: bool,
+    /// Local address or name to listen on [default: all, IPv4 and IPv6]
+    #[arg(short, long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Exit after the first TCP client disconnects (UDP only: after the first datagram)
+    #[arg(long)]
+    pub once: bool,
+    /// How data is written to stdout
+    #[arg(short, long, value_enum, default_value_t = Format::Raw)]
+    pub format: Format,
+    /// Longest line kept whole in lines and json formats; longer ones come in pieces
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = parse_max_line)]
+    pub max_line: usize,
+    /// No event lines (listening, connect, disconnect) on stderr
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Host: a name, an IPv4 or an IPv6 address
+    #[arg(default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port
+    #[arg(default_value_t = 8888)]
+    pub port: u16,
+    /// Message words, joined by spaces and ended by a newline; without them, stdin is sent
+    #[arg(value_name = "MESSAGE")]
+    pub message: Vec<OsString>,
+    /// Use UDP (one datagram per message, or per line of stdin or the file)
+    #[arg(short, long)]
+    pub udp: bool,
+    /// Leave out the newline at the end of the message (UDP: of each line)
+    #[arg(short = 'n', long)]
+    pub no_newline: bool,
+    /// Send this file
+    #[arg(long, value_name = "PATH", conflicts_with = "message")]
+    pub file: Option<PathBuf>,
+    /// Give up connecting after this long (e.g. 3, 0.5, 500ms, 2s)
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Host: a name, an IPv4 or an IPv6 address
+    pub host: String,
+    /// Port
+    pub port: u16,
+    /// Use UDP (one datagram per line of stdin)
+    #[arg(short, long)]
+    pub udp: bool,
+    /// Give up connecting after this long; UDP: wait this long for replies
+    /// after stdin ends [UDP default: 2s]
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Plain seconds (`0.5`) or a duration with units (`500ms`, `2s`).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text}: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
+}
+
+fn parse_max_line(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 4 => Ok(n),
+        _ => Err(format!("{text}: need a whole number of bytes, at least 4")),
+    }
+}
+
+fn proto(udp: bool) -> Proto {
+    if udp { Proto::Udp } else { Proto::Tcp }
+}
+
+impl ListenArgs {
+    pub fn configs(&self) -> (ListenConfig, OutputConfig) {
+        let output = OutputConfig::for_stdout(self.format, self.quiet);
+        let protocols = match (self.tcp, self.udp) {
+            (true, _) => Protocols::Tcp,
+            (_, true) => Protocols::Udp,
+            _ => Protocols::Both,
+        };
+        let listen = ListenConfig {
+            port: self.port,
+            bind: self.bind.clone(),
+            protocols,
+            once: self.once,
+            framing: self.format.framing(output.terminal, self.max_line),
+        };
+        (listen, output)
+    }
+}
+
+impl SendArgs {
+    pub fn config(&self) -> SendConfig {
+        let source = match (&self.file, self.message.is_empty()) {
+            (Some(path), _) => Source::File(path.clone()),
+            (None, true) => Source::Stdin,
+            (None, false) => {
+                let words: Vec<&[u8]> = self.message.iter().map(|w| w.as_encoded_bytes()).collect();
+                Source::Message(Bytes::from(words.join(&b' ')))
+            }
+        };
+        SendConfig {
+            host: self.host.clone(),
+            port: self.port,
+            proto: proto(self.udp),
+            source,
+            newline: !self.no_newline,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl ConnectArgs {
+    pub fn config(&self) -> ConnectConfig {
+        ConnectConfig {
+            host: self.host.clone(),
+            port: self.port,
+            proto: proto(self.udp),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> Result<()> {
+        match self.command {
+            Command::Listen(args) => {
+                let (listen, output) = args.configs();
+                listen::run(listen, output).await
+            }
+            Command::Send(args) => send::send(&args.config()).await,
+            Command::Connect(args) => connect::connect(&args.config()).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn send_joins_words_with_a_newline_by_default() {
+        let cli = Cli::parse_from(["portier", "send", "::1", "9", "abc", "defg!"]);
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        let config = args.config();
+        assert_eq!(
+            config.source,
+            Source::Message(Bytes::from_static(b"abc defg!"))
+        );
+        assert!(config.newline);
+        assert_eq!(config.host, "::1");
+    }
+}

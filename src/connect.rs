@@ -1,0 +1,111 @@
+//! `portier connect`: a two-way session like `nc HOST PORT`.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+
+use crate::endpoint;
+use crate::error::{Error, IoContext, Result};
+use crate::message::Proto;
+use crate::send::{check_unreachable, send_lines, upload};
+use crate::sink::PeerOutput;
+
+/// How long a UDP session waits for more replies once stdin has ended, unless told otherwise.
+pub const UDP_LINGER: Duration = Duration::from_secs(2);
+
+/// What `portier connect` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectConfig {
+    pub host: String,
+    pub port: u16,
+    pub proto: Proto,
+    /// Bounds the connection attempt; for UDP also how long to wait for
+    /// replies after stdin ends (default [`UDP_LINGER`]).
+    pub timeout: Option<Duration>,
+}
+
+/// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
+/// when the peer closes; the end of stdin only half-closes it, so the peer can still answer.
+pub async fn connect(config: &ConnectConfig) -> Result<()> {
+    match config.proto {
+        Proto::Tcp => connect_tcp(config).await,
+        Proto::Udp => connect_udp(config).await,
+    }
+}
+
+async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
+    let stream = endpoint::connect_tcp(&config.host, config.port, config.timeout).await?;
+    let peer = stream
+        .peer_addr()
+        .context(|| format!("connection to {} lost", config.host))?;
+    let (reader, mut writer) = stream.into_split();
+    let mut download = std::pin::pin!(async {
+        PeerOutput::default()
+            .copy_from(reader)
+            .await
+            .context(|| format!("connection to {peer} failed"))
+    });
+    let mut upload = std::pin::pin!(async {
+        upload(tokio::io::stdin(), &mut writer, peer).await?;
+        writer
+            .shutdown()
+            .await
+            .context(|| format!("connection to {peer} lost"))
+    });
+    let mut uploading = true;
+    loop {
+        tokio::select! {
+            downloaded = &mut download => return downloaded.map(drop),
+            uploaded = &mut upload, if uploading => {
+                uploaded?;
+                uploading = false;
+            }
+        }
+    }
+}
+
+async fn connect_udp(config: &ConnectConfig) -> Result<()> {
+    let socket = endpoint::connect_udp(&config.host, config.port, config.timeout).await?;
+    let peer = socket
+        .peer_addr()
+        .context(|| format!("cannot send to udp {}", config.host))?;
+    tokio::select! {
+        received = receive(&socket, None) => received,
+        sent = send_lines(&socket, peer, tokio::io::stdin(), true) => {
+            sent?;
+            check_unreachable(&socket, peer)?;
+            receive(&socket, Some(config.timeout.unwrap_or(UDP_LINGER))).await
+        }
+    }
+}
+
+/// Writes every datagram that arrives to stdout; with `idle`, stops after that long without one.
+async fn receive(socket: &UdpSocket, idle: Option<Duration>) -> Result<()> {
+    let peer = socket.peer_addr().ok();
+    let mut output = PeerOutput::default();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = match idle {
+            Some(idle) => match tokio::time::timeout(idle, socket.recv(&mut buf)).await {
+                Ok(received) => received,
+                Err(_) => return Ok(()),
+            },
+            None => socket.recv(&mut buf).await,
+        };
+        let len = match (received, peer) {
+            (Ok(len), _) => len,
+            (Err(e), Some(addr)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Error::PortUnreachable { addr });
+            }
+            (Err(e), _) => return Err(Error::io("cannot receive", e)),
+        };
+        let reader_left = !output
+            .write(&buf[..len])
+            .await
+            .context(|| "cannot write output".into())?;
+        if reader_left {
+            return Ok(());
+        }
+    }
+}

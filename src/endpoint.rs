@@ -1,0 +1,245 @@
+//! Addresses: name resolution, dual-stack binding and the natural form of a peer.
+//!
+//! socket2 is used for binding because std and tokio cannot clear
+//! `IPV6_V6ONLY` or pick the listen backlog before `bind`/`listen`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::error::{Error, IoContext, Result};
+use crate::message::Proto;
+
+/// Backlog of pending TCP connections: large, so that a burst of thousands
+/// of clients is queued by the kernel instead of silently lost.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// The address as people write it: an IPv4 peer seen through a dual-stack
+/// socket is `127.0.0.1:PORT`, not `[::ffff:127.0.0.1]:PORT`.
+pub fn natural(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Strips the brackets people put around IPv6 literals (`[::1]`).
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Resolves `host` (a name, an IPv4 or an IPv6 literal) to socket addresses.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    let host = unbracket(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let resolve_error = |reason: String| Error::Resolve {
+        host: host.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| resolve_error(crate::error::describe(&e)))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(resolve_error("no addresses found".into()));
+    }
+    Ok(addrs)
+}
+
+/// The local addresses to listen on: `bind` resolved, or dual-stack `[::]`.
+///
+/// Names are resolved here, before any socket exists, so `-b localhost`
+/// listens on both 127.0.0.1 and ::1.
+pub fn listen_ips(bind: Option<&str>) -> Result<Vec<IpAddr>> {
+    let Some(bind) = bind else {
+        return Ok(vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]);
+    };
+    let host = unbracket(bind);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let mut ips: Vec<IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| Error::Resolve {
+            host: host.to_string(),
+            reason: crate::error::describe(&e),
+        })?
+        .map(|a| a.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// True when binding `[::]` failed because this host has no IPv6, so `0.0.0.0` should be used.
+fn ipv6_unavailable(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+    ) || err.raw_os_error() == Some(97) // EAFNOSUPPORT on Linux
+}
+
+/// Creates and binds a non-blocking socket; `[::]` is made dual-stack.
+fn bound_socket(proto: Proto, addr: SocketAddr) -> io::Result<Socket> {
+    let (ty, protocol) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    // Lets a restarted server rebind at once while old connections sit in TIME_WAIT.
+    // (On Windows the same option would allow port stealing, so it is unix only.)
+    #[cfg(unix)]
+    if proto == Proto::Tcp {
+        socket.set_reuse_address(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    if proto == Proto::Tcp {
+        socket.listen(LISTEN_BACKLOG)?;
+    }
+    Ok(socket)
+}
+
+fn bind_error(proto: Proto, addr: SocketAddr, err: io::Error) -> Error {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse { proto, addr },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied { proto, addr },
+        _ => Error::io(format!("cannot listen on {proto} {addr}"), err),
+    }
+}
+
+/// A bound listening socket of either protocol.
+#[derive(Debug)]
+pub enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        match self {
+            Bound::Tcp(_) => Proto::Tcp,
+            Bound::Udp(_) => Proto::Udp,
+        }
+    }
+}
+
+/// Binds one socket; an unspecified IPv6 address falls back to `0.0.0.0` where IPv6 is off.
+/// Must run inside a tokio runtime.
+pub fn bind(proto: Proto, addr: SocketAddr) -> Result<Bound> {
+    let socket = match bound_socket(proto, addr) {
+        Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            bound_socket(proto, v4).map_err(|e| bind_error(proto, v4, e))?
+        }
+        other => other.map_err(|e| bind_error(proto, addr, e))?,
+    };
+    let context = || format!("cannot listen on {proto} {addr}");
+    Ok(match proto {
+        Proto::Tcp => Bound::Tcp(TcpListener::from_std(socket.into()).context(context)?),
+        Proto::Udp => Bound::Udp(UdpSocket::from_std(socket.into()).context(context)?),
+    })
+}
+
+/// Connects over TCP to the first address of `host` that accepts, within `timeout`.
+pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpStream> {
+    let attempt = async {
+        let mut last = None;
+        for addr in resolve(host, port).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    last = Some(Error::Refused { addr })
+                }
+                Err(e) => last = Some(Error::io(format!("cannot connect to {addr}"), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Resolve {
+            host: host.to_string(),
+            reason: "no addresses found".into(),
+        }))
+    };
+    with_timeout(timeout, format!("{host}:{port}"), attempt).await
+}
+
+/// A UDP socket connected to `host`, so the kernel reports ICMP errors on it.
+///
+/// IPv4 addresses are preferred: UDP has no handshake to fall back on, and a
+/// name like `localhost` most often means the IPv4 listener nc and friends open.
+pub async fn connect_udp(host: &str, port: u16, timeout: Option<Duration>) -> Result<UdpSocket> {
+    let attempt = async {
+        let mut addrs = resolve(host, port).await?;
+        addrs.sort_by_key(|a| a.is_ipv6());
+        let addr = addrs[0];
+        let local: SocketAddr = match addr {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let context = || format!("cannot send to udp {addr}");
+        let socket = UdpSocket::bind(local).await.context(context)?;
+        socket.connect(addr).await.context(context)?;
+        Ok(socket)
+    };
+    with_timeout(timeout, format!("{host}:{port}"), attempt).await
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    target: String,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout {
+        Some(after) => tokio::time::timeout(after, work)
+            .await
+            .map_err(|_| Error::Timeout { target, after })?,
+        None => work.await,
+    }
+}
+
+/// The largest UDP payload that fits one datagram to `addr`.
+pub fn max_datagram(addr: SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 65_507,
+        SocketAddr::V6(_) => 65_527,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_is_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40312".parse().unwrap();
+        assert_eq!(natural(mapped).to_string(), "127.0.0.1:40312");
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(natural(v6), v6);
+    }
+
+    #[test]
+    fn brackets_are_optional_around_ipv6() {
+        assert_eq!(unbracket("[::1]"), "::1");
+        assert_eq!(unbracket("::1"), "::1");
+        assert_eq!(unbracket("pi.local"), "pi.local");
+    }
+}

@@ -1,0 +1,98 @@
+//! Error kinds with one-line, actionable messages.
+//!
+//! Every failure a user can cause or meet on the network maps to one of these,
+//! so `main` prints a single line and picks the exit code without guessing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::message::Proto;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line asked for something impossible (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "cannot listen on {proto} {addr}: port {port} is already in use (is another server running?); try another port, e.g. `portier listen {suggest}`",
+        port = addr.port(),
+        suggest = addr.port().wrapping_add(1).max(1024)
+    )]
+    AddrInUse { proto: Proto, addr: SocketAddr },
+
+    #[error(
+        "cannot listen on {proto} {addr}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE, try a port above 1023, e.g. `portier listen 8888`"
+    )]
+    PermissionDenied { proto: Proto, addr: SocketAddr },
+
+    #[error("cannot resolve host '{host}': {reason}")]
+    Resolve { host: String, reason: String },
+
+    #[error("connection refused by {addr}: is a server listening on {addr}?")]
+    Refused { addr: SocketAddr },
+
+    #[error("timed out after {} connecting to {target}", humantime::format_duration(*.after))]
+    Timeout { target: String, after: Duration },
+
+    #[error(
+        "{addr} answered 'port unreachable': no UDP server is listening there (the datagram was lost)"
+    )]
+    PortUnreachable { addr: SocketAddr },
+
+    #[error("{what} is {len} bytes, over the UDP limit of {max} bytes for {addr}")]
+    DatagramTooLarge {
+        what: String,
+        len: usize,
+        max: usize,
+        addr: SocketAddr,
+    },
+
+    #[error("{context}: {}", describe(.source))]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code: 2 for usage errors, 1 for everything that failed at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// An OS error in words, without the "(os error N)" tail that only helps programmers.
+pub fn describe(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_lowercase(),
+        None => text,
+    }
+}
+
+/// Adds context to `io::Result`s.
+pub trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::io(context(), source))
+    }
+}

@@ -1,0 +1,176 @@
+//! Framing: turns the reads of one TCP connection into messages.
+//!
+//! Lines are bounded (a peer that never sends `\n` cannot make us buffer
+//! without limit) and are cut only between UTF-8 characters, so a character
+//! split across two reads, or across a long-line cut, is never mangled.
+
+use bytes::{Bytes, BytesMut};
+
+/// How a byte stream is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Each read as it came: prompt and byte-exact.
+    Raw,
+    /// Each read, except that a UTF-8 character cut at the end of a read
+    /// waits for its rest; used when escaping for a terminal.
+    RawWholeChars,
+    /// One message per line, `\n` included; a line longer than `max_line`
+    /// comes out in pieces of at most `max_line` bytes.
+    Lines { max_line: usize },
+}
+
+/// The framing state of one stream.
+#[derive(Debug)]
+pub struct Framer {
+    framing: Framing,
+    pending: BytesMut,
+    ready: Option<Bytes>,
+}
+
+impl Framer {
+    pub fn new(framing: Framing) -> Self {
+        Framer {
+            framing,
+            pending: BytesMut::new(),
+            ready: None,
+        }
+    }
+
+    /// Feeds one read; take the messages out with [`Framer::next_frame`] before pushing again.
+    pub fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self.framing {
+            Framing::Raw => self.ready = Some(chunk),
+            Framing::RawWholeChars => {
+                self.pending.extend_from_slice(&chunk);
+                let whole = self.pending.len() - incomplete_char_len(&self.pending);
+                if whole > 0 {
+                    self.ready = Some(self.pending.split_to(whole).freeze());
+                }
+            }
+            Framing::Lines { .. } => self.pending.extend_from_slice(&chunk),
+        }
+    }
+
+    /// The next complete message, if any.
+    pub fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(ready) = self.ready.take() {
+            return Some(ready);
+        }
+        let Framing::Lines { max_line } = self.framing else {
+            return None;
+        };
+        let newline = self.pending.iter().position(|&b| b == b'\n');
+        if let Some(end) = newline.filter(|&at| at < max_line) {
+            return Some(self.pending.split_to(end + 1).freeze());
+        }
+        if self.pending.len() >= max_line {
+            let cut = max_line - incomplete_char_len(&self.pending[..max_line]);
+            let cut = if cut == 0 { max_line } else { cut };
+            return Some(self.pending.split_to(cut).freeze());
+        }
+        None
+    }
+
+    /// What is left when the stream ends: an unterminated last line, or a cut character.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        let rest = self.pending.split().freeze();
+        (!rest.is_empty()).then_some(rest)
+    }
+}
+
+/// How many bytes at the end of `bytes` are the start of a UTF-8 character
+/// whose remaining bytes have not arrived yet (0 to 3).
+pub fn incomplete_char_len(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: the lead byte is further back
+        }
+        let width = match byte {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        return if width > back { back } else { 0 };
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `data` to a framer in reads cut at `cuts`, returning every message.
+    fn frame(framing: Framing, data: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        let mut framer = Framer::new(framing);
+        let mut frames = Vec::new();
+        let mut start = 0;
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        ends.push(data.len());
+        ends.sort();
+        for end in ends {
+            framer.push(Bytes::copy_from_slice(&data[start..end]));
+            frames.extend(std::iter::from_fn(|| framer.next_frame()));
+            start = end;
+        }
+        frames.extend(framer.finish());
+        frames
+    }
+
+    #[test]
+    fn lines_keep_their_newline() {
+        let frames = frame(Framing::Lines { max_line: 64 }, b"ab\ncd\nef", &[1, 4]);
+        assert_eq!(frames, vec![&b"ab\n"[..], b"cd\n", b"ef"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_between_characters() {
+        // "é" is two bytes; a cut at 3 would split the second one.
+        let frames = frame(Framing::Lines { max_line: 3 }, "éé\n".as_bytes(), &[]);
+        assert_eq!(frames, vec!["é".as_bytes(), "é\n".as_bytes()]);
+    }
+
+    #[test]
+    fn incomplete_characters_are_detected() {
+        assert_eq!(incomplete_char_len(b"abc"), 0);
+        assert_eq!(incomplete_char_len(&"é".as_bytes()[..1]), 1);
+        assert_eq!(incomplete_char_len(&"€".as_bytes()[..2]), 2);
+        assert_eq!(incomplete_char_len("€".as_bytes()), 0);
+        assert_eq!(incomplete_char_len(&"😀".as_bytes()[..3]), 3);
+        assert_eq!(incomplete_char_len(b"\xff"), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn every_framing_keeps_every_byte(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            max_line in 1usize..64,
+        ) {
+            for framing in [Framing::Raw, Framing::RawWholeChars, Framing::Lines { max_line }] {
+                let frames = frame(framing, &data, &cuts);
+                prop_assert_eq!(frames.concat(), data.clone());
+                prop_assert!(frames.iter().all(|f| !f.is_empty()));
+            }
+        }
+
+        #[test]
+        fn lines_never_split_a_character(
+            text in "[a-zé€😀\n]{0,80}",
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            max_line in 4usize..16,
+        ) {
+            for framing in [Framing::RawWholeChars, Framing::Lines { max_line }] {
+                for frame in frame(framing, text.as_bytes(), &cuts) {
+                    prop_assert!(std::str::from_utf8(&frame).is_ok());
+                    prop_assert!(frame.len() <= max_line || framing == Framing::RawWholeChars);
+                }
+            }
+        }
+    }
+}

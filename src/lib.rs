@@ -1,0 +1,32 @@
+//! portier: send and receive messages over TCP and UDP.
+//!
+//! Every received byte takes one path, whatever the protocol:
+//!
+//! ```text
+//! socket (TCP accept / UDP recv) -> framing (raw | lines) -> Message -> sink (stdout: raw/lines/json/hex)
+//! ```
+//!
+//! - [`listen`] binds and serves, [`send`] sends once, [`connect`] talks both ways.
+//! - [`framing`] cuts a stream into messages, [`message`] is what the sinks see,
+//!   [`sink`] writes them out safely.
+//! - [`endpoint`] resolves and binds (dual-stack), [`error`] says what went wrong in one line.
+//!
+//! A UDP client, as in the seed:
+//!
+//! ```no_run
+//! use portier::{message::Proto, send::{send, SendConfig}};
+//! # async fn demo() -> portier::error::Result<()> {
+//! send(&SendConfig::message(Proto::Udp, "127.0.0.1", 8888, "abcdefg!")).await
+//! # }
+//! ```
+
+pub mod cli;
+pub mod connect;
+pub mod endpoint;
+pub mod error;
+pub mod framing;
+pub mod listen;
+pub mod message;
+pub mod send;
+pub mod shutdown;
+pub mod sink;

@@ -1,0 +1,83 @@
+//! What every sink sees: one [`Message`] per event, whatever protocol fed it.
+//!
+//! Keeping TCP and UDP differences out of this type is what lets a new sink
+//! (a file, an echo, a broker) or a new transport plug in at one place.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+/// The transport a message came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A socket is bound and waiting, on this local address.
+    Listening { local: SocketAddr },
+    /// A TCP peer connected.
+    Connect,
+    /// Bytes arrived: one read (raw), one line (lines/json) or one datagram.
+    Data(Bytes),
+    /// A TCP peer went away after sending `bytes` over `duration`.
+    Disconnect { bytes: u64, duration: Duration },
+    /// Something failed; the server goes on.
+    Error(String),
+}
+
+impl Event {
+    /// The name used in JSON output and event lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Listening { .. } => "listening",
+            Event::Connect => "connect",
+            Event::Data(_) => "data",
+            Event::Disconnect { .. } => "disconnect",
+            Event::Error(_) => "error",
+        }
+    }
+}
+
+/// One event, stamped with when, over what, and from whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub time: SystemTime,
+    pub proto: Proto,
+    /// The remote end in its natural form (`127.0.0.1:40312`, never
+    /// `[::ffff:127.0.0.1]:40312`); `None` for events of the listener itself.
+    pub peer: Option<SocketAddr>,
+    pub event: Event,
+}
+
+impl Message {
+    /// A message stamped now.
+    pub fn new(proto: Proto, peer: Option<SocketAddr>, event: Event) -> Self {
+        Message {
+            time: SystemTime::now(),
+            proto,
+            peer,
+            event,
+        }
+    }
+}

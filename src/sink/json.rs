@@ -1,0 +1,154 @@
+//! The `json` format: one object per line, for jq and scripts.
+//!
+//! Payloads that are valid UTF-8 go in `text`, others in `data_b64`, so nothing
+//! is lost; C1 controls and DEL, which JSON allows raw, are written as `\u`
+//! escapes so the output is also safe to show on a terminal.
+
+use std::io::{self, Write};
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::message::{Event, Message};
+
+#[derive(Serialize)]
+struct Record<'a> {
+    ts: &'a str,
+    proto: &'a str,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    len: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Writes `message` as one JSON line; `scratch` is reused between calls.
+pub fn write_json(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    ts: &str,
+    message: &Message,
+) -> io::Result<()> {
+    let mut record = Record {
+        ts,
+        proto: message.proto.as_str(),
+        event: message.event.name(),
+        peer: message.peer.map(|p| p.to_string()),
+        local: None,
+        len: None,
+        text: None,
+        data_b64: None,
+        bytes: None,
+        duration_s: None,
+        error: None,
+    };
+    match &message.event {
+        Event::Listening { local } => record.local = Some(local.to_string()),
+        Event::Connect => {}
+        Event::Data(data) => {
+            record.len = Some(data.len());
+            match std::str::from_utf8(data) {
+                Ok(text) => record.text = Some(text),
+                Err(_) => {
+                    record.data_b64 = Some(base64::engine::general_purpose::STANDARD.encode(data))
+                }
+            }
+        }
+        Event::Disconnect { bytes, duration } => {
+            record.bytes = Some(*bytes);
+            record.duration_s = Some(duration.as_secs_f64());
+        }
+        Event::Error(error) => record.error = Some(error),
+    }
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, &record)?;
+    write_terminal_safe_json(out, scratch)?;
+    out.write_all(b"\n")
+}
+
+/// Copies serialized JSON, replacing raw DEL and C1 characters (U+0080..U+009F) by `\u` escapes.
+fn write_terminal_safe_json(out: &mut impl Write, json: &[u8]) -> io::Result<()> {
+    let mut clean_from = 0;
+    let mut at = 0;
+    while at < json.len() {
+        let (width, code) = match json[at..] {
+            [0x7f, ..] => (1, 0x7f),
+            [0xc2, second @ 0x80..=0x9f, ..] => (2, u32::from(second)),
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        out.write_all(&json[clean_from..at])?;
+        write!(out, "\\u{code:04x}")?;
+        at += width;
+        clean_from = at;
+    }
+    out.write_all(&json[clean_from..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Proto;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn json_of(data: &[u8]) -> serde_json::Value {
+        let message = Message::new(
+            Proto::Tcp,
+            "127.0.0.1:5".parse().ok(),
+            Event::Data(Bytes::copy_from_slice(data)),
+        );
+        let mut out = Vec::new();
+        write_json(&mut out, &mut Vec::new(), "T", &message).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(!out.iter().any(|&b| b < 0x20 && b != b'\n' || b == 0x7f));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn text_or_base64() {
+        let v = json_of(b"hi\n");
+        assert_eq!(v["text"], "hi\n");
+        assert_eq!(v["len"], 3);
+        assert_eq!(v["peer"], "127.0.0.1:5");
+        assert_eq!(v["event"], "data");
+        let v = json_of(b"\xff\x00");
+        assert_eq!(v["data_b64"], "/wA=");
+        assert!(v.get("text").is_none());
+    }
+
+    #[test]
+    fn c1_controls_are_escaped() {
+        let mut out = Vec::new();
+        write_terminal_safe_json(&mut out, "\"a\u{9b}b\u{7f}é\"".as_bytes()).unwrap();
+        assert_eq!(out, "\"a\\u009bb\\u007fé\"".as_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn payload_decodes_back(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let v = json_of(&data);
+            let decoded = match v.get("text") {
+                Some(text) => text.as_str().unwrap().as_bytes().to_vec(),
+                None => base64::engine::general_purpose::STANDARD
+                    .decode(v["data_b64"].as_str().unwrap())
+                    .unwrap(),
+            };
+            prop_assert_eq!(decoded, data);
+        }
+    }
+}

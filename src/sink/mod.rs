@@ -1,0 +1,274 @@
+//! Sinks: where messages go. One writer thread owns stdout and stderr, so
+//! reads from many clients never interleave inside one message, and a slow
+//! stdout pushes back on the readers through a bounded channel.
+
+mod hex;
+mod json;
+mod text;
+
+use std::io::{self, IsTerminal, Write};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::framing::Framing;
+use crate::message::{Event, Message};
+
+pub use hex::write_hex;
+pub use json::write_json;
+pub use text::{Escape, write_escaped, write_line, write_raw};
+
+/// Messages waiting for the writer; when full, readers wait (TCP then pushes back on the peer).
+const QUEUE_LEN: usize = 256;
+/// At most this many messages are written between two flushes, so output stays prompt under load.
+const FLUSH_EVERY: usize = 64;
+
+/// How data is written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// The bytes exactly as received.
+    #[default]
+    Raw,
+    /// One line per message: TIME PROTO PEER TEXT.
+    Lines,
+    /// One JSON object per line, events included.
+    Json,
+    /// A `hexdump -C` style dump per message.
+    Hex,
+}
+
+impl Format {
+    /// The framing this format needs: lines for the line-based formats.
+    pub fn framing(self, terminal: bool, max_line: usize) -> Framing {
+        match self {
+            Format::Raw if terminal => Framing::RawWholeChars,
+            Format::Raw | Format::Hex => Framing::Raw,
+            Format::Lines | Format::Json => Framing::Lines { max_line },
+        }
+    }
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputConfig {
+    pub format: Format,
+    /// No event lines on stderr.
+    pub quiet: bool,
+    /// stdout is a terminal: escape control bytes in raw data.
+    pub terminal: bool,
+}
+
+impl OutputConfig {
+    /// The settings for `format` on this process's stdout.
+    pub fn for_stdout(format: Format, quiet: bool) -> Self {
+        OutputConfig {
+            format,
+            quiet,
+            terminal: io::stdout().is_terminal(),
+        }
+    }
+}
+
+/// The writer thread and the channel that feeds it.
+pub struct Output {
+    sender: mpsc::Sender<Message>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Output {
+    /// Starts writing data to stdout and events to stderr. A broken stdout
+    /// (`portier listen | head`) cancels `shutdown`: the reader is gone.
+    pub fn to_stdio(config: OutputConfig, shutdown: CancellationToken) -> Output {
+        Output::spawn(config, shutdown, io::stdout(), io::stderr())
+    }
+
+    /// Starts writing to any pair of writers.
+    pub fn spawn<D, E>(
+        config: OutputConfig,
+        shutdown: CancellationToken,
+        data: D,
+        events: E,
+    ) -> Output
+    where
+        D: Write + Send + 'static,
+        E: Write + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::channel(QUEUE_LEN);
+        let thread = std::thread::spawn(move || {
+            let mut writer = Writer {
+                config,
+                data: io::BufWriter::with_capacity(64 * 1024, data),
+                events,
+                scratch: Vec::new(),
+            };
+            writer.run(receiver, &shutdown)
+        });
+        Output { sender, thread }
+    }
+
+    /// Where to send messages; clone it for each task.
+    pub fn sender(&self) -> mpsc::Sender<Message> {
+        self.sender.clone()
+    }
+
+    /// Waits until every message sent so far is written and flushed.
+    /// Every other sender must be dropped first.
+    pub fn finish(self) -> Result<()> {
+        drop(self.sender);
+        match self.thread.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::io("cannot write output", e)),
+            Err(_) => Err(Error::io(
+                "cannot write output",
+                io::Error::other("the writer thread stopped"),
+            )),
+        }
+    }
+}
+
+struct Writer<D: Write, E: Write> {
+    config: OutputConfig,
+    data: io::BufWriter<D>,
+    events: E,
+    scratch: Vec<u8>,
+}
+
+impl<D: Write, E: Write> Writer<D, E> {
+    fn run(
+        &mut self,
+        mut receiver: mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> io::Result<()> {
+        let result = self.write_all_messages(&mut receiver);
+        if result.is_err() {
+            shutdown.cancel();
+            // Keep taking messages so no reader waits forever on a full queue.
+            while receiver.blocking_recv().is_some() {}
+        }
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+
+    fn write_all_messages(&mut self, receiver: &mut mpsc::Receiver<Message>) -> io::Result<()> {
+        while let Some(first) = receiver.blocking_recv() {
+            self.write(&first)?;
+            for _ in 1..FLUSH_EVERY {
+                match receiver.try_recv() {
+                    Ok(message) => self.write(&message)?,
+                    Err(_) => break,
+                }
+            }
+            self.data.flush()?;
+        }
+        self.data.flush()
+    }
+
+    fn write(&mut self, message: &Message) -> io::Result<()> {
+        let line = event_line(message).filter(|_| !self.config.quiet);
+        if let Some(line) = line {
+            // Data written before the event must show first when both share a terminal.
+            self.data.flush()?;
+            writeln!(self.events, "portier: {line}")?;
+        }
+        let out = &mut self.data;
+        let ts = || timestamp(message.time);
+        match (self.config.format, &message.event) {
+            (Format::Json, _) => write_json(out, &mut self.scratch, &ts(), message),
+            (Format::Raw, Event::Data(data)) => write_raw(out, data, self.config.terminal),
+            (Format::Lines, Event::Data(data)) => {
+                write_line(out, &ts(), message.proto.as_str(), message.peer, data)
+            }
+            (Format::Hex, Event::Data(data)) => {
+                write_hex(out, &ts(), message.proto.as_str(), message.peer, data)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The plain-words line for stderr, for every event but data.
+pub fn event_line(message: &Message) -> Option<String> {
+    let proto = message.proto;
+    let peer = message
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "-".into());
+    Some(match &message.event {
+        Event::Data(_) => return None,
+        Event::Listening { local } => format!("listening on {proto} {local}"),
+        Event::Connect => format!("connect {proto} {peer}"),
+        Event::Disconnect { bytes, duration } => format!(
+            "disconnect {proto} {peer} ({bytes} bytes in {:.3}s)",
+            duration.as_secs_f64()
+        ),
+        Event::Error(error) => format!("error {proto} {peer}: {error}"),
+    })
+}
+
+/// Writes a peer's bytes to stdout as they arrive, escaped when stdout is a
+/// terminal. Used by `send` and `connect`, which have no message stream.
+pub struct PeerOutput {
+    terminal: bool,
+    stdout: tokio::io::Stdout,
+    escaped: Vec<u8>,
+}
+
+impl Default for PeerOutput {
+    fn default() -> Self {
+        PeerOutput {
+            terminal: io::stdout().is_terminal(),
+            stdout: tokio::io::stdout(),
+            escaped: Vec::new(),
+        }
+    }
+}
+
+impl PeerOutput {
+    /// Writes and flushes `bytes`; `Ok(false)` when nobody reads stdout any
+    /// more (`portier connect ... | head`), which ends a session normally.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        let bytes = if self.terminal {
+            self.escaped.clear();
+            write_escaped(&mut self.escaped, bytes, Escape::Terminal)?;
+            &self.escaped[..]
+        } else {
+            bytes
+        };
+        let written = async {
+            self.stdout.write_all(bytes).await?;
+            self.stdout.flush().await
+        };
+        match written.await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies `from` until it ends; returns how many bytes came.
+    pub async fn copy_from(&mut self, mut from: impl AsyncRead + Unpin) -> io::Result<u64> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            if !self.write(&buf[..n]).await? {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The time a message is stamped with, as written in `lines`, `json` and `hex`.
+pub fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
