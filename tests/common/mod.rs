@@ -1,0 +1,310 @@
+//! Helpers for tests that drive the real `portier` binary over real sockets:
+//! servers on free ports, peers that must exist in CI, the seed's programs.
+#![allow(dead_code)] // each test binary uses its own share of these helpers
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn portier() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portier"))
+}
+
+/// Collects everything a child writes to one pipe, as it arrives.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    pub fn from(mut pipe: impl Read + Send + 'static) -> Self {
+        let capture = Capture::default();
+        let sink = capture.0.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        capture
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Waits until `done` holds for what was captured; panics after [`PATIENCE`].
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let start = Instant::now();
+        loop {
+            let bytes = self.bytes();
+            if done(&bytes) {
+                return bytes;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "gave up waiting for {what}; got {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_for_text(&self, needle: &str) -> String {
+        let found = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
+        String::from_utf8_lossy(&self.wait_for(needle, found)).into_owned()
+    }
+}
+
+/// A child process with its output captured; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub stdout: Capture,
+    pub stderr: Capture,
+}
+
+impl Running {
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = Capture::from(child.stdout.take().unwrap());
+        let stderr = Capture::from(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends SIGTERM, the way a service manager stops a server.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; panics after [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the capture threads take the last bytes.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "still running; stderr: {}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit status, which must be success.
+    pub fn stop(&mut self) {
+        self.terminate();
+        let status = self.wait();
+        assert!(
+            status.success(),
+            "exit {status}; stderr: {}",
+            self.stderr.text()
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `portier listen` on a free port (port 0), ready when it returns.
+pub struct Server {
+    pub run: Running,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `portier listen 0 ARGS...` and waits for its "listening" lines.
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = portier();
+        command.arg("listen").arg("0").args(args);
+        let run = Running::spawn(command);
+        let expected = if args.contains(&"-t") || args.contains(&"-u") {
+            1
+        } else {
+            2
+        };
+        let events = run.stderr.wait_for("listening", |b| {
+            String::from_utf8_lossy(b).matches("listening on").count() >= expected
+        });
+        let events = String::from_utf8_lossy(&events);
+        let line = events.lines().find(|l| l.contains("listening on")).unwrap();
+        let port = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Server { run, port }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until stdout holds `n` lines.
+    pub fn wait_lines(&self, n: usize) -> String {
+        let bytes = self.run.stdout.wait_for(&format!("{n} lines"), |b| {
+            b.iter().filter(|&&c| c == b'\n').count() >= n
+        });
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+/// A port free for TCP and UDP on loopback right now (for peers that need a number).
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Waits until something listens on TCP `port`.
+pub fn wait_tcp(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < PATIENCE, "nothing listens on tcp {port}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until something has bound UDP `port` (our own bind then fails).
+pub fn wait_udp(port: u16) {
+    let start = Instant::now();
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < PATIENCE, "nothing bound udp {port}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn peers_required() -> bool {
+    std::env::var("PORTIER_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (with a printed reason) or, under `PORTIER_REQUIRE_PEERS=1`, fails.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        !peers_required(),
+        "{test}: {reason} (PORTIER_REQUIRE_PEERS=1)"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+/// True when the peer program `name` runs here; otherwise skips or fails.
+/// `nc` must be OpenBSD netcat (Debian `netcat-openbsd`).
+pub fn have_peer(test: &str, name: &str) -> bool {
+    let output = Command::new(name)
+        .arg(if name == "socat" { "-V" } else { "-h" })
+        .output();
+    let ok = match (&output, name) {
+        (Ok(out), "nc") => String::from_utf8_lossy(&out.stderr).contains("OpenBSD"),
+        (Ok(_), _) => true,
+        (Err(_), _) => false,
+    };
+    if !ok {
+        skip(
+            test,
+            &format!("peer `{name}` is not installed (or not the expected one)"),
+        );
+    }
+    ok
+}
+
+/// The seed tutorial, beside the project in `../shared/seed/`.
+fn seed_text() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .find(|text| text.contains("```python") && text.contains("socket"))
+}
+
+/// The seed's four programs.
+#[derive(Debug, Clone, Copy)]
+pub enum SeedProgram {
+    UdpClient,
+    TcpClient,
+    UdpServer,
+    TcpServer,
+}
+
+/// Writes the seed's program to a temporary file, on `port` instead of 8888
+/// (so tests can run in parallel); `None`, after saying so, if the seed is absent.
+pub fn seed_program(
+    test: &str,
+    program: SeedProgram,
+    port: u16,
+) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !have_peer(test, "python3") {
+        return None;
+    }
+    let Some(text) = seed_text() else {
+        eprintln!("SKIPPED {test}: the seed ../shared/seed/ is not beside the project");
+        return None;
+    };
+    let wanted: &[&str] = match program {
+        SeedProgram::UdpClient => &["SOCK_DGRAM", "sendto"],
+        SeedProgram::TcpClient => &["SOCK_STREAM", ".connect("],
+        SeedProgram::UdpServer => &["SOCK_DGRAM", "recvfrom"],
+        SeedProgram::TcpServer => &["SOCK_STREAM", ".accept("],
+    };
+    let code = text
+        .split("```python")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|code| wanted.iter().all(|w| code.contains(w)))
+        .unwrap_or_else(|| panic!("no {program:?} in the seed"));
+    assert!(
+        code.contains("PORT = 8888"),
+        "the seed's {program:?} changed"
+    );
+    let code = code.replace("PORT = 8888", &format!("PORT = {port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.py");
+    std::fs::write(&path, code).unwrap();
+    Some((dir, path))
+}
+
+/// `python3 -u PROGRAM` (unbuffered, so prints arrive before the program ends).
+pub fn python(path: &Path) -> Command {
+    let mut command = Command::new("python3");
+    command.arg("-u").arg(path);
+    command
+}

@@ -1,0 +1,265 @@
+//! `portier listen` driven over real sockets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use common::{Capture, Running, Server, portier};
+
+fn tcp_send(port: u16, data: &[u8]) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(data).unwrap();
+}
+
+#[test]
+fn lines_format_shows_time_proto_peer_text_and_events_go_to_stderr() {
+    let mut server = Server::start(&["-t", "-b", "127.0.0.1", "-f", "lines"]);
+    tcp_send(server.port, b"hello\nworld\n");
+    let out = server.wait_lines(2);
+    server.run.stop();
+    let lines: Vec<&str> = out.lines().collect();
+    for (line, text) in lines.iter().zip(["hello", "world"]) {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert!(humantime::parse_rfc3339(fields[0]).is_ok(), "{line}");
+        assert_eq!(fields[1], "tcp");
+        assert!(fields[2].starts_with("127.0.0.1:"), "{line}");
+        assert_eq!(fields[3], text);
+    }
+    let events = server.run.stderr.text();
+    assert!(events.contains("listening on tcp 127.0.0.1:"), "{events}");
+    assert!(events.contains("connect tcp 127.0.0.1:"), "{events}");
+    assert!(events.contains("disconnect tcp 127.0.0.1:"), "{events}");
+    assert!(events.contains("(12 bytes in"), "{events}");
+}
+
+#[test]
+fn raw_keeps_every_byte_including_nul_and_invalid_utf8() {
+    let mut server = Server::start(&["-t", "--once"]);
+    let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    tcp_send(server.port, &data);
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.bytes(), data);
+}
+
+#[test]
+fn a_64_mib_stream_arrives_intact() {
+    let mut server = Server::start(&["-t", "--once"]);
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    tcp_send(server.port, &data);
+    assert!(server.run.wait().success());
+    let got = server.run.stdout.bytes();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the stream was altered");
+}
+
+#[test]
+fn three_hundred_concurrent_clients_each_line_exactly_once() {
+    const CLIENTS: usize = 300;
+    let mut server = Server::start(&["-t", "-f", "lines"]);
+    let port = server.port;
+    // Connect all first, so they are really concurrent, then send.
+    let streams: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let senders: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut stream)| {
+            thread::spawn(move || {
+                stream
+                    .write_all(format!("client {i} says hi\n").as_bytes())
+                    .unwrap();
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let out = server.wait_lines(CLIENTS);
+    server.run.stop();
+    let mut seen = HashMap::new();
+    for line in out.lines() {
+        let text = line.splitn(4, ' ').nth(3).unwrap();
+        *seen.entry(text.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), CLIENTS);
+    assert!(seen.values().all(|&n| n == 1));
+}
+
+#[test]
+fn json_format_is_one_parseable_object_per_line() {
+    let mut server = Server::start(&["-t", "-f", "json", "--once"]);
+    tcp_send(server.port, b"caf\xc3\xa9\n\xff\x00\n");
+    assert!(server.run.wait().success());
+    let records: Vec<serde_json::Value> = server
+        .run
+        .stdout
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["listening", "connect", "data", "data", "disconnect"]
+    );
+    assert_eq!(records[2]["text"], "café\n");
+    assert_eq!(records[2]["len"], 6);
+    assert_eq!(records[3]["data_b64"], "/wAK");
+    assert_eq!(records[4]["bytes"], 9);
+    assert!(
+        records[1]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(humantime::parse_rfc3339(records[2]["ts"].as_str().unwrap()).is_ok());
+}
+
+#[test]
+fn hex_format_dumps_like_hexdump_c() {
+    let mut server = Server::start(&["-u", "-f", "hex", "--once"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"abcdefg!\n", ("127.0.0.1", server.port))
+        .unwrap();
+    assert!(server.run.wait().success());
+    let out = server.run.stdout.text();
+    assert!(out.contains(" udp 127.0.0.1:"), "{out}");
+    assert!(out.contains(
+        "00000000  61 62 63 64 65 66 67 21  0a                       |abcdefg!.|\n00000009\n"
+    ));
+}
+
+#[test]
+fn default_listener_takes_tcp_and_udp_from_ipv4_ipv6_and_localhost() {
+    let mut server = Server::start(&["-f", "lines"]);
+    let port = server.port.to_string();
+    for (udp, host) in [
+        (false, "127.0.0.1"),
+        (false, "::1"),
+        (true, "127.0.0.1"),
+        (true, "::1"),
+        (true, "localhost"),
+    ] {
+        let mut send = portier();
+        send.args(["send", host, &port, "from", host]);
+        if udp {
+            send.arg("-u");
+        }
+        let status = send.status().unwrap();
+        assert!(status.success(), "send to {host} (udp: {udp})");
+    }
+    let out = server.wait_lines(5);
+    server.run.stop();
+    assert!(out.contains("tcp 127.0.0.1:"), "{out}");
+    assert!(out.contains("tcp [::1]:"), "{out}");
+    assert!(out.contains("udp 127.0.0.1:"), "{out}");
+    assert!(out.contains("udp [::1]:"), "{out}");
+    assert!(out.contains(" from localhost"), "{out}");
+    assert!(!out.contains("::ffff:"), "mapped addresses shown: {out}");
+}
+
+#[test]
+fn once_exits_after_the_first_client() {
+    let mut server = Server::start(&["-t", "--once"]);
+    tcp_send(server.port, b"abcdefg!\n");
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.text(), "abcdefg!\n");
+}
+
+#[test]
+fn clients_come_and_go_and_the_server_stays() {
+    let mut server = Server::start(&["-t"]);
+    for i in 0..3 {
+        tcp_send(server.port, format!("visit {i}\n").as_bytes());
+        server.run.stdout.wait_for_text(&format!("visit {i}\n"));
+    }
+    assert!(server.run.child.try_wait().unwrap().is_none());
+    server.run.stop();
+}
+
+#[test]
+fn sigterm_flushes_what_was_received_even_an_unfinished_line() {
+    let mut server = Server::start(&["-t", "-f", "lines"]);
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    client.write_all(b"complete\nunfinished").unwrap();
+    server.run.stdout.wait_for_text("complete");
+    // Give the unfinished bytes time to be read before the signal.
+    server.run.stderr.wait_for_text("connect tcp");
+    thread::sleep(Duration::from_millis(200));
+    server.run.stop();
+    let out = server.run.stdout.text();
+    assert!(out.ends_with(" unfinished\n"), "{out}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_server_quietly() {
+    let mut child = portier()
+        .args(["listen", "0", "-t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // nobody reads stdout, like `portier listen | head -c 0`
+    let stderr = Capture::from(child.stderr.take().unwrap());
+    let mut run = Running {
+        child,
+        stdout: Capture::default(),
+        stderr,
+    };
+    let line = run.stderr.wait_for_text("listening on");
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    tcp_send(port, b"nobody reads this\n");
+    let status = run.wait();
+    let errors = run.stderr.text();
+    assert!(status.success(), "exit {status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
+}
+
+#[test]
+fn a_peer_cannot_drive_the_terminal() {
+    if !common::have_peer("a_peer_cannot_drive_the_terminal", "script") {
+        return;
+    }
+    // `script` gives portier a real pseudo-terminal as stdout and copies what it shows.
+    let command = format!("{} listen 0 -t --once", env!("CARGO_BIN_EXE_portier"));
+    let mut script = Command::new("script");
+    script.args(["-qefc", &command, "/dev/null"]);
+    let run = Running::spawn(script);
+    let line = run.stdout.wait_for_text("listening on");
+    let port: u16 = line
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .and_then(|l| l.trim().rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    tcp_send(port, b"\x1b[2J\x1b]0;pwned\x07red\tok\n");
+    let mut run = run;
+    assert!(run.wait().success());
+    let shown = run.stdout.bytes();
+    assert!(
+        !shown.contains(&0x1b),
+        "a live escape reached the terminal: {shown:?}"
+    );
+    assert!(
+        !shown.contains(&0x07),
+        "a live bell reached the terminal: {shown:?}"
+    );
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(
+        shown.contains("\\x1b[2J\\x1b]0;pwned\\x07red\tok"),
+        "{shown}"
+    );
+}
