@@ -19,12 +19,15 @@ pub fn portier() -> Command {
 
 /// Collects everything a child writes to one pipe, as it arrives.
 #[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
+pub struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Capture {
     pub fn from(mut pipe: impl Read + Send + 'static) -> Self {
         let capture = Capture::default();
-        let sink = capture.0.clone();
+        let (sink, ended) = (capture.bytes.clone(), capture.ended.clone());
         thread::spawn(move || {
             let mut buf = [0u8; 65536];
             while let Ok(n) = pipe.read(&mut buf) {
@@ -33,12 +36,23 @@ impl Capture {
                 }
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         capture
     }
 
     pub fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
+        self.bytes.lock().unwrap().clone()
+    }
+
+    /// Waits (a little) until the pipe has reached its end.
+    fn wait_end(&self) {
+        let start = Instant::now();
+        while !self.ended.load(std::sync::atomic::Ordering::SeqCst)
+            && start.elapsed() < Duration::from_secs(2)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn text(&self) -> String {
@@ -106,8 +120,8 @@ impl Running {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the capture threads take the last bytes.
-                thread::sleep(Duration::from_millis(50));
+                self.stdout.wait_end();
+                self.stderr.wait_end();
                 return status;
             }
             assert!(
@@ -196,21 +210,69 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Waits until something listens on TCP `port`.
-pub fn wait_tcp(port: u16) {
+/// Waits until a peer program has bound `port` (TCP: is listening), read
+/// from the kernel's socket tables so no test connection disturbs the peer.
+pub fn wait_bound(udp: bool, port: u16) {
+    let tables: &[&str] = if udp {
+        &["/proc/net/udp", "/proc/net/udp6"]
+    } else {
+        &["/proc/net/tcp", "/proc/net/tcp6"]
+    };
+    let wanted = format!(":{port:04X}");
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < PATIENCE, "nothing listens on tcp {port}");
+    loop {
+        let bound = tables.iter().any(|table| {
+            std::fs::read_to_string(table).is_ok_and(|text| {
+                text.lines().skip(1).any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3 && fields[1].ends_with(&wanted) && (udp || fields[3] == "0A")
+                })
+            })
+        });
+        if bound {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "nothing bound port {port} (udp: {udp})"
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Waits until something has bound UDP `port` (our own bind then fails).
-pub fn wait_udp(port: u16) {
-    let start = Instant::now();
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(start.elapsed() < PATIENCE, "nothing bound udp {port}");
-        thread::sleep(Duration::from_millis(10));
+/// Runs `command` with `input` on stdin to its end; returns its stdout.
+pub fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = wait_output(child);
+    writer.join().unwrap();
+    output
+}
+
+/// Waits for `child` to exit, within [`PATIENCE`], and collects its output.
+pub fn wait_output(mut child: Child) -> std::process::Output {
+    let stdout = Capture::from(child.stdout.take().unwrap());
+    let stderr = Capture::from(child.stderr.take().unwrap());
+    let mut run = Running {
+        child,
+        stdout,
+        stderr,
+    };
+    let status = run.wait();
+    std::process::Output {
+        status,
+        stdout: run.stdout.bytes(),
+        stderr: run.stderr.bytes(),
     }
 }
 
