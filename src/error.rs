@@ -43,10 +43,11 @@ pub enum Error {
     )]
     PortUnreachable { addr: SocketAddr },
 
-    #[error("{what} is {len} bytes, over the UDP limit of {max} bytes for {addr}")]
+    #[error(
+        "{what} is over the UDP limit of {max} bytes for one datagram to {addr}; split it, or send it over TCP"
+    )]
     DatagramTooLarge {
         what: String,
-        len: usize,
         max: usize,
         addr: SocketAddr,
     },

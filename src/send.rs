@@ -185,7 +185,6 @@ async fn send_datagram(
     if datagram.len() > max {
         return Err(Error::DatagramTooLarge {
             what: what(),
-            len: datagram.len(),
             max,
             addr: peer,
         });

@@ -1,0 +1,238 @@
+//! `portier send` and `portier connect` against real servers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+use std::thread;
+
+use common::{Running, Server, portier, run_with_input, wait_output};
+
+fn send_ok(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut command = portier();
+    command.arg("send").args(args);
+    let output = run_with_input(command, input);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn message_words_get_one_newline_and_n_leaves_it_out() {
+    let mut server = Server::start(&["-t", "--once"]);
+    send_ok(
+        &[
+            "127.0.0.1",
+            &server.port.to_string(),
+            "abcdefg!",
+            "and",
+            "more",
+        ],
+        b"",
+    );
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.text(), "abcdefg! and more\n");
+
+    let mut server = Server::start(&["-t", "--once"]);
+    send_ok(&["-n", "127.0.0.1", &server.port.to_string(), "exact"], b"");
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.text(), "exact");
+}
+
+#[test]
+fn non_utf8_message_arguments_arrive_byte_exact() {
+    let mut server = Server::start(&["-t", "--once"]);
+    let word = std::ffi::OsStr::from_bytes(b"caf\xe9\x00?");
+    let status = portier()
+        .args(["send", "127.0.0.1", &server.port.to_string()])
+        .arg(word)
+        .status();
+    // A NUL cannot be in an argument; the OS refuses it before portier runs.
+    assert!(status.is_err());
+    let word = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let status = portier()
+        .args(["send", "127.0.0.1", &server.port.to_string()])
+        .arg(word)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.bytes(), b"caf\xe9\n");
+}
+
+#[test]
+fn stdin_and_files_stream_whole_over_tcp() {
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut server = Server::start(&["-t", "--once"]);
+    send_ok(&["127.0.0.1", &server.port.to_string()], &data);
+    assert!(server.run.wait().success());
+    assert!(server.run.stdout.bytes() == data);
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let mut server = Server::start(&["-t", "--once", "-b", "::1"]);
+    let path = file.path().to_str().unwrap();
+    send_ok(&["::1", &server.port.to_string(), "--file", path], b"");
+    assert!(server.run.wait().success());
+    assert!(server.run.stdout.bytes() == data);
+}
+
+#[test]
+fn udp_stdin_is_one_datagram_per_line() {
+    let mut server = Server::start(&["-u", "-f", "json"]);
+    send_ok(
+        &["-u", "127.0.0.1", &server.port.to_string()],
+        b"one\ntwo\nthree\n",
+    );
+    let out = server.wait_lines(4); // listening + 3 datagrams
+    server.run.stop();
+    let texts: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "data")
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["one\n", "two\n", "three\n"]);
+}
+
+#[test]
+fn a_datagram_over_the_udp_limit_is_an_error_not_a_truncation() {
+    let server = Server::start(&["-u"]);
+    let mut line = vec![b'x'; 70_000];
+    line.push(b'\n');
+    let mut command = portier();
+    command.args(["send", "-u", "127.0.0.1", &server.port.to_string()]);
+    let output = run_with_input(command, &line);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("line 1 is over the UDP limit of 65507 bytes"),
+        "{error}"
+    );
+    assert!(server.run.stdout.bytes().is_empty());
+}
+
+#[test]
+fn send_prints_what_the_peer_answers_then_exits_when_it_closes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).unwrap(); // ends at portier's half-close
+        stream.write_all(b"got: ").unwrap();
+        stream.write_all(&request).unwrap();
+    });
+    let output = send_ok(&["127.0.0.1", &port.to_string(), "ping"], b"");
+    server.join().unwrap();
+    assert_eq!(output.stdout, b"got: ping\n");
+}
+
+#[test]
+fn connect_half_closes_at_the_end_of_stdin_and_reads_the_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"hello\n").unwrap();
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).unwrap();
+        stream
+            .write_all(format!("got {} bytes\n", request.len()).as_bytes())
+            .unwrap();
+    });
+    let mut command = portier();
+    command.args(["connect", "localhost", &port.to_string()]);
+    let output = run_with_input(command, b"ping\n");
+    server.join().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"hello\ngot 5 bytes\n");
+}
+
+#[test]
+fn connect_ends_when_the_peer_closes_even_while_stdin_stays_open() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"bye\n").unwrap();
+    });
+    let child = portier()
+        .args(["connect", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped()) // held open, never written
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child);
+    server.join().unwrap();
+    assert!(output.status.success());
+    assert_eq!(output.stdout, b"bye\n");
+}
+
+#[test]
+fn connect_over_udp_sends_lines_and_prints_replies() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        for _ in 0..2 {
+            let (n, from) = socket.recv_from(&mut buf).unwrap();
+            socket.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    let mut command = portier();
+    command.args(["connect", "-u", "-w", "0.5", "127.0.0.1", &port.to_string()]);
+    let output = run_with_input(command, b"ping\npong\n");
+    echo.join().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"ping\npong\n");
+}
+
+/// An example program built by `cargo test` (target/debug/examples/NAME).
+fn example(name: &str) -> std::process::Command {
+    let deps = std::env::current_exe().unwrap();
+    let target = deps.parent().unwrap().parent().unwrap();
+    std::process::Command::new(target.join("examples").join(name))
+}
+
+#[test]
+fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
+    if !std::path::Path::new(example("tcp_server").get_program()).exists() {
+        // `cargo test` builds the examples; `cargo test --test send_connect` alone does not.
+        eprintln!("SKIPPED: the examples are not built; run the whole `cargo test`");
+        return;
+    }
+    for (server, client) in [("tcp_server", "tcp_client"), ("udp_server", "udp_client")] {
+        let mut command = example(server);
+        command.arg("0");
+        let mut server = Running::spawn(command);
+        let line = server.stderr.wait_for_text("listening on");
+        let port = line
+            .lines()
+            .find(|l| l.contains("listening on"))
+            .and_then(|l| l.trim().rsplit(':').next())
+            .unwrap()
+            .to_string();
+        let status = example(client).arg(&port).status().unwrap();
+        assert!(status.success(), "{client}");
+        server.stdout.wait_for_text("abcdefg!");
+        if server.child.try_wait().unwrap().is_none() {
+            server.stop(); // the UDP server runs until told to stop, like the seed's
+        }
+        assert!(server.wait().success());
+    }
+}
