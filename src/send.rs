@@ -62,11 +62,12 @@ pub async fn send(config: &SendConfig) -> Result<()> {
 }
 
 async fn send_tcp(config: &SendConfig) -> Result<()> {
+    let input = config.open().await?; // a missing file is reported before any connection
     let mut stream = endpoint::connect_tcp(&config.host, config.port, config.timeout).await?;
     let peer = peer_of(stream.peer_addr(), &config.host)?;
     let (reader, mut writer) = stream.split();
     let upload = async {
-        upload(config.open().await?, &mut writer, peer).await?;
+        upload(input, &mut writer, peer).await?;
         writer.shutdown().await.context(|| lost(peer))
     };
     let download = async {
@@ -134,6 +135,7 @@ impl SendConfig {
 }
 
 async fn send_udp(config: &SendConfig) -> Result<()> {
+    let input = config.open().await?;
     let socket = endpoint::connect_udp(&config.host, config.port, config.timeout).await?;
     let peer = peer_of(socket.peer_addr(), &config.host)?;
     match &config.source {
@@ -141,7 +143,7 @@ async fn send_udp(config: &SendConfig) -> Result<()> {
             let datagram = with_newline(message, config.newline);
             send_datagram(&socket, peer, &datagram, || "the message".into()).await?;
         }
-        _ => send_lines(&socket, peer, config.open().await?, config.newline).await?,
+        _ => send_lines(&socket, peer, input, config.newline).await?,
     }
     check_unreachable(&socket, peer)
 }
