@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{Capture, Running, Server, portier};
+use common::{Capture, Running, Server, listening_port, portier};
 
 fn tcp_send(port: u16, data: &[u8]) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -219,8 +219,7 @@ fn a_closed_stdout_ends_the_server_quietly() {
         stdout: Capture::default(),
         stderr,
     };
-    let line = run.stderr.wait_for_text("listening on");
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
     tcp_send(port, b"nobody reads this\n");
     let status = run.wait();
     let errors = run.stderr.text();
@@ -238,13 +237,7 @@ fn a_peer_cannot_drive_the_terminal() {
     let mut script = Command::new("script");
     script.args(["-qefc", &command, "/dev/null"]);
     let run = Running::spawn(script);
-    let line = run.stdout.wait_for_text("listening on");
-    let port: u16 = line
-        .lines()
-        .find(|l| l.contains("listening on"))
-        .and_then(|l| l.trim().rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let port = listening_port(&run.stdout.wait_for_text("listening on"));
     tcp_send(port, b"\x1b[2J\x1b]0;pwned\x07red\tok\n");
     let mut run = run;
     assert!(run.wait().success());

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::thread;
 
-use common::{Running, Server, portier, run_with_input, wait_output};
+use common::{Running, Server, listening_port, portier, run_with_input, wait_output};
 
 fn send_ok(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut command = portier();
@@ -220,13 +220,7 @@ fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
         let mut command = example(server);
         command.arg("0");
         let mut server = Running::spawn(command);
-        let line = server.stderr.wait_for_text("listening on");
-        let port = line
-            .lines()
-            .find(|l| l.contains("listening on"))
-            .and_then(|l| l.trim().rsplit(':').next())
-            .unwrap()
-            .to_string();
+        let port = listening_port(&server.stderr.wait_for_text("listening on")).to_string();
         let status = example(client).arg(&port).status().unwrap();
         assert!(status.success(), "{client}");
         server.stdout.wait_for_text("abcdefg!");

@@ -7,6 +7,7 @@ mod json;
 mod text;
 
 use std::io::{self, IsTerminal, Write};
+use std::net::Ipv6Addr;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -201,6 +202,9 @@ pub fn event_line(message: &Message) -> Option<String> {
         .unwrap_or_else(|| "-".into());
     Some(match &message.event {
         Event::Data(_) => return None,
+        Event::Listening { local } if local.ip() == Ipv6Addr::UNSPECIFIED => {
+            format!("listening on {proto} {local} (IPv4 and IPv6)")
+        }
         Event::Listening { local } => format!("listening on {proto} {local}"),
         Event::Connect => format!("connect {proto} {peer}"),
         Event::Disconnect { bytes, duration } => format!(

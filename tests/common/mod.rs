@@ -172,14 +172,7 @@ impl Server {
         let events = run.stderr.wait_for("listening", |b| {
             String::from_utf8_lossy(b).matches("listening on").count() >= expected
         });
-        let events = String::from_utf8_lossy(&events);
-        let line = events.lines().find(|l| l.contains("listening on")).unwrap();
-        let port = line
-            .split_whitespace()
-            .nth(4)
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = listening_port(&String::from_utf8_lossy(&events));
         Server { run, port }
     }
 
@@ -194,6 +187,18 @@ impl Server {
         });
         String::from_utf8(bytes).unwrap()
     }
+}
+
+/// The port in the first "listening on [PROTO] ADDR:PORT" line of `events`.
+pub fn listening_port(events: &str) -> u16 {
+    events
+        .lines()
+        .find_map(|line| {
+            let after = line.split("listening on ").nth(1)?;
+            let addr = after.split_whitespace().find(|word| word.contains(':'))?;
+            addr.rsplit(':').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no listening port in {events:?}"))
 }
 
 /// A port free for TCP and UDP on loopback right now (for peers that need a number).
