@@ -3,6 +3,8 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
+use super::text::write_heading;
+
 /// Writes a header line, then `hexdump -C` lines (offset, 16 bytes, printable ASCII).
 pub fn write_hex(
     out: &mut impl Write,
@@ -11,10 +13,8 @@ pub fn write_hex(
     peer: Option<SocketAddr>,
     data: &[u8],
 ) -> io::Result<()> {
-    match peer {
-        Some(peer) => writeln!(out, "{time} {proto} {peer} {} bytes", data.len())?,
-        None => writeln!(out, "{time} {proto} {} bytes", data.len())?,
-    }
+    write_heading(out, time, proto, peer)?;
+    writeln!(out, " {} bytes", data.len())?;
     for (row, bytes) in data.chunks(16).enumerate() {
         write!(out, "{:08x}  ", row * 16)?;
         for column in 0..16 {
@@ -65,7 +65,7 @@ mod tests {
         write_hex(&mut out, "T", "tcp", None, b"abcdefg!\n").unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "T tcp 9 bytes\n\
+            "T tcp - 9 bytes\n\
              00000000  61 62 63 64 65 66 67 21  0a                       |abcdefg!.|\n\
              00000009\n"
         );

@@ -60,12 +60,23 @@ pub fn write_line(
     data: &[u8],
 ) -> io::Result<()> {
     let text = data.strip_suffix(b"\n").unwrap_or(data);
-    match peer {
-        Some(peer) => write!(out, "{time} {proto} {peer} ")?,
-        None => write!(out, "{time} {proto} - ")?,
-    }
+    write_heading(out, time, proto, peer)?;
+    out.write_all(b" ")?;
     write_escaped(out, text, Escape::Line)?;
     out.write_all(b"\n")
+}
+
+/// `TIME PROTO PEER`, the start of a `lines` line and of a `hex` dump (`-` for no peer).
+pub fn write_heading(
+    out: &mut impl Write,
+    time: &str,
+    proto: &str,
+    peer: Option<SocketAddr>,
+) -> io::Result<()> {
+    match peer {
+        Some(peer) => write!(out, "{time} {proto} {peer}"),
+        None => write!(out, "{time} {proto} -"),
+    }
 }
 
 #[cfg(test)]
