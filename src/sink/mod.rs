@@ -276,3 +276,109 @@ impl PeerOutput {
 pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Framer;
+    use crate::message::Proto;
+    use base64::Engine;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Feeds `data`, cut into reads at `cuts`, through the framing and writer of `format`.
+    fn render(format: Format, data: &[u8], cuts: &[usize]) -> String {
+        let mut framer = Framer::new(format.framing(false, 16));
+        let stdout = Shared::default();
+        let config = OutputConfig {
+            format,
+            quiet: true,
+            terminal: false,
+        };
+        let output = Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink());
+        let sender = output.sender();
+        let peer = "127.0.0.1:9".parse().ok();
+        let emit = |frame: Bytes| {
+            let message = Message::new(Proto::Tcp, peer, Event::Data(frame));
+            sender.blocking_send(message).unwrap();
+        };
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        ends.push(data.len());
+        ends.sort();
+        let mut start = 0;
+        for end in ends {
+            framer.push(Bytes::copy_from_slice(&data[start..end]));
+            while let Some(frame) = framer.next_frame() {
+                emit(frame);
+            }
+            start = end;
+        }
+        framer.finish().into_iter().for_each(emit);
+        drop(sender);
+        output.finish().unwrap();
+        let bytes = stdout.0.lock().unwrap().clone();
+        String::from_utf8(bytes).expect("every format but raw writes UTF-8")
+    }
+
+    fn json_payload(out: &str) -> Vec<u8> {
+        out.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .flat_map(|record| match record.get("text") {
+                Some(text) => text.as_str().unwrap().as_bytes().to_vec(),
+                None => base64::engine::general_purpose::STANDARD
+                    .decode(record["data_b64"].as_str().unwrap())
+                    .unwrap(),
+            })
+            .collect()
+    }
+
+    fn hex_payload(out: &str) -> Vec<u8> {
+        out.lines()
+            .filter(|line| line.len() > 58 && line.as_bytes()[8] == b' ')
+            .flat_map(|line| {
+                line[10..58]
+                    .split_whitespace()
+                    .map(|h| u8::from_str_radix(h, 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn json_and_hex_give_back_exactly_the_bytes_received(
+            data in proptest::collection::vec(any::<u8>(), 1..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            prop_assert_eq!(json_payload(&render(Format::Json, &data, &cuts)), data.clone());
+            prop_assert_eq!(hex_payload(&render(Format::Hex, &data, &cuts)), data);
+        }
+
+        #[test]
+        fn characters_split_across_reads_are_never_mangled(
+            text in "[a-zé€😀 \n]{1,80}",
+            cuts in proptest::collection::vec(any::<usize>(), 1..6),
+        ) {
+            let lines = render(Format::Lines, text.as_bytes(), &cuts);
+            prop_assert!(!lines.contains("\\x"), "{}", lines);
+            let json = render(Format::Json, text.as_bytes(), &cuts);
+            prop_assert!(!json.contains("data_b64"), "{}", json);
+            prop_assert_eq!(json_payload(&json), text.as_bytes());
+        }
+    }
+}
