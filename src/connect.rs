@@ -40,12 +40,7 @@ async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
         .peer_addr()
         .context(|| format!("connection to {} lost", config.host))?;
     let (reader, mut writer) = stream.into_split();
-    let mut download = std::pin::pin!(async {
-        PeerOutput::default()
-            .copy_from(reader)
-            .await
-            .context(|| format!("connection to {peer} failed"))
-    });
+    let mut download = std::pin::pin!(PeerOutput::default().copy_from(reader, peer));
     let mut upload = std::pin::pin!(async {
         upload(tokio::io::stdin(), &mut writer, peer).await?;
         writer
@@ -100,11 +95,7 @@ async fn receive(socket: &UdpSocket, idle: Option<Duration>) -> Result<()> {
             }
             (Err(e), _) => return Err(Error::io("cannot receive", e)),
         };
-        let reader_left = !output
-            .write(&buf[..len])
-            .await
-            .context(|| "cannot write output".into())?;
-        if reader_left {
+        if !output.write(&buf[..len]).await? {
             return Ok(());
         }
     }

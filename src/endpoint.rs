@@ -51,9 +51,16 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
         .map_err(|e| resolve_error(crate::error::describe(&e)))?
         .collect();
     if addrs.is_empty() {
-        return Err(resolve_error("no addresses found".into()));
+        return Err(no_addresses(host));
     }
     Ok(addrs)
+}
+
+fn no_addresses(host: &str) -> Error {
+    Error::Resolve {
+        host: host.to_string(),
+        reason: "no addresses found".into(),
+    }
 }
 
 /// The local addresses to listen on: `bind` resolved, or dual-stack `[::]`.
@@ -174,10 +181,7 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Re
                 Err(e) => last = Some(Error::io(format!("cannot connect to {addr}"), e)),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Resolve {
-            host: host.to_string(),
-            reason: "no addresses found".into(),
-        }))
+        Err(last.unwrap_or_else(|| no_addresses(host)))
     };
     with_timeout(timeout, format!("{host}:{port}"), attempt).await
 }
@@ -188,9 +192,11 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Re
 /// name like `localhost` most often means the IPv4 listener nc and friends open.
 pub async fn connect_udp(host: &str, port: u16, timeout: Option<Duration>) -> Result<UdpSocket> {
     let attempt = async {
-        let mut addrs = resolve(host, port).await?;
-        addrs.sort_by_key(|a| a.is_ipv6());
-        let addr = addrs[0];
+        let addrs = resolve(host, port).await?;
+        let addr = addrs
+            .into_iter()
+            .min_by_key(|a| a.is_ipv6())
+            .ok_or_else(|| no_addresses(host))?;
         let local: SocketAddr = match addr {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),

@@ -70,12 +70,7 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
         upload(input, &mut writer, peer).await?;
         writer.shutdown().await.context(|| lost(peer))
     };
-    let download = async {
-        PeerOutput::default()
-            .copy_from(reader)
-            .await
-            .context(|| format!("connection to {peer} failed"))
-    };
+    let download = PeerOutput::default().copy_from(reader, peer);
     tokio::try_join!(upload, download)?;
     Ok(())
 }

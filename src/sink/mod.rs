@@ -7,7 +7,7 @@ mod json;
 mod text;
 
 use std::io::{self, IsTerminal, Write};
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message};
 
@@ -122,9 +122,9 @@ impl Output {
         drop(self.sender);
         match self.thread.join() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::io("cannot write output", e)),
+            Ok(Err(e)) => Err(Error::io(cannot_write(), e)),
             Err(_) => Err(Error::io(
-                "cannot write output",
+                cannot_write(),
                 io::Error::other("the writer thread stopped"),
             )),
         }
@@ -236,10 +236,10 @@ impl Default for PeerOutput {
 impl PeerOutput {
     /// Writes and flushes `bytes`; `Ok(false)` when nobody reads stdout any
     /// more (`portier connect ... | head`), which ends a session normally.
-    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<bool> {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<bool> {
         let bytes = if self.terminal {
             self.escaped.clear();
-            write_escaped(&mut self.escaped, bytes, Escape::Terminal)?;
+            write_escaped(&mut self.escaped, bytes, Escape::Terminal).context(cannot_write)?;
             &self.escaped[..]
         } else {
             bytes
@@ -251,16 +251,23 @@ impl PeerOutput {
         match written.await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(Error::io(cannot_write(), e)),
         }
     }
 
-    /// Copies `from` until it ends; returns how many bytes came.
-    pub async fn copy_from(&mut self, mut from: impl AsyncRead + Unpin) -> io::Result<u64> {
+    /// Copies what `peer` sends until it ends; returns how many bytes came.
+    pub async fn copy_from(
+        mut self,
+        mut from: impl AsyncRead + Unpin,
+        peer: SocketAddr,
+    ) -> Result<u64> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         loop {
-            let n = from.read(&mut buf).await?;
+            let n = from
+                .read(&mut buf)
+                .await
+                .context(|| format!("connection to {peer} failed"))?;
             if n == 0 {
                 return Ok(total);
             }
@@ -270,6 +277,10 @@ impl PeerOutput {
             }
         }
     }
+}
+
+fn cannot_write() -> String {
+    "cannot write output".into()
 }
 
 /// The time a message is stamped with, as written in `lines`, `json` and `hex`.
