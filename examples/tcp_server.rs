@@ -37,7 +37,7 @@ async fn main() -> Result<(), portier::error::Error> {
         match message.event {
             Event::Listening { local } => eprintln!("TCP server listening on {local}"),
             Event::Connect => eprintln!("Remote socket: {:?}", message.peer),
-            Event::Data(bytes) => {
+            Event::Data { bytes, .. } => {
                 write_raw(&mut stdout, b"Received: ", false).ok();
                 write_raw(&mut stdout, &bytes, terminal).ok();
                 stdout.flush().ok();

@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
+use crate::access::{AccessList, parse_range};
 use crate::connect::{self, ConnectConfig};
 use crate::error::Result;
-use crate::listen::{self, ListenConfig, Protocols};
+use crate::framing::Framing;
+use crate::listen::{self, DEFAULT_MAX_CONNS, ListenConfig, Mode, Protocols};
 use crate::message::Proto;
 use crate::send::{self, SendConfig, Source};
 use crate::sink::{Format, OutputConfig};
@@ -22,7 +26,11 @@ Examples:
   portier listen -t --once           one TCP client, then exit (the seed's server)
   portier listen -f lines            one line per message: TIME PROTO PEER TEXT
   portier listen -f json | jq .text  JSON for scripts
-  portier listen > capture.bin       every byte, exactly as received";
+  portier listen > capture.bin       every byte, exactly as received
+  portier listen -o readings.log     print and keep a log, flushed per message
+  portier listen --echo              a test partner: everything comes back
+  portier listen -t --chat           a chat room for everyone who connects
+  portier listen --allow 192.168.1.0/24 --idle-timeout 5m";
 
 const SEND_EXAMPLES: &str = "\
 Examples:
@@ -75,12 +83,37 @@ pub struct ListenArgs {
     /// Exit after the first TCP client disconnects (UDP only: after the first datagram)
     #[arg(long)]
     pub once: bool,
-    /// How data is written to stdout
-    #[arg(short, long, value_enum, default_value_t = Format::Raw)]
-    pub format: Format,
+    /// How data is written to stdout [default: raw; lines with --chat]
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Also append everything received to FILE, in the same format, flushed per message
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Send every message back to its sender (TCP: on its connection; UDP: to its source)
+    #[arg(long, group = "mode")]
+    pub echo: bool,
+    /// Relay every TCP client's data to all the other clients (not back to the sender)
+    #[arg(long, group = "mode")]
+    pub broker: bool,
+    /// Like --broker, line by line, each line prefixed by its sender's address
+    #[arg(long, group = "mode")]
+    pub chat: bool,
+    /// Accept only peers in this range (e.g. 192.168.1.0/24, ::1/128); repeatable
+    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    pub allow: Vec<IpNet>,
+    /// Refuse peers in this range; repeatable, and wins over --allow
+    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    pub deny: Vec<IpNet>,
+    /// Serve at most N TCP clients at once; more are told the server is full
+    #[arg(short, long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_conns: usize,
+    /// Close TCP clients that send nothing for this long (e.g. 30, 5m)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
     /// Longest line kept whole in lines and json formats; longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
-          value_parser = parse_max_line)]
+          value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
     pub max_line: usize,
     /// No event lines (listening, connect, disconnect) on stderr
     #[arg(short, long)]
@@ -135,20 +168,33 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
 }
 
-fn parse_max_line(text: &str) -> std::result::Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= 4 => Ok(n),
-        _ => Err(format!("{text}: need a whole number of bytes, at least 4")),
-    }
-}
-
 fn proto(udp: bool) -> Proto {
     if udp { Proto::Udp } else { Proto::Tcp }
 }
 
 impl ListenArgs {
     pub fn configs(&self) -> (ListenConfig, OutputConfig) {
-        let output = OutputConfig::for_stdout(self.format, self.quiet);
+        let default_format = if self.chat {
+            Format::Lines
+        } else {
+            Format::Raw
+        };
+        let format = self.format.unwrap_or(default_format);
+        let mut output = OutputConfig::for_stdout(format, self.quiet);
+        output.file = self.output.clone();
+        let mode = match (self.echo, self.broker, self.chat) {
+            (true, _, _) => Mode::Echo,
+            (_, true, _) => Mode::Broker,
+            (_, _, true) => Mode::Chat,
+            _ => Mode::Print,
+        };
+        // A chat relays whole lines, whatever stdout shows.
+        let framing = match mode {
+            Mode::Chat => Framing::Lines {
+                max_line: self.max_line,
+            },
+            _ => format.framing(output.terminal, self.max_line),
+        };
         let protocols = match (self.tcp, self.udp) {
             (true, _) => Protocols::Tcp,
             (_, true) => Protocols::Udp,
@@ -159,7 +205,11 @@ impl ListenArgs {
             bind: self.bind.clone(),
             protocols,
             once: self.once,
-            framing: self.format.framing(output.terminal, self.max_line),
+            framing,
+            mode,
+            access: AccessList::new(self.allow.clone(), self.deny.clone()),
+            max_conns: self.max_conns,
+            idle_timeout: self.idle_timeout,
         };
         (listen, output)
     }

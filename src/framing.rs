@@ -19,6 +19,20 @@ pub enum Framing {
     Lines { max_line: usize },
 }
 
+/// One message cut from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub bytes: Bytes,
+    /// A piece of a line longer than `max_line`: the rest of the line follows.
+    pub cut: bool,
+}
+
+impl Frame {
+    fn whole(bytes: Bytes) -> Frame {
+        Frame { bytes, cut: false }
+    }
+}
+
 /// The framing state of one stream.
 #[derive(Debug)]
 pub struct Framer {
@@ -55,29 +69,30 @@ impl Framer {
     }
 
     /// The next complete message, if any.
-    pub fn next_frame(&mut self) -> Option<Bytes> {
+    pub fn next_frame(&mut self) -> Option<Frame> {
         if let Some(ready) = self.ready.take() {
-            return Some(ready);
+            return Some(Frame::whole(ready));
         }
         let Framing::Lines { max_line } = self.framing else {
             return None;
         };
         let newline = self.pending.iter().position(|&b| b == b'\n');
         if let Some(end) = newline.filter(|&at| at < max_line) {
-            return Some(self.pending.split_to(end + 1).freeze());
+            return Some(Frame::whole(self.pending.split_to(end + 1).freeze()));
         }
         if self.pending.len() >= max_line {
             let cut = max_line - incomplete_char_len(&self.pending[..max_line]);
             let cut = if cut == 0 { max_line } else { cut };
-            return Some(self.pending.split_to(cut).freeze());
+            let bytes = self.pending.split_to(cut).freeze();
+            return Some(Frame { bytes, cut: true });
         }
         None
     }
 
     /// What is left when the stream ends: an unterminated last line, or a cut character.
-    pub fn finish(&mut self) -> Option<Bytes> {
+    pub fn finish(&mut self) -> Option<Frame> {
         let rest = self.pending.split().freeze();
-        (!rest.is_empty()).then_some(rest)
+        (!rest.is_empty()).then(|| Frame::whole(rest))
     }
 }
 
@@ -107,6 +122,13 @@ mod tests {
 
     /// Feeds `data` to a framer in reads cut at `cuts`, returning every message.
     fn frame(framing: Framing, data: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        frames(framing, data, cuts)
+            .into_iter()
+            .map(|f| f.bytes)
+            .collect()
+    }
+
+    fn frames(framing: Framing, data: &[u8], cuts: &[usize]) -> Vec<Frame> {
         let mut framer = Framer::new(framing);
         let mut frames = Vec::new();
         let mut start = 0;
@@ -126,6 +148,15 @@ mod tests {
     fn lines_keep_their_newline() {
         let frames = frame(Framing::Lines { max_line: 64 }, b"ab\ncd\nef", &[1, 4]);
         assert_eq!(frames, vec![&b"ab\n"[..], b"cd\n", b"ef"]);
+    }
+
+    #[test]
+    fn pieces_of_long_lines_are_flagged() {
+        let flags: Vec<bool> = frames(Framing::Lines { max_line: 4 }, b"abcdefg\nhi\n", &[])
+            .iter()
+            .map(|f| f.cut)
+            .collect();
+        assert_eq!(flags, [true, false, false]);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod cli;
 pub mod connect;
 pub mod endpoint;

@@ -39,7 +39,8 @@ pub enum Event {
     /// A TCP peer connected.
     Connect,
     /// Bytes arrived: one read (raw), one line (lines/json) or one datagram.
-    Data(Bytes),
+    /// `cut`: a piece of a line longer than `--max-line`; the rest follows.
+    Data { bytes: Bytes, cut: bool },
     /// A TCP peer went away after sending `bytes` over `duration`.
     Disconnect { bytes: u64, duration: Duration },
     /// Something failed; the server goes on.
@@ -52,7 +53,7 @@ impl Event {
         match self {
             Event::Listening { .. } => "listening",
             Event::Connect => "connect",
-            Event::Data(_) => "data",
+            Event::Data { .. } => "data",
             Event::Disconnect { .. } => "disconnect",
             Event::Error(_) => "error",
         }
@@ -68,6 +69,13 @@ pub struct Message {
     /// `[::ffff:127.0.0.1]:40312`); `None` for events of the listener itself.
     pub peer: Option<SocketAddr>,
     pub event: Event,
+}
+
+impl Event {
+    /// Whole received bytes (a read, a line or a datagram).
+    pub fn data(bytes: Bytes) -> Event {
+        Event::Data { bytes, cut: false }
+    }
 }
 
 impl Message {

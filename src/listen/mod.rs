@@ -1,23 +1,33 @@
 //! The server: binds TCP and UDP sockets and turns what arrives into
 //! [`Message`]s for the sinks. TCP and UDP differ only in their loops
-//! ([`tcp`], [`udp`]); everything after the socket is shared.
+//! ([`tcp`], [`udp`]); writing back to clients (echo, broker, chat) is in
+//! [`relay`]; everything after the socket is shared.
 
+mod relay;
 mod tcp;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use relay::{CLIENT_QUEUE_LEN, Mode};
+
+use crate::access::AccessList;
 use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
 use crate::shutdown;
 use crate::sink::{Output, OutputConfig};
+
+/// TCP clients served at once unless told otherwise.
+pub const DEFAULT_MAX_CONNS: usize = 1024;
 
 /// Which protocols to listen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +59,12 @@ pub struct ListenConfig {
     /// Stop after the first TCP client leaves (or, UDP only, the first datagram).
     pub once: bool,
     pub framing: Framing,
+    pub mode: Mode,
+    pub access: AccessList,
+    /// TCP clients served at once; more are told the server is full.
+    pub max_conns: usize,
+    /// Close TCP clients that send nothing for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ListenConfig {
@@ -59,7 +75,38 @@ impl Default for ListenConfig {
             protocols: Protocols::Both,
             once: false,
             framing: Framing::Raw,
+            mode: Mode::Print,
+            access: AccessList::default(),
+            max_conns: DEFAULT_MAX_CONNS,
+            idle_timeout: None,
         }
+    }
+}
+
+/// What the server turned away, reported when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Peers refused by `--allow` / `--deny` (TCP connections and UDP datagrams).
+    pub refused: u64,
+    /// TCP connections refused past `--max-conns`.
+    pub over_limit: u64,
+    /// Broker or chat clients dropped because they did not read fast enough.
+    pub dropped_slow: u64,
+}
+
+impl Summary {
+    /// One line for stderr, or `None` when nothing was turned away.
+    pub fn line(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.refused, "refused by --allow/--deny"),
+            (self.over_limit, "refused over --max-conns"),
+            (self.dropped_slow, "slow clients dropped"),
+        ]
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| format!("summary: {}", parts.join(", ")))
     }
 }
 
@@ -126,7 +173,7 @@ impl Listener {
         config: &ListenConfig,
         events: mpsc::Sender<Message>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Summary {
         let context = Arc::new(Context {
             events,
             framing: config.framing,
@@ -134,6 +181,13 @@ impl Listener {
                 Protocols::Udp => Proto::Udp,
                 _ => Proto::Tcp,
             }),
+            mode: config.mode,
+            access: config.access.clone(),
+            max_conns: config.max_conns,
+            connections: Arc::new(Semaphore::new(config.max_conns)),
+            idle_timeout: config.idle_timeout,
+            hub: relay::Hub::default(),
+            counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
         });
@@ -155,6 +209,24 @@ impl Listener {
         }
         context.tasks.close();
         context.tasks.wait().await;
+        context.counters.summary()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    refused: AtomicU64,
+    over_limit: AtomicU64,
+    dropped_slow: AtomicU64,
+}
+
+impl Counters {
+    fn summary(&self) -> Summary {
+        Summary {
+            refused: self.refused.load(Ordering::Relaxed),
+            over_limit: self.over_limit.load(Ordering::Relaxed),
+            dropped_slow: self.dropped_slow.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -164,6 +236,14 @@ struct Context {
     framing: Framing,
     /// With `--once`, the protocol whose first client ends the server.
     once: Option<Proto>,
+    mode: Mode,
+    access: AccessList,
+    max_conns: usize,
+    /// One permit per TCP client being served.
+    connections: Arc<Semaphore>,
+    idle_timeout: Option<Duration>,
+    hub: relay::Hub,
+    counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -174,15 +254,38 @@ impl Context {
         // Fails only once the writer is gone, and then it has cancelled `shutdown`.
         let _ = self.events.send(message).await;
     }
+
+    /// Counts one peer turned away and reports it; in a flood, only the first
+    /// ten and then every power of two, so stderr keeps up (the summary has the total).
+    async fn turn_away(&self, counter: &AtomicU64, proto: Proto, peer: SocketAddr, why: &str) {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if count <= 10 || count.is_power_of_two() {
+            let error = Event::Error(format!("{why} (#{count})"));
+            self.emit(Message::new(proto, Some(peer), error)).await;
+        }
+    }
 }
 
 /// Runs `portier listen`: binds, serves until Ctrl-C, SIGTERM or `--once`,
-/// and flushes everything received before returning.
+/// flushes everything received, then says what it turned away.
 pub async fn run(config: ListenConfig, output: OutputConfig) -> Result<()> {
+    raise_open_file_limit();
     let listener = Listener::bind(&config)?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
-    let output = Output::to_stdio(output, shutdown.clone());
-    listener.serve(&config, output.sender(), shutdown).await;
-    output.finish()
+    let quiet = output.quiet;
+    let output = Output::to_stdio(output, shutdown.clone())?;
+    let summary = listener.serve(&config, output.sender(), shutdown).await;
+    output.finish()?;
+    match summary.line() {
+        Some(line) if !quiet => eprintln!("portier: {line}"),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Each TCP client is a file descriptor; the usual soft limit (1024) is far
+/// below what the hard limit allows, so take what is allowed.
+fn raise_open_file_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }

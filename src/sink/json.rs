@@ -23,6 +23,8 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     len: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    cut: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_b64: Option<String>,
@@ -48,6 +50,7 @@ pub fn write_json(
         peer: message.peer.map(|p| p.to_string()),
         local: None,
         len: None,
+        cut: None,
         text: None,
         data_b64: None,
         bytes: None,
@@ -57,8 +60,9 @@ pub fn write_json(
     match &message.event {
         Event::Listening { local } => record.local = Some(local.to_string()),
         Event::Connect => {}
-        Event::Data(data) => {
+        Event::Data { bytes: data, cut } => {
             record.len = Some(data.len());
+            record.cut = cut.then_some(true);
             match std::str::from_utf8(data) {
                 Ok(text) => record.text = Some(text),
                 Err(_) => {
@@ -110,7 +114,7 @@ mod tests {
         let message = Message::new(
             Proto::Tcp,
             "127.0.0.1:5".parse().ok(),
-            Event::Data(Bytes::copy_from_slice(data)),
+            Event::data(Bytes::copy_from_slice(data)),
         );
         let mut out = Vec::new();
         write_json(&mut out, &mut Vec::new(), "T", &message).unwrap();

@@ -8,6 +8,7 @@ mod text;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -54,13 +55,15 @@ impl Format {
 }
 
 /// Settings of the writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutputConfig {
     pub format: Format,
     /// No event lines on stderr.
     pub quiet: bool,
     /// stdout is a terminal: escape control bytes in raw data.
     pub terminal: bool,
+    /// Also append everything to this file, in the same format, flushed per message.
+    pub file: Option<PathBuf>,
 }
 
 impl OutputConfig {
@@ -70,6 +73,7 @@ impl OutputConfig {
             format,
             quiet,
             terminal: io::stdout().is_terminal(),
+            file: None,
         }
     }
 }
@@ -81,9 +85,10 @@ pub struct Output {
 }
 
 impl Output {
-    /// Starts writing data to stdout and events to stderr. A broken stdout
-    /// (`portier listen | head`) cancels `shutdown`: the reader is gone.
-    pub fn to_stdio(config: OutputConfig, shutdown: CancellationToken) -> Output {
+    /// Starts writing data to stdout (and the `file`, if any) and events to
+    /// stderr. A broken stdout (`portier listen | head`) cancels `shutdown`:
+    /// the reader is gone.
+    pub fn to_stdio(config: OutputConfig, shutdown: CancellationToken) -> Result<Output> {
         Output::spawn(config, shutdown, io::stdout(), io::stderr())
     }
 
@@ -93,22 +98,33 @@ impl Output {
         shutdown: CancellationToken,
         data: D,
         events: E,
-    ) -> Output
+    ) -> Result<Output>
     where
         D: Write + Send + 'static,
         E: Write + Send + 'static,
     {
+        let file = match &config.file {
+            Some(path) => Some(io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .context(|| format!("cannot open {}", path.display()))?,
+            )),
+            None => None,
+        };
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
                 config,
                 data: io::BufWriter::with_capacity(64 * 1024, data),
+                file,
                 events,
                 scratch: Vec::new(),
             };
             writer.run(receiver, &shutdown)
         });
-        Output { sender, thread }
+        Ok(Output { sender, thread })
     }
 
     /// Where to send messages; clone it for each task.
@@ -134,6 +150,7 @@ impl Output {
 struct Writer<D: Write, E: Write> {
     config: OutputConfig,
     data: io::BufWriter<D>,
+    file: Option<io::BufWriter<std::fs::File>>,
     events: E,
     scratch: Vec<u8>,
 }
@@ -177,19 +194,43 @@ impl<D: Write, E: Write> Writer<D, E> {
             self.data.flush()?;
             writeln!(self.events, "portier: {line}")?;
         }
-        let out = &mut self.data;
-        let ts = || timestamp(message.time);
-        match (self.config.format, &message.event) {
-            (Format::Json, _) => write_json(out, &mut self.scratch, &ts(), message),
-            (Format::Raw, Event::Data(data)) => write_raw(out, data, self.config.terminal),
-            (Format::Lines, Event::Data(data)) => {
-                write_line(out, &ts(), message.proto.as_str(), message.peer, data)
-            }
-            (Format::Hex, Event::Data(data)) => {
-                write_hex(out, &ts(), message.proto.as_str(), message.peer, data)
-            }
-            _ => Ok(()),
+        let format = self.config.format;
+        let ts = match format {
+            Format::Raw => String::new(),
+            _ => timestamp(message.time),
+        };
+        let (scratch, terminal) = (&mut self.scratch, self.config.terminal);
+        render(&mut self.data, format, &ts, message, terminal, scratch)?;
+        if let Some(file) = &mut self.file {
+            // Flushed per message, so a crash loses nothing already received.
+            render(file, format, &ts, message, false, scratch)?;
+            file.flush()?;
         }
+        Ok(())
+    }
+}
+
+/// Writes `message` in `format`; only `json` shows events other than data.
+fn render(
+    out: &mut impl Write,
+    format: Format,
+    ts: &str,
+    message: &Message,
+    terminal: bool,
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    let Event::Data { bytes, cut } = &message.event else {
+        return match format {
+            Format::Json => write_json(out, scratch, ts, message),
+            _ => Ok(()),
+        };
+    };
+    let (proto, peer) = (message.proto.as_str(), message.peer);
+    match format {
+        Format::Json => write_json(out, scratch, ts, message),
+        Format::Raw => write_raw(out, bytes, terminal),
+        Format::Lines => write_line(out, ts, proto, peer, bytes, *cut),
+        Format::Hex => write_hex(out, ts, proto, peer, bytes),
     }
 }
 
@@ -201,7 +242,7 @@ pub fn event_line(message: &Message) -> Option<String> {
         .map(|p| p.to_string())
         .unwrap_or_else(|| "-".into());
     Some(match &message.event {
-        Event::Data(_) => return None,
+        Event::Data { .. } => return None,
         Event::Listening { local } if local.ip() == Ipv6Addr::UNSPECIFIED => {
             format!("listening on {proto} {local} (IPv4 and IPv6)")
         }
@@ -291,7 +332,7 @@ pub fn timestamp(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Framer;
+    use crate::framing::{Frame, Framer};
     use crate::message::Proto;
     use base64::Engine;
     use bytes::Bytes;
@@ -320,12 +361,18 @@ mod tests {
             format,
             quiet: true,
             terminal: false,
+            file: None,
         };
-        let output = Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink());
+        let output =
+            Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink()).unwrap();
         let sender = output.sender();
         let peer = "127.0.0.1:9".parse().ok();
-        let emit = |frame: Bytes| {
-            let message = Message::new(Proto::Tcp, peer, Event::Data(frame));
+        let emit = |frame: Frame| {
+            let event = Event::Data {
+                bytes: frame.bytes,
+                cut: frame.cut,
+            };
+            let message = Message::new(Proto::Tcp, peer, event);
             sender.blocking_send(message).unwrap();
         };
         let mut ends: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();

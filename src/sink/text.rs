@@ -51,19 +51,21 @@ pub fn write_raw(out: &mut impl Write, data: &[u8], terminal: bool) -> io::Resul
 }
 
 /// `lines`: `TIME PROTO PEER TEXT`, one line per message; the message's own
-/// trailing newline ends the line, any other control is escaped.
+/// trailing newline ends the line, any other control is escaped. A piece of
+/// a longer line (`cut`) ends in a lone `\`, which escaped text never does.
 pub fn write_line(
     out: &mut impl Write,
     time: &str,
     proto: &str,
     peer: Option<SocketAddr>,
     data: &[u8],
+    cut: bool,
 ) -> io::Result<()> {
     let text = data.strip_suffix(b"\n").unwrap_or(data);
     write_heading(out, time, proto, peer)?;
     out.write_all(b" ")?;
     write_escaped(out, text, Escape::Line)?;
-    out.write_all(b"\n")
+    out.write_all(if cut { b"\\\n" } else { b"\n" })
 }
 
 /// `TIME PROTO PEER`, the start of a `lines` line and of a `hex` dump (`-` for no peer).
@@ -112,7 +114,10 @@ mod tests {
     fn lines_strip_one_newline_and_name_the_peer() {
         let mut out = Vec::new();
         let peer = "127.0.0.1:4000".parse().ok();
-        write_line(&mut out, "T", "udp", peer, b"abcdefg!\n").unwrap();
+        write_line(&mut out, "T", "udp", peer, b"abcdefg!\n", false).unwrap();
         assert_eq!(out, b"T udp 127.0.0.1:4000 abcdefg!\n");
+        out.clear();
+        write_line(&mut out, "T", "tcp", peer, b"abc", true).unwrap();
+        assert_eq!(out, b"T tcp 127.0.0.1:4000 abc\\\n");
     }
 }
