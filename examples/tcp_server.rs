@@ -44,6 +44,7 @@ async fn main() -> Result<(), portier::error::Error> {
             }
             Event::Disconnect { .. } => eprintln!("Disconnected"),
             Event::Error(error) => eprintln!("error: {error}"),
+            _ => {} // UDP-only events
         }
     }
     Ok(())

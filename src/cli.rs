@@ -12,11 +12,12 @@ use ipnet::IpNet;
 
 use crate::access::{AccessList, parse_range};
 use crate::connect::{self, ConnectConfig};
+use crate::datagram::{Interface, SendOptions};
 use crate::error::Result;
 use crate::framing::Framing;
-use crate::listen::{self, DEFAULT_MAX_CONNS, ListenConfig, Mode, Protocols};
+use crate::listen::{self, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols};
 use crate::message::Proto;
-use crate::send::{self, SendConfig, Source};
+use crate::send::{self, Repeat, SendConfig, Source};
 use crate::sink::{Format, OutputConfig};
 
 const LISTEN_EXAMPLES: &str = "\
@@ -30,7 +31,8 @@ Examples:
   portier listen -o readings.log     print and keep a log, flushed per message
   portier listen --echo              a test partner: everything comes back
   portier listen -t --chat           a chat room for everyone who connects
-  portier listen --allow 192.168.1.0/24 --idle-timeout 5m";
+  portier listen --allow 192.168.1.0/24 --idle-timeout 5m
+  portier listen -u --join 239.1.2.3 --iface eth0     a multicast group";
 
 const SEND_EXAMPLES: &str = "\
 Examples:
@@ -38,7 +40,10 @@ Examples:
   portier send 127.0.0.1 8888 abcdefg!   the seed's client: sends \"abcdefg!\\n\"
   portier send -u pi.local 8888 22.5C    one UDP datagram
   sensor | portier send -u pi.local 8888 one datagram per line
-  portier send ::1 8888 --file photo.jpg a file over TCP, IPv6";
+  portier send ::1 8888 --file photo.jpg a file over TCP, IPv6
+  portier send -u --broadcast 192.168.1.255 8888 hello   every host on the LAN
+  portier send -u 239.1.2.3 8888 --ttl 1 hello           a multicast group
+  portier send -u --reply --count 5 --interval 0.2 pi.local 7 ping   a UDP ping";
 
 const CONNECT_EXAMPLES: &str = "\
 Examples:
@@ -111,6 +116,15 @@ pub struct ListenArgs {
     /// Close TCP clients that send nothing for this long (e.g. 30, 5m)
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// UDP: join this multicast group (e.g. 239.1.2.3, ff02::1234); repeatable
+    #[arg(long, value_name = "GROUP")]
+    pub join: Vec<std::net::IpAddr>,
+    /// UDP: the interface to join groups on, a name (eth0) or one of its addresses
+    #[arg(long, value_name = "NAME|ADDR", requires = "join")]
+    pub iface: Option<String>,
+    /// UDP: receive buffer to ask the kernel for (SO_RCVBUF)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RECV_BUFFER)]
+    pub recv_buffer: usize,
     /// Longest line kept whole in lines and json formats; longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
@@ -143,6 +157,30 @@ pub struct SendArgs {
     /// Give up connecting after this long (e.g. 3, 0.5, 500ms, 2s)
     #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// UDP: allow a broadcast address (e.g. 255.255.255.255 or 192.168.1.255)
+    #[arg(long, requires = "udp")]
+    pub broadcast: bool,
+    /// UDP: hops the datagram may take (multicast TTL for a multicast group)
+    #[arg(long, value_name = "N", requires = "udp")]
+    pub ttl: Option<u32>,
+    /// UDP: the interface to send by, a name (eth0) or one of its addresses
+    #[arg(long, value_name = "NAME|ADDR", requires = "udp")]
+    pub iface: Option<String>,
+    /// UDP: wait for answers and print them (with --count, a ping)
+    #[arg(long, requires = "udp", requires = "message")]
+    pub reply: bool,
+    /// How long to wait for each answer
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "1",
+          requires = "reply")]
+    pub reply_timeout: Duration,
+    /// UDP: send the message N times
+    #[arg(long, value_name = "N", requires = "udp", requires = "message",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Time between two sends of --count
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "1",
+          requires = "count")]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +248,9 @@ impl ListenArgs {
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
             idle_timeout: self.idle_timeout,
+            join: self.join.clone(),
+            iface: self.iface.as_deref().map(Interface::parse),
+            recv_buffer: self.recv_buffer,
         };
         (listen, output)
     }
@@ -232,6 +273,16 @@ impl SendArgs {
             source,
             newline: !self.no_newline,
             timeout: self.timeout,
+            udp: SendOptions {
+                broadcast: self.broadcast,
+                ttl: self.ttl,
+                iface: self.iface.as_deref().map(Interface::parse),
+            },
+            repeat: Repeat {
+                count: self.count.unwrap_or(1),
+                interval: self.interval,
+            },
+            reply_timeout: self.reply.then_some(self.reply_timeout),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 
+use crate::datagram::SendOptions;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
@@ -61,7 +62,8 @@ async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
 }
 
 async fn connect_udp(config: &ConnectConfig) -> Result<()> {
-    let socket = endpoint::connect_udp(&config.host, config.port, config.timeout).await?;
+    let options = SendOptions::default();
+    let socket = endpoint::connect_udp(&config.host, config.port, config.timeout, &options).await?;
     let peer = socket
         .peer_addr()
         .context(|| format!("cannot send to udp {}", config.host))?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::datagram::{self, SendOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
 
@@ -190,7 +191,12 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Re
 ///
 /// IPv4 addresses are preferred: UDP has no handshake to fall back on, and a
 /// name like `localhost` most often means the IPv4 listener nc and friends open.
-pub async fn connect_udp(host: &str, port: u16, timeout: Option<Duration>) -> Result<UdpSocket> {
+pub async fn connect_udp(
+    host: &str,
+    port: u16,
+    timeout: Option<Duration>,
+    options: &SendOptions,
+) -> Result<UdpSocket> {
     let attempt = async {
         let addrs = resolve(host, port).await?;
         let addr = addrs
@@ -203,10 +209,23 @@ pub async fn connect_udp(host: &str, port: u16, timeout: Option<Duration>) -> Re
         };
         let context = || format!("cannot send to udp {addr}");
         let socket = UdpSocket::bind(local).await.context(context)?;
-        socket.connect(addr).await.context(context)?;
-        Ok(socket)
+        datagram::prepare_sender(&socket, addr, options)?;
+        match socket.connect(addr).await {
+            Ok(()) => Ok(socket),
+            Err(e) => Err(udp_send_error(addr, e)),
+        }
     };
     with_timeout(timeout, format!("{host}:{port}"), attempt).await
+}
+
+/// The error for a failed UDP connect or send to `addr`.
+pub fn udp_send_error(addr: SocketAddr, err: io::Error) -> Error {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => Error::PortUnreachable { addr },
+        // Linux refuses a broadcast destination on a socket without SO_BROADCAST.
+        io::ErrorKind::PermissionDenied if addr.is_ipv4() => Error::NeedsBroadcast { addr },
+        _ => Error::io(format!("cannot send to udp {addr}"), err),
+    }
 }
 
 async fn with_timeout<T>(

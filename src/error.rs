@@ -44,6 +44,14 @@ pub enum Error {
     PortUnreachable { addr: SocketAddr },
 
     #[error(
+        "cannot send to {addr}: it is a broadcast address (or sending there is not permitted); add --broadcast to send to every host on the network"
+    )]
+    NeedsBroadcast { addr: SocketAddr },
+
+    #[error("no reply from {addr} within {}", humantime::format_duration(*.after))]
+    NoReply { addr: SocketAddr, after: Duration },
+
+    #[error(
         "{what} is over the UDP limit of {max} bytes for one datagram to {addr}; split it, or send it over TCP"
     )]
     DatagramTooLarge {

@@ -23,11 +23,13 @@
 pub mod access;
 pub mod cli;
 pub mod connect;
+pub mod datagram;
 pub mod endpoint;
 pub mod error;
 pub mod framing;
 pub mod listen;
 pub mod message;
+pub mod ping;
 pub mod send;
 pub mod shutdown;
 pub mod sink;

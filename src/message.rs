@@ -43,6 +43,9 @@ pub enum Event {
     Data { bytes: Bytes, cut: bool },
     /// A TCP peer went away after sending `bytes` over `duration`.
     Disconnect { bytes: u64, duration: Duration },
+    /// The kernel dropped `new` more datagrams on a UDP socket (its receive
+    /// buffer was full), `total` since it was opened.
+    Drops { new: u64, total: u64 },
     /// Something failed; the server goes on.
     Error(String),
 }
@@ -55,6 +58,7 @@ impl Event {
             Event::Connect => "connect",
             Event::Data { .. } => "data",
             Event::Disconnect { .. } => "disconnect",
+            Event::Drops { .. } => "drops",
             Event::Error(_) => "error",
         }
     }

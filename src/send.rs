@@ -8,9 +8,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
 
+use crate::datagram::SendOptions;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
+use crate::ping;
 use crate::sink::PeerOutput;
 
 /// What to send.
@@ -36,6 +38,28 @@ pub struct SendConfig {
     pub newline: bool,
     /// Bounds name resolution and the connection attempt.
     pub timeout: Option<Duration>,
+    /// UDP: broadcast, TTL, interface.
+    pub udp: SendOptions,
+    /// UDP: send the message this many times, `interval` apart.
+    pub repeat: Repeat,
+    /// UDP: wait this long for answers and print them (a ping with `repeat`).
+    pub reply_timeout: Option<Duration>,
+}
+
+/// How often a UDP message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    pub count: u64,
+    pub interval: Duration,
+}
+
+impl Default for Repeat {
+    fn default() -> Self {
+        Repeat {
+            count: 1,
+            interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl SendConfig {
@@ -48,6 +72,9 @@ impl SendConfig {
             source: Source::Message(Bytes::copy_from_slice(message.as_bytes())),
             newline: true,
             timeout: None,
+            udp: SendOptions::default(),
+            repeat: Repeat::default(),
+            reply_timeout: None,
         }
     }
 }
@@ -131,14 +158,23 @@ impl SendConfig {
 
 async fn send_udp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?;
-    let socket = endpoint::connect_udp(&config.host, config.port, config.timeout).await?;
-    let peer = peer_of(socket.peer_addr(), &config.host)?;
-    match &config.source {
-        Source::Message(message) => {
-            let datagram = with_newline(message, config.newline);
-            send_datagram(&socket, peer, &datagram, || "the message".into()).await?;
+    let (host, port) = (&config.host, config.port);
+    let socket = endpoint::connect_udp(host, port, config.timeout, &config.udp).await?;
+    let peer = peer_of(socket.peer_addr(), host)?;
+    let Source::Message(message) = &config.source else {
+        send_lines(&socket, peer, input, config.newline).await?;
+        return check_unreachable(&socket, peer);
+    };
+    let datagram = with_newline(message, config.newline);
+    check_size(peer, &datagram, || "the message".into())?;
+    if let Some(reply_timeout) = config.reply_timeout {
+        return ping::run(&socket, peer, &datagram, config.repeat, reply_timeout).await;
+    }
+    for sent in 1..=config.repeat.count {
+        if sent > 1 {
+            tokio::time::sleep(config.repeat.interval).await;
         }
-        _ => send_lines(&socket, peer, input, config.newline).await?,
+        send_datagram(&socket, peer, &datagram).await?;
     }
     check_unreachable(&socket, peer)
 }
@@ -167,17 +203,14 @@ pub(crate) async fn send_lines(
         if !newline && line.last() == Some(&b'\n') {
             line.pop();
         }
-        send_datagram(socket, peer, &line, || format!("line {number}")).await?;
+        check_size(peer, &line, || format!("line {number}"))?;
+        send_datagram(socket, peer, &line).await?;
     }
     Ok(())
 }
 
-async fn send_datagram(
-    socket: &UdpSocket,
-    peer: SocketAddr,
-    datagram: &[u8],
-    what: impl FnOnce() -> String,
-) -> Result<()> {
+/// A datagram over the protocol's limit is an error, never a silent cut.
+fn check_size(peer: SocketAddr, datagram: &[u8], what: impl FnOnce() -> String) -> Result<()> {
     let max = endpoint::max_datagram(peer);
     if datagram.len() > max {
         return Err(Error::DatagramTooLarge {
@@ -186,22 +219,25 @@ async fn send_datagram(
             addr: peer,
         });
     }
-    match socket.send(datagram).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(Error::PortUnreachable { addr: peer })
-        }
-        Err(e) => Err(Error::io(format!("cannot send to udp {peer}"), e)),
-    }
+    Ok(())
+}
+
+pub(crate) async fn send_datagram(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    datagram: &[u8],
+) -> Result<()> {
+    socket
+        .send(datagram)
+        .await
+        .map(drop)
+        .map_err(|e| endpoint::udp_send_error(peer, e))
 }
 
 /// Reports an ICMP "port unreachable" the kernel has already received for this socket.
 pub(crate) fn check_unreachable(socket: &UdpSocket, peer: SocketAddr) -> Result<()> {
     match socket.take_error() {
-        Ok(Some(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(Error::PortUnreachable { addr: peer })
-        }
-        Ok(Some(e)) => Err(Error::io(format!("cannot send to udp {peer}"), e)),
+        Ok(Some(e)) => Err(endpoint::udp_send_error(peer, e)),
         _ => Ok(()),
     }
 }

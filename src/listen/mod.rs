@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 
 use crate::access::AccessList;
+use crate::datagram::{self, Interface};
 use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
@@ -65,7 +66,17 @@ pub struct ListenConfig {
     pub max_conns: usize,
     /// Close TCP clients that send nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// UDP: multicast groups to join.
+    pub join: Vec<IpAddr>,
+    /// UDP: the interface to join them on.
+    pub iface: Option<Interface>,
+    /// UDP: the receive buffer to ask for (`SO_RCVBUF`).
+    pub recv_buffer: usize,
 }
+
+/// The UDP receive buffer asked for unless told otherwise: room for bursts
+/// (the kernel caps it at `net.core.rmem_max`).
+pub const DEFAULT_RECV_BUFFER: usize = 4 << 20;
 
 impl Default for ListenConfig {
     fn default() -> Self {
@@ -79,6 +90,9 @@ impl Default for ListenConfig {
             access: AccessList::default(),
             max_conns: DEFAULT_MAX_CONNS,
             idle_timeout: None,
+            join: Vec::new(),
+            iface: None,
+            recv_buffer: DEFAULT_RECV_BUFFER,
         }
     }
 }
@@ -92,6 +106,8 @@ pub struct Summary {
     pub over_limit: u64,
     /// Broker or chat clients dropped because they did not read fast enough.
     pub dropped_slow: u64,
+    /// Datagrams the kernel dropped because a receive buffer was full.
+    pub kernel_drops: u64,
 }
 
 impl Summary {
@@ -101,6 +117,10 @@ impl Summary {
             (self.refused, "refused by --allow/--deny"),
             (self.over_limit, "refused over --max-conns"),
             (self.dropped_slow, "slow clients dropped"),
+            (
+                self.kernel_drops,
+                "datagrams dropped by the kernel (receive buffer full)",
+            ),
         ]
         .iter()
         .filter(|(count, _)| *count > 0)
@@ -131,16 +151,41 @@ impl Listener {
             )));
         }
         let mut attempt = 1;
-        loop {
+        let listener = loop {
             match Self::bind_on_one_port(&ips, config.protocols.list(), config.port) {
                 Err(Error::AddrInUse { .. })
                     if config.port == 0 && attempt < FREE_PORT_ATTEMPTS =>
                 {
                     attempt += 1
                 }
-                other => return other,
+                other => break other?,
+            }
+        };
+        listener.set_up_udp(config)?;
+        Ok(listener)
+    }
+
+    /// Receive buffer and multicast groups, on every UDP socket.
+    fn set_up_udp(&self, config: &ListenConfig) -> Result<()> {
+        if !config.join.is_empty() && config.protocols == Protocols::Tcp {
+            return Err(Error::Usage("--join is for UDP; drop -t".into()));
+        }
+        for socket in &self.sockets {
+            let Bound::Udp(socket) = socket else { continue };
+            datagram::set_receive_buffer(socket, config.recv_buffer)?;
+            let local = socket
+                .local_addr()
+                .context(|| "cannot listen on udp".into())?;
+            for &group in &config.join {
+                if !group.is_multicast() {
+                    return Err(Error::Usage(format!(
+                        "--join {group}: not a multicast group"
+                    )));
+                }
+                datagram::join(socket, local, group, config.iface.as_ref())?;
             }
         }
+        Ok(())
     }
 
     fn bind_on_one_port(ips: &[IpAddr], protos: &[Proto], mut port: u16) -> Result<Listener> {
@@ -218,6 +263,7 @@ struct Counters {
     refused: AtomicU64,
     over_limit: AtomicU64,
     dropped_slow: AtomicU64,
+    kernel_drops: AtomicU64,
 }
 
 impl Counters {
@@ -226,6 +272,7 @@ impl Counters {
             refused: self.refused.load(Ordering::Relaxed),
             over_limit: self.over_limit.load(Ordering::Relaxed),
             dropped_slow: self.dropped_slow.load(Ordering::Relaxed),
+            kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
         }
     }
 }

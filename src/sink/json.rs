@@ -33,6 +33,10 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    drops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_drops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
@@ -55,6 +59,8 @@ pub fn write_json(
         data_b64: None,
         bytes: None,
         duration_s: None,
+        drops: None,
+        new_drops: None,
         error: None,
     };
     match &message.event {
@@ -73,6 +79,10 @@ pub fn write_json(
         Event::Disconnect { bytes, duration } => {
             record.bytes = Some(*bytes);
             record.duration_s = Some(duration.as_secs_f64());
+        }
+        Event::Drops { new, total } => {
+            record.drops = Some(*total);
+            record.new_drops = Some(*new);
         }
         Event::Error(error) => record.error = Some(error),
     }

@@ -252,6 +252,9 @@ pub fn event_line(message: &Message) -> Option<String> {
             "disconnect {proto} {peer} ({bytes} bytes in {:.3}s)",
             duration.as_secs_f64()
         ),
+        Event::Drops { new, total } => format!(
+            "{proto}: the kernel dropped {new} datagrams (receive buffer full; {total} in all)"
+        ),
         Event::Error(error) => format!("error {proto} {peer}: {error}"),
     })
 }
