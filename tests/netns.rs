@@ -1,0 +1,385 @@
+//! portier across hosts: test hosts in network namespaces joined by a bridge,
+//! made by each test and always removed. Needs root, iproute2 and nftables;
+//! elsewhere the tests say they skipped (and fail under PORTIER_REQUIRE_PEERS=1).
+//! Addresses are private ranges that exist only inside these namespaces.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::{Running, listening_port, skip};
+
+static LABS: AtomicUsize = AtomicUsize::new(0);
+
+/// Hosts `h0..hN` on one Ethernet segment: 10.77.0.(i+1)/24 and fd77::(i+1)/64 on `eth0`.
+struct Lab {
+    prefix: String,
+    hosts: usize,
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().unwrap()
+}
+
+fn must(output: Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Lab {
+    fn new(test: &str, hosts: usize) -> Option<Lab> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        if !root {
+            skip(test, "network namespaces need root");
+            return None;
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            skip(test, "iproute2 (`ip`) is not installed");
+            return None;
+        }
+        let prefix = format!(
+            "pt{}x{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::SeqCst)
+        );
+        let lab = Lab { prefix, hosts };
+        let sw = lab.switch();
+        must(ip(&["netns", "add", &sw]), "netns add");
+        must(
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]),
+            "bridge",
+        );
+        must(ip(&["-n", &sw, "link", "set", "br0", "up"]), "bridge up");
+        for i in 0..hosts {
+            let host = lab.host(i);
+            let port = format!("port{i}");
+            must(ip(&["netns", "add", &host]), "netns add");
+            lab.sysctl(i, "net.ipv6.conf.all.accept_dad=0");
+            lab.sysctl(i, "net.ipv6.conf.default.accept_dad=0");
+            must(
+                ip(&[
+                    "link", "add", "eth0", "netns", &host, "type", "veth", "peer", "name", &port,
+                    "netns", &sw,
+                ]),
+                "veth",
+            );
+            must(
+                ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]),
+                "port",
+            );
+            must(
+                ip(&[
+                    "-n",
+                    &host,
+                    "addr",
+                    "add",
+                    &format!("{}/24", lab.addr(i)),
+                    "dev",
+                    "eth0",
+                ]),
+                "addr",
+            );
+            must(
+                ip(&[
+                    "-n",
+                    &host,
+                    "addr",
+                    "add",
+                    &format!("{}/64", lab.addr6(i)),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]),
+                "addr6",
+            );
+            must(ip(&["-n", &host, "link", "set", "eth0", "up"]), "eth0 up");
+            must(ip(&["-n", &host, "link", "set", "lo", "up"]), "lo up");
+        }
+        Some(lab)
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.77.0.{}", i + 1)
+    }
+
+    fn addr6(&self, i: usize) -> String {
+        format!("fd77::{}", i + 1)
+    }
+
+    fn sysctl(&self, i: usize, setting: &str) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.host(i), "sysctl", "-qw", setting])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// `portier ARGS` on host `i`.
+    fn portier(&self, i: usize, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &self.host(i),
+                env!("CARGO_BIN_EXE_portier"),
+            ])
+            .args(args);
+        command
+    }
+
+    /// `portier listen PORT ARGS` on host `i`, ready when it returns.
+    fn listen(&self, i: usize, port: u16, args: &[&str]) -> (Running, u16) {
+        let mut command = self.portier(i, &["listen", &port.to_string()]);
+        command.args(args);
+        let run = Running::spawn(command);
+        let port = listening_port(&run.stderr.wait_for_text("listening on"));
+        (run, port)
+    }
+
+    /// Runs a command on host `i` and returns its output.
+    fn run(&self, i: usize, args: &[&str]) -> Output {
+        self.portier(i, args).stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..self.hosts {
+            let _ = ip(&["netns", "del", &self.host(i)]);
+        }
+        let _ = ip(&["netns", "del", &self.switch()]);
+    }
+}
+
+fn ok(output: &Output) -> String {
+    let events = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{events}");
+    events
+}
+
+#[test]
+fn tcp_and_udp_from_another_host() {
+    let Some(lab) = Lab::new("tcp_and_udp_from_another_host", 2) else {
+        return;
+    };
+    let (mut server, port) = lab.listen(0, 0, &["-f", "lines"]);
+    let port = port.to_string();
+    let server_addr = lab.addr(0);
+    ok(&lab.run(1, &["send", &server_addr, &port, "over", "tcp"]));
+    ok(&lab.run(1, &["send", "-u", &server_addr, &port, "over", "udp"]));
+    ok(&lab.run(1, &["send", &lab.addr6(0), &port, "over", "ipv6"]));
+    server.stdout.wait_for_text("over ipv6");
+    server.stop();
+    let shown = server.stdout.text();
+    assert!(
+        shown.contains(" tcp 10.77.0.2:") && shown.contains(" over tcp\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" udp 10.77.0.2:") && shown.contains(" over udp\n"),
+        "{shown}"
+    );
+    assert!(shown.contains(" tcp [fd77::2]:"), "{shown}");
+}
+
+#[test]
+fn broadcast_reaches_every_host_on_the_segment() {
+    let Some(lab) = Lab::new("broadcast_reaches_every_host_on_the_segment", 3) else {
+        return;
+    };
+    let (mut first, port) = lab.listen(0, 0, &["-u"]);
+    let (mut third, _) = lab.listen(2, port, &["-u"]);
+    let port = port.to_string();
+    let refused = lab.run(1, &["send", "-u", "10.77.0.255", &port, "hello all"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add --broadcast"));
+    ok(&lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--broadcast",
+            "10.77.0.255",
+            &port,
+            "hello all",
+        ],
+    ));
+    first.stdout.wait_for_text("hello all\n");
+    third.stdout.wait_for_text("hello all\n");
+    first.stop();
+    third.stop();
+}
+
+#[test]
+fn multicast_reaches_joined_hosts_and_not_others() {
+    let Some(lab) = Lab::new("multicast_reaches_joined_hosts_and_not_others", 3) else {
+        return;
+    };
+    let joined = [
+        "--join",
+        "239.1.2.3",
+        "--join",
+        "ff02::1234",
+        "--iface",
+        "eth0",
+        "-f",
+        "lines",
+    ];
+    let (mut member, port) = lab.listen(0, 0, &joined);
+    let (mut outsider, _) = lab.listen(2, port, &["-u", "-f", "lines"]);
+    let port = port.to_string();
+    ok(&lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--ttl",
+            "1",
+            "--iface",
+            "eth0",
+            "239.1.2.3",
+            &port,
+            "to v4 group",
+        ],
+    ));
+    ok(&lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--iface",
+            "eth0",
+            "ff02::1234",
+            &port,
+            "to v6 group",
+        ],
+    ));
+    member.stdout.wait_for_text("to v4 group");
+    member.stdout.wait_for_text("to v6 group");
+    thread::sleep(Duration::from_millis(300));
+    member.stop();
+    outsider.stop();
+    assert_eq!(
+        outsider.stdout.text(),
+        "",
+        "a host that did not join got the group's datagrams"
+    );
+}
+
+#[test]
+fn reply_pings_another_host() {
+    let Some(lab) = Lab::new("reply_pings_another_host", 2) else {
+        return;
+    };
+    let (mut echo, port) = lab.listen(0, 0, &["-u", "--echo"]);
+    let port = port.to_string();
+    let output = lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--reply",
+            "--count",
+            "5",
+            "--interval",
+            "20ms",
+            &lab.addr(0),
+            &port,
+            "ping",
+        ],
+    );
+    let events = ok(&output);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ping\n".repeat(5));
+    assert!(events.contains("5 sent, 5 received, 0.0% loss"), "{events}");
+    echo.stop();
+}
+
+#[test]
+fn loss_on_a_lossy_link_is_measured_and_reported_exactly() {
+    let test = "loss_on_a_lossy_link_is_measured_and_reported_exactly";
+    if Command::new("nft").arg("--version").output().is_err() {
+        return skip(test, "nftables (`nft`) is not installed");
+    }
+    let Some(lab) = Lab::new(test, 2) else {
+        return;
+    };
+    let (mut echo, port) = lab.listen(0, 0, &["-u", "--echo", "-f", "lines"]);
+    // Drop one datagram in ten to the echo port, at random, on the way in.
+    let nft = |rule: &str| {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &lab.host(0), "nft", rule])
+            .status()
+            .unwrap();
+        assert!(status.success(), "nft {rule}");
+    };
+    nft("add table inet lossy");
+    nft("add chain inet lossy input { type filter hook input priority 0; policy accept; }");
+    nft(&format!(
+        "add rule inet lossy input udp dport {port} numgen random mod 10 0 drop"
+    ));
+    let port = port.to_string();
+    let output = lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--reply",
+            "--count",
+            "200",
+            "--interval",
+            "5ms",
+            "--reply-timeout",
+            "500ms",
+            &lab.addr(0),
+            &port,
+            "ping",
+        ],
+    );
+    let events = String::from_utf8_lossy(&output.stderr).into_owned();
+    let replies = String::from_utf8_lossy(&output.stdout).lines().count();
+    echo.stop();
+    let arrived = echo.stdout.text().lines().count();
+    assert!(
+        replies < 200 && replies > 100,
+        "{replies} replies: {events}"
+    );
+    assert_eq!(
+        arrived, replies,
+        "the echo saw {arrived}, the pinger {replies}"
+    );
+    let loss = 100.0 * (200 - replies) as f64 / 200.0;
+    let expected = format!("200 sent, {replies} received, {loss:.1}% loss");
+    assert!(
+        events.contains(&expected),
+        "expected {expected:?} in {events}"
+    );
+    assert_eq!(events.matches("no reply to request").count(), 200 - replies);
+}
