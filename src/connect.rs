@@ -1,5 +1,6 @@
 //! `portier connect`: a two-way session like `nc HOST PORT`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -7,7 +8,7 @@ use tokio::net::UdpSocket;
 
 use crate::datagram::SendOptions;
 use crate::endpoint;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::message::Proto;
 use crate::send::{check_unreachable, send_lines, upload};
 use crate::sink::PeerOutput;
@@ -63,23 +64,20 @@ async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
 
 async fn connect_udp(config: &ConnectConfig) -> Result<()> {
     let options = SendOptions::default();
-    let socket = endpoint::connect_udp(&config.host, config.port, config.timeout, &options).await?;
-    let peer = socket
-        .peer_addr()
-        .context(|| format!("cannot send to udp {}", config.host))?;
+    let (host, port) = (&config.host, config.port);
+    let (socket, peer) = endpoint::connect_udp(host, port, config.timeout, &options).await?;
     tokio::select! {
-        received = receive(&socket, None) => received,
+        received = receive(&socket, peer, None) => received,
         sent = send_lines(&socket, peer, tokio::io::stdin(), true) => {
             sent?;
             check_unreachable(&socket, peer)?;
-            receive(&socket, Some(config.timeout.unwrap_or(UDP_LINGER))).await
+            receive(&socket, peer, Some(config.timeout.unwrap_or(UDP_LINGER))).await
         }
     }
 }
 
 /// Writes every datagram that arrives to stdout; with `idle`, stops after that long without one.
-async fn receive(socket: &UdpSocket, idle: Option<Duration>) -> Result<()> {
-    let peer = socket.peer_addr().ok();
+async fn receive(socket: &UdpSocket, peer: SocketAddr, idle: Option<Duration>) -> Result<()> {
     let mut output = PeerOutput::default();
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -90,13 +88,7 @@ async fn receive(socket: &UdpSocket, idle: Option<Duration>) -> Result<()> {
             },
             None => socket.recv(&mut buf).await,
         };
-        let len = match (received, peer) {
-            (Ok(len), _) => len,
-            (Err(e), Some(addr)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(Error::PortUnreachable { addr });
-            }
-            (Err(e), _) => return Err(Error::io("cannot receive", e)),
-        };
+        let len = received.map_err(|e| endpoint::udp_send_error(peer, e))?;
         if !output.write(&buf[..len]).await? {
             return Ok(());
         }

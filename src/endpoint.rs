@@ -187,16 +187,19 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Re
     with_timeout(timeout, format!("{host}:{port}"), attempt).await
 }
 
-/// A UDP socket connected to `host`, so the kernel reports ICMP errors on it.
+/// A UDP socket set up to send to `host`, and the address it sends to.
 ///
-/// IPv4 addresses are preferred: UDP has no handshake to fall back on, and a
-/// name like `localhost` most often means the IPv4 listener nc and friends open.
+/// A unicast destination is connected, so the kernel reports ICMP errors on
+/// the socket; a broadcast or multicast one is not, since its answers come
+/// from other addresses. IPv4 addresses are preferred: UDP has no handshake to
+/// fall back on, and a name like `localhost` most often means the IPv4
+/// listener nc and friends open.
 pub async fn connect_udp(
     host: &str,
     port: u16,
     timeout: Option<Duration>,
     options: &SendOptions,
-) -> Result<UdpSocket> {
+) -> Result<(UdpSocket, SocketAddr)> {
     let attempt = async {
         let addrs = resolve(host, port).await?;
         let addr = addrs
@@ -210,10 +213,13 @@ pub async fn connect_udp(
         let context = || format!("cannot send to udp {addr}");
         let socket = UdpSocket::bind(local).await.context(context)?;
         datagram::prepare_sender(&socket, addr, options)?;
-        match socket.connect(addr).await {
-            Ok(()) => Ok(socket),
-            Err(e) => Err(udp_send_error(addr, e)),
+        if !options.broadcast && !addr.ip().is_multicast() {
+            socket
+                .connect(addr)
+                .await
+                .map_err(|e| udp_send_error(addr, e))?;
         }
+        Ok((socket, addr))
     };
     with_timeout(timeout, format!("{host}:{port}"), attempt).await
 }

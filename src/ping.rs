@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
-use crate::endpoint::udp_send_error;
+use crate::endpoint::{natural, udp_send_error};
 use crate::error::{Error, Result};
 use crate::send::{Repeat, send_datagram};
 use crate::sink::PeerOutput;
@@ -116,19 +116,20 @@ async fn exchange(
                 }
             }
             _ = sleep_until(window_end), if all_sent => {}
-            received = socket.recv(&mut buf) => {
-                let len = received.map_err(|e| udp_send_error(peer, e))?;
+            received = socket.recv_from(&mut buf) => {
+                let (len, from) = received.map_err(|e| udp_send_error(peer, e))?;
+                let from = natural(from);
                 let reply = &buf[..len];
                 match waiting.pop_front() {
                     Some((seq, sent)) => {
                         let rtt = sent.elapsed();
                         tally.received += 1;
                         tally.rtts.push(rtt);
-                        eprintln!("portier: reply {seq} from {peer}: {len} bytes, time {} ms", ms(rtt));
+                        eprintln!("portier: reply {seq} from {from}: {len} bytes, time {} ms", ms(rtt));
                     }
                     None => {
                         tally.extra += 1;
-                        eprintln!("portier: extra reply from {peer}: {len} bytes");
+                        eprintln!("portier: extra reply from {from}: {len} bytes");
                     }
                 }
                 output.write(reply).await?;

@@ -159,8 +159,7 @@ impl SendConfig {
 async fn send_udp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?;
     let (host, port) = (&config.host, config.port);
-    let socket = endpoint::connect_udp(host, port, config.timeout, &config.udp).await?;
-    let peer = peer_of(socket.peer_addr(), host)?;
+    let (socket, peer) = endpoint::connect_udp(host, port, config.timeout, &config.udp).await?;
     let Source::Message(message) = &config.source else {
         send_lines(&socket, peer, input, config.newline).await?;
         return check_unreachable(&socket, peer);
@@ -228,7 +227,7 @@ pub(crate) async fn send_datagram(
     datagram: &[u8],
 ) -> Result<()> {
     socket
-        .send(datagram)
+        .send_to(datagram, peer)
         .await
         .map(drop)
         .map_err(|e| endpoint::udp_send_error(peer, e))

@@ -239,6 +239,47 @@ fn broadcast_reaches_every_host_on_the_segment() {
 }
 
 #[test]
+fn a_broadcast_reply_hears_from_every_host() {
+    let Some(lab) = Lab::new("a_broadcast_reply_hears_from_every_host", 3) else {
+        return;
+    };
+    let (mut first, port) = lab.listen(0, 0, &["-u", "--echo"]);
+    let (mut third, _) = lab.listen(2, port, &["-u", "--echo"]);
+    let port = port.to_string();
+    let output = lab.run(
+        1,
+        &[
+            "send",
+            "-u",
+            "--broadcast",
+            "--reply",
+            "--reply-timeout",
+            "500ms",
+            "10.77.0.255",
+            &port,
+            "who is there",
+        ],
+    );
+    let events = ok(&output);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "who is there\n".repeat(2)
+    );
+    assert!(
+        events.contains(&format!("from 10.77.0.1:{port}")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("from 10.77.0.3:{port}")),
+        "{events}"
+    );
+    assert!(events.contains("1 sent, 1 received, 0.0% loss"), "{events}");
+    assert!(events.contains("1 extra replies"), "{events}");
+    first.stop();
+    third.stop();
+}
+
+#[test]
 fn multicast_reaches_joined_hosts_and_not_others() {
     let Some(lab) = Lab::new("multicast_reaches_joined_hosts_and_not_others", 3) else {
         return;
