@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{Capture, Running, Server, listening_port, portier};
+use common::{Running, Server, listening_port, portier};
 
 fn tcp_send(port: u16, data: &[u8]) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -98,13 +98,7 @@ fn json_format_is_one_parseable_object_per_line() {
     let mut server = Server::start(&["-t", "-f", "json", "--once"]);
     tcp_send(server.port, b"caf\xc3\xa9\n\xff\x00\n");
     assert!(server.run.wait().success());
-    let records: Vec<serde_json::Value> = server
-        .run
-        .stdout
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = server.run.stdout.json_lines();
     let events: Vec<&str> = records
         .iter()
         .map(|r| r["event"].as_str().unwrap())
@@ -213,12 +207,7 @@ fn a_closed_stdout_ends_the_server_quietly() {
         .spawn()
         .unwrap();
     drop(child.stdout.take()); // nobody reads stdout, like `portier listen | head -c 0`
-    let stderr = Capture::from(child.stderr.take().unwrap());
-    let mut run = Running {
-        child,
-        stdout: Capture::default(),
-        stderr,
-    };
+    let mut run = Running::stderr_only(child);
     let port = listening_port(&run.stderr.wait_for_text("listening on"));
     tcp_send(port, b"nobody reads this\n");
     let status = run.wait();

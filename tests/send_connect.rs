@@ -89,11 +89,13 @@ fn udp_stdin_is_one_datagram_per_line() {
         &["-u", "127.0.0.1", &server.port.to_string()],
         b"one\ntwo\nthree\n",
     );
-    let out = server.wait_lines(4); // listening + 3 datagrams
+    server.wait_lines(4); // listening + 3 datagrams
     server.run.stop();
-    let texts: Vec<String> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let texts: Vec<String> = server
+        .run
+        .stdout
+        .json_lines()
+        .into_iter()
         .filter(|r| r["event"] == "data")
         .map(|r| r["text"].as_str().unwrap().to_string())
         .collect();

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Capture, PATIENCE, Running, Server, listening_port, portier};
+use common::{PATIENCE, Running, Server, listening_port, portier};
 
 fn client(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -274,9 +274,8 @@ fn lines_longer_than_max_line_come_in_flagged_pieces() {
     let pieces: Vec<(String, bool)> = server
         .run
         .stdout
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .json_lines()
+        .into_iter()
         .filter(|r| r["event"] == "data")
         .map(|r| (r["text"].as_str().unwrap().to_string(), r["cut"] == true))
         .collect();
@@ -419,19 +418,14 @@ fn a_200_mib_line_with_no_newline_keeps_memory_bounded_and_every_byte_comes_out(
     const TOTAL: usize = 200 << 20;
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
-    let mut child = portier()
+    let child = portier()
         .args(["listen", "0", "-t", "-f", "lines"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = Capture::from(child.stderr.take().unwrap());
-    let mut run = Running {
-        child,
-        stdout: Capture::default(),
-        stderr,
-    };
+    let mut run = Running::stderr_only(child);
     let port = listening_port(&run.stderr.wait_for_text("listening on"));
     let started = Instant::now();
     let mut stream = client(port);

@@ -32,13 +32,7 @@ fn every_datagram_is_either_received_or_counted_as_dropped() {
     signal(&server.run, "-CONT");
     server.run.stderr.wait_for_text("the kernel dropped");
     server.run.stop();
-    let records: Vec<serde_json::Value> = server
-        .run
-        .stdout
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = server.run.stdout.json_lines();
     let received = records.iter().filter(|r| r["event"] == "data").count() as u64;
     let drops = records
         .iter()

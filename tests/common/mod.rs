@@ -76,6 +76,14 @@ impl Capture {
         }
     }
 
+    /// Every line as a JSON value (the `json` format).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
     pub fn wait_for_text(&self, needle: &str) -> String {
         let found = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
         String::from_utf8_lossy(&self.wait_for(needle, found)).into_owned()
@@ -102,6 +110,16 @@ impl Running {
         Running {
             child,
             stdout,
+            stderr,
+        }
+    }
+
+    /// Follows a child whose stdout is not a pipe to capture (a file, or closed).
+    pub fn stderr_only(mut child: Child) -> Running {
+        let stderr = Capture::from(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout: Capture::default(),
             stderr,
         }
     }
