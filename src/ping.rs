@@ -52,6 +52,11 @@ impl Tally {
     }
 }
 
+fn no_reply(seq: u64, reply_timeout: Duration) {
+    let after = humantime::format_duration(reply_timeout);
+    eprintln!("portier: no reply to request {seq} within {after}");
+}
+
 fn ms(duration: Duration) -> String {
     format!("{:.3}", duration.as_secs_f64() * 1000.0)
 }
@@ -98,6 +103,9 @@ async fn exchange(
         let all_sent = tally.sent == repeat.count;
         let answered_all = repeat.count > 1 && waiting.is_empty();
         if all_sent && (answered_all || Instant::now() >= window_end) {
+            for (seq, _) in waiting {
+                no_reply(seq, reply_timeout);
+            }
             return Ok(tally);
         }
         let oldest_expires = waiting.front().map(|(_, sent)| *sent + reply_timeout);
@@ -112,7 +120,7 @@ async fn exchange(
             }
             _ = sleep_until(oldest_expires.unwrap_or(window_end)), if oldest_expires.is_some() => {
                 if let Some((seq, _)) = waiting.pop_front() {
-                    eprintln!("portier: no reply to request {seq} within {}", humantime::format_duration(reply_timeout));
+                    no_reply(seq, reply_timeout);
                 }
             }
             _ = sleep_until(window_end), if all_sent => {}
