@@ -13,12 +13,13 @@ use ipnet::IpNet;
 use crate::access::{AccessList, parse_range};
 use crate::connect::{self, ConnectConfig};
 use crate::datagram::{Interface, SendOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::listen::{self, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols};
 use crate::message::Proto;
 use crate::send::{self, Repeat, SendConfig, Source};
 use crate::sink::{Format, OutputConfig};
+use crate::tls::{ClientTlsConfig, Fingerprint, ServerIdentity, ServerTlsConfig};
 
 const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -125,6 +126,26 @@ pub struct ListenArgs {
     /// UDP: receive buffer to ask the kernel for (SO_RCVBUF)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
+    /// Speak TLS (TCP only), with --cert and --key, or --tls-self-signed
+    #[arg(long)]
+    pub tls: bool,
+    /// TLS: the certificate chain (PEM)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub cert: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// TLS with a certificate made at start; its fingerprint is printed for clients to --pin
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// TLS: require client certificates issued by this CA (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Longest line kept whole in lines and json formats; longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
@@ -181,6 +202,43 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "1",
           requires = "count")]
     pub interval: Duration,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// TLS options of `send` and `connect`.
+#[derive(Debug, Args)]
+pub struct ClientTlsArgs {
+    /// Speak TLS; the server is checked against the system's trusted CAs
+    #[arg(long, conflicts_with = "udp")]
+    pub tls: bool,
+    /// TLS: trust this CA (PEM); a server's own self-signed certificate works too
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<PathBuf>,
+    /// TLS: accept exactly the certificate with this SHA-256 fingerprint (as the listener printed it)
+    #[arg(long, value_name = "SHA256", requires = "tls", value_parser = Fingerprint::parse)]
+    pub pin: Vec<Fingerprint>,
+    /// TLS: check nothing about the server (you are warned)
+    #[arg(long, requires = "tls", conflicts_with_all = ["ca", "pin"])]
+    pub insecure: bool,
+    /// TLS: a client certificate (PEM), for listeners that require one
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: the client certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    fn config(&self) -> Option<ClientTlsConfig> {
+        self.tls.then(|| ClientTlsConfig {
+            ca: self.ca.clone(),
+            pins: self.pin.clone(),
+            insecure: self.insecure,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +254,8 @@ pub struct ConnectArgs {
     /// after stdin ends [UDP default: 2s]
     #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Plain seconds (`0.5`) or a duration with units (`500ms`, `2s`).
@@ -211,7 +271,7 @@ fn proto(udp: bool) -> Proto {
 }
 
 impl ListenArgs {
-    pub fn configs(&self) -> (ListenConfig, OutputConfig) {
+    pub fn configs(&self) -> Result<(ListenConfig, OutputConfig)> {
         let default_format = if self.chat {
             Format::Lines
         } else {
@@ -233,9 +293,11 @@ impl ListenArgs {
             },
             _ => format.framing(output.terminal, self.max_line),
         };
+        let tls = self.server_tls()?;
         let protocols = match (self.tcp, self.udp) {
             (true, _) => Protocols::Tcp,
             (_, true) => Protocols::Udp,
+            _ if tls.is_some() => Protocols::Tcp,
             _ => Protocols::Both,
         };
         let listen = ListenConfig {
@@ -251,8 +313,29 @@ impl ListenArgs {
             join: self.join.clone(),
             iface: self.iface.as_deref().map(Interface::parse),
             recv_buffer: self.recv_buffer,
+            tls,
         };
-        (listen, output)
+        Ok((listen, output))
+    }
+
+    fn server_tls(&self) -> Result<Option<ServerTlsConfig>> {
+        let identity = match (&self.cert, &self.key, self.tls_self_signed) {
+            (Some(cert), Some(key), _) => ServerIdentity::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (_, _, true) => ServerIdentity::SelfSigned,
+            _ if self.tls || self.client_ca.is_some() => {
+                return Err(Error::Usage(
+                    "TLS needs a certificate: --cert FILE --key FILE, or --tls-self-signed".into(),
+                ));
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ServerTlsConfig {
+            identity,
+            client_ca: self.client_ca.clone(),
+        }))
     }
 }
 
@@ -283,6 +366,7 @@ impl SendArgs {
                 interval: self.interval,
             },
             reply_timeout: self.reply.then_some(self.reply_timeout),
+            tls: self.tls.config(),
         }
     }
 }
@@ -294,6 +378,7 @@ impl ConnectArgs {
             port: self.port,
             proto: proto(self.udp),
             timeout: self.timeout,
+            tls: self.tls.config(),
         }
     }
 }
@@ -303,7 +388,7 @@ impl Cli {
     pub async fn run(self) -> Result<()> {
         match self.command {
             Command::Listen(args) => {
-                let (listen, output) = args.configs();
+                let (listen, output) = args.configs()?;
                 listen::run(listen, output).await
             }
             Command::Send(args) => send::send(&args.config()).await,

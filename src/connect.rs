@@ -3,15 +3,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 use crate::datagram::SendOptions;
-use crate::endpoint;
+use crate::endpoint::{self, Stream};
 use crate::error::{IoContext, Result};
 use crate::message::Proto;
 use crate::send::{check_unreachable, send_lines, upload};
 use crate::sink::PeerOutput;
+use crate::tls::ClientTlsConfig;
 
 /// How long a UDP session waits for more replies once stdin has ended, unless told otherwise.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);
@@ -25,6 +26,8 @@ pub struct ConnectConfig {
     /// Bounds the connection attempt; for UDP also how long to wait for
     /// replies after stdin ends (default [`UDP_LINGER`]).
     pub timeout: Option<Duration>,
+    /// TCP: speak TLS.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
@@ -37,11 +40,15 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
 }
 
 async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
-    let stream = endpoint::connect_tcp(&config.host, config.port, config.timeout).await?;
-    let peer = stream
-        .peer_addr()
-        .context(|| format!("connection to {} lost", config.host))?;
-    let (reader, mut writer) = stream.into_split();
+    let (host, port) = (&config.host, config.port);
+    match endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await? {
+        Stream::Plain(stream, peer) => session(stream, peer).await,
+        Stream::Tls(stream, peer) => session(*stream, peer).await,
+    }
+}
+
+async fn session(stream: impl AsyncRead + AsyncWrite, peer: SocketAddr) -> Result<()> {
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut download = std::pin::pin!(PeerOutput::default().copy_from(reader, peer));
     let mut upload = std::pin::pin!(async {
         upload(tokio::io::stdin(), &mut writer, peer).await?;

@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use crate::datagram::{self, SendOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
+use crate::tls::{self, ClientTlsConfig};
+use tokio_rustls::client::TlsStream;
 
 /// Backlog of pending TCP connections: large, so that a burst of thousands
 /// of clients is queued by the kernel instead of silently lost.
@@ -169,18 +171,44 @@ pub fn bind(proto: Proto, addr: SocketAddr) -> Result<Bound> {
     })
 }
 
-/// Connects over TCP to the first address of `host` that accepts, within `timeout`.
-pub async fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpStream> {
+/// A connected TCP stream, in clear or TLS, and the peer it reached.
+pub enum Stream {
+    Plain(TcpStream, SocketAddr),
+    Tls(Box<TlsStream<TcpStream>>, SocketAddr),
+}
+
+/// Connects over TCP to the first address of `host` that accepts, then
+/// starts TLS if asked; `timeout` bounds all of it.
+pub async fn connect_tcp(
+    host: &str,
+    port: u16,
+    timeout: Option<Duration>,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Stream> {
+    // A bad CA file or pin is reported before anything is sent.
+    let connector = tls.map(tls::connector).transpose()?;
     let attempt = async {
         let mut last = None;
         for addr in resolve(host, port).await? {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
+            let stream = match TcpStream::connect(addr).await {
+                Ok(stream) => stream,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    last = Some(Error::Refused { addr })
+                    last = Some(Error::Refused { addr });
+                    continue;
                 }
-                Err(e) => last = Some(Error::io(format!("cannot connect to {addr}"), e)),
-            }
+                Err(e) => {
+                    last = Some(Error::io(format!("cannot connect to {addr}"), e));
+                    continue;
+                }
+            };
+            let peer = natural(addr);
+            return Ok(match &connector {
+                None => Stream::Plain(stream, peer),
+                Some(connector) => {
+                    let stream = tls::connect(connector, stream, host).await?;
+                    Stream::Tls(Box::new(stream), peer)
+                }
+            });
         }
         Err(last.unwrap_or_else(|| no_addresses(host)))
     };

@@ -60,6 +60,10 @@ pub enum Error {
         addr: SocketAddr,
     },
 
+    /// TLS set-up or verification failed; the text says which check.
+    #[error("{0}")]
+    Tls(String),
+
     #[error("{context}: {}", describe(.source))]
     Io {
         context: String,

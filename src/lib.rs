@@ -33,3 +33,4 @@ pub mod ping;
 pub mod send;
 pub mod shutdown;
 pub mod sink;
+pub mod tls;

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -72,6 +73,8 @@ pub struct Message {
     /// The remote end in its natural form (`127.0.0.1:40312`, never
     /// `[::ffff:127.0.0.1]:40312`); `None` for events of the listener itself.
     pub peer: Option<SocketAddr>,
+    /// The subject of the peer's TLS client certificate, when one was required.
+    pub subject: Option<Arc<str>>,
     pub event: Event,
 }
 
@@ -89,7 +92,24 @@ impl Message {
             time: SystemTime::now(),
             proto,
             peer,
+            subject: None,
             event,
+        }
+    }
+
+    /// The same message, naming the peer's certificate subject too.
+    pub fn with_subject(mut self, subject: Option<Arc<str>>) -> Self {
+        self.subject = subject;
+        self
+    }
+
+    /// The peer as shown in text: `127.0.0.1:40312`, `127.0.0.1:40312/CN=alice`
+    /// with a certificate (spaces as `\x20`, so it stays one field), `-` for none.
+    pub fn peer_label(&self) -> String {
+        match (self.peer, &self.subject) {
+            (None, _) => "-".into(),
+            (Some(peer), None) => peer.to_string(),
+            (Some(peer), Some(subject)) => format!("{peer}/{}", subject.replace(' ', "\\x20")),
         }
     }
 }

@@ -9,11 +9,12 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::UdpSocket;
 
 use crate::datagram::SendOptions;
-use crate::endpoint;
+use crate::endpoint::{self, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
 use crate::ping;
 use crate::sink::PeerOutput;
+use crate::tls::ClientTlsConfig;
 
 /// What to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct SendConfig {
     pub repeat: Repeat,
     /// UDP: wait this long for answers and print them (a ping with `repeat`).
     pub reply_timeout: Option<Duration>,
+    /// TCP: speak TLS.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// How often a UDP message is sent.
@@ -75,6 +78,7 @@ impl SendConfig {
             udp: SendOptions::default(),
             repeat: Repeat::default(),
             reply_timeout: None,
+            tls: None,
         }
     }
 }
@@ -90,9 +94,21 @@ pub async fn send(config: &SendConfig) -> Result<()> {
 
 async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
-    let mut stream = endpoint::connect_tcp(&config.host, config.port, config.timeout).await?;
-    let peer = peer_of(stream.peer_addr(), &config.host)?;
-    let (reader, mut writer) = stream.split();
+    let (host, port) = (&config.host, config.port);
+    let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
+    match stream {
+        Stream::Plain(stream, peer) => exchange(stream, input, peer).await,
+        Stream::Tls(stream, peer) => exchange(*stream, input, peer).await,
+    }
+}
+
+/// Sends `input`, half-closes, and copies the answer to stdout until the peer closes.
+async fn exchange(
+    stream: impl AsyncRead + AsyncWrite,
+    input: impl AsyncRead + Unpin,
+    peer: SocketAddr,
+) -> Result<()> {
+    let (reader, mut writer) = tokio::io::split(stream);
     let upload = async {
         upload(input, &mut writer, peer).await?;
         writer.shutdown().await.context(|| lost(peer))
@@ -125,10 +141,6 @@ pub(crate) async fn upload(
 
 fn lost(peer: SocketAddr) -> String {
     format!("connection to {peer} lost while sending")
-}
-
-fn peer_of(addr: std::io::Result<SocketAddr>, host: &str) -> Result<SocketAddr> {
-    addr.context(|| format!("connection to {host} lost"))
 }
 
 fn with_newline(message: &[u8], newline: bool) -> Vec<u8> {

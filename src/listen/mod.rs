@@ -26,6 +26,8 @@ use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
 use crate::shutdown;
 use crate::sink::{Output, OutputConfig};
+use crate::tls::{Fingerprint, ServerTls, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
 
 /// TCP clients served at once unless told otherwise.
 pub const DEFAULT_MAX_CONNS: usize = 1024;
@@ -72,6 +74,8 @@ pub struct ListenConfig {
     pub iface: Option<Interface>,
     /// UDP: the receive buffer to ask for (`SO_RCVBUF`).
     pub recv_buffer: usize,
+    /// TCP: speak TLS.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// The UDP receive buffer asked for unless told otherwise: room for bursts
@@ -93,6 +97,7 @@ impl Default for ListenConfig {
             join: Vec::new(),
             iface: None,
             recv_buffer: DEFAULT_RECV_BUFFER,
+            tls: None,
         }
     }
 }
@@ -135,9 +140,9 @@ impl Summary {
 const FREE_PORT_ATTEMPTS: usize = 16;
 
 /// Bound sockets, ready to serve.
-#[derive(Debug)]
 pub struct Listener {
     sockets: Vec<Bound>,
+    tls: Option<ServerTls>,
 }
 
 impl Listener {
@@ -151,7 +156,7 @@ impl Listener {
             )));
         }
         let mut attempt = 1;
-        let listener = loop {
+        let mut listener = loop {
             match Self::bind_on_one_port(&ips, config.protocols.list(), config.port) {
                 Err(Error::AddrInUse { .. })
                     if config.port == 0 && attempt < FREE_PORT_ATTEMPTS =>
@@ -162,7 +167,21 @@ impl Listener {
             }
         };
         listener.set_up_udp(config)?;
+        listener.tls = match &config.tls {
+            Some(_) if config.protocols != Protocols::Tcp => {
+                return Err(Error::Usage(
+                    "TLS is for TCP: add -t (UDP cannot do TLS)".into(),
+                ));
+            }
+            Some(tls) => Some(ServerTls::new(tls)?),
+            None => None,
+        };
         Ok(listener)
+    }
+
+    /// The fingerprint of the certificate the listener made itself (`--tls-self-signed`).
+    pub fn self_signed_fingerprint(&self) -> Option<Fingerprint> {
+        self.tls.as_ref().and_then(|tls| tls.self_signed)
     }
 
     /// Receive buffer and multicast groups, on every UDP socket.
@@ -200,7 +219,7 @@ impl Listener {
                 sockets.push(socket);
             }
         }
-        Ok(Listener { sockets })
+        Ok(Listener { sockets, tls: None })
     }
 
     /// The protocol and local address of every socket.
@@ -232,6 +251,7 @@ impl Listener {
             connections: Arc::new(Semaphore::new(config.max_conns)),
             idle_timeout: config.idle_timeout,
             hub: relay::Hub::default(),
+            tls: self.tls.map(|tls| tls.acceptor),
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -290,6 +310,7 @@ struct Context {
     connections: Arc<Semaphore>,
     idle_timeout: Option<Duration>,
     hub: relay::Hub,
+    tls: Option<TlsAcceptor>,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -318,6 +339,11 @@ impl Context {
 pub async fn run(config: ListenConfig, output: OutputConfig) -> Result<()> {
     raise_open_file_limit();
     let listener = Listener::bind(&config)?;
+    if let Some(fingerprint) = listener.self_signed_fingerprint() {
+        // Printed even with -q: clients need it to trust this listener.
+        eprintln!("portier: TLS certificate made for this run, SHA-256 fingerprint {fingerprint}");
+        eprintln!("portier: clients: portier send --tls --pin {fingerprint} HOST PORT");
+    }
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
     let quiet = output.quiet;

@@ -11,8 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -81,10 +80,13 @@ impl Hub {
     }
 }
 
+/// The write side of a client connection, plain or TLS.
+pub(super) type ClientWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
 /// The write side of one client connection, as the mode needs it.
 pub(super) enum Replies {
-    /// Print mode: kept open (dropping it would half-close the connection).
-    Unused { _socket: OwnedWriteHalf },
+    /// Print mode: only closed, cleanly, when the client is done.
+    PrintOnly { socket: ClientWriter },
     Echo {
         queue: mpsc::Sender<Bytes>,
         writer: JoinHandle<()>,
@@ -101,12 +103,12 @@ impl Replies {
     pub(super) fn open(
         mode: Mode,
         hub: &Hub,
-        socket: OwnedWriteHalf,
+        socket: ClientWriter,
         peer: SocketAddr,
         kick: CancellationToken,
     ) -> Replies {
         if mode == Mode::Print {
-            return Replies::Unused { _socket: socket };
+            return Replies::PrintOnly { socket };
         }
         let (queue, pending) = mpsc::channel(CLIENT_QUEUE_LEN);
         let writer = tokio::spawn(write_queue(socket, pending));
@@ -131,7 +133,7 @@ impl Replies {
     /// does not read (until `kick`), a relay never waits.
     pub(super) async fn pass_on(&self, hub: &Hub, bytes: &Bytes, kick: &CancellationToken) {
         match self {
-            Replies::Unused { .. } => {}
+            Replies::PrintOnly { .. } => {}
             Replies::Echo { queue, .. } => {
                 tokio::select! {
                     _ = queue.send(bytes.clone()) => {}
@@ -159,7 +161,14 @@ impl Replies {
     /// Leaves the hub and lets the writer finish what is queued, unless `kick` says to stop.
     pub(super) async fn close(self, hub: &Hub, peer: SocketAddr, kick: &CancellationToken) {
         let mut writer = match self {
-            Replies::Unused { .. } => return,
+            Replies::PrintOnly { mut socket } => {
+                // A clean close: TCP's FIN, and TLS's close_notify before it.
+                tokio::select! {
+                    _ = socket.shutdown() => {}
+                    _ = kick.cancelled() => {}
+                }
+                return;
+            }
             Replies::Echo { queue, writer } => {
                 drop(queue);
                 writer
@@ -184,7 +193,7 @@ impl Replies {
     }
 }
 
-async fn write_queue(mut socket: OwnedWriteHalf, mut pending: mpsc::Receiver<Bytes>) {
+async fn write_queue(mut socket: ClientWriter, mut pending: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = pending.recv().await {
         if socket.write_all(&bytes).await.is_err() {
             return;

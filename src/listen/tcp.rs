@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
 
 use super::Context;
-use super::relay::Replies;
+use super::relay::{ClientWriter, Replies};
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::framing::{Frame, Framer};
 use crate::message::{Event, Message, Proto};
+use crate::tls;
 
 /// The most one read takes.
 const READ_SIZE: usize = 64 * 1024;
@@ -77,10 +79,19 @@ async fn serve_connection(
     context: Arc<Context>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let message = |event| Message::new(Proto::Tcp, Some(peer), event);
     let started = Instant::now();
+    let (mut reader, writer, subject) = match open(stream, &context).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let error = Event::Error(error);
+            context
+                .emit(Message::new(Proto::Tcp, Some(peer), error))
+                .await;
+            return;
+        }
+    };
+    let message = |event| Message::new(Proto::Tcp, Some(peer), event).with_subject(subject.clone());
     context.emit(message(Event::Connect)).await;
-    let (reader, writer) = stream.into_split();
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
     let replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone());
@@ -93,14 +104,14 @@ async fn serve_connection(
                 "closed after {} without data (--idle-timeout)",
                 humantime::format_duration(context.idle_timeout.unwrap_or_default())
             )),
-            read = read_chunk(&reader) => read,
+            read = reader.read_chunk() => read,
         };
         match read {
             Ok(Some(chunk)) => {
                 received += chunk.len() as u64;
                 framer.push(chunk);
                 while let Some(frame) = framer.next_frame() {
-                    deliver(&context, &replies, &kick, peer, frame).await;
+                    deliver(&context, &replies, &kick, message, frame).await;
                 }
             }
             Ok(None) => break None,
@@ -108,7 +119,7 @@ async fn serve_connection(
         }
     };
     if let Some(rest) = framer.finish() {
-        deliver(&context, &replies, &kick, peer, rest).await;
+        deliver(&context, &replies, &kick, message, rest).await;
     }
     let ended_by = match ended_by {
         None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
@@ -140,14 +151,11 @@ async fn deliver(
     context: &Context,
     replies: &Replies,
     kick: &tokio_util::sync::CancellationToken,
-    peer: SocketAddr,
+    message: impl Fn(Event) -> Message,
     Frame { bytes, cut }: Frame,
 ) {
     replies.pass_on(&context.hub, &bytes, kick).await;
-    let data = Event::Data { bytes, cut };
-    context
-        .emit(Message::new(Proto::Tcp, Some(peer), data))
-        .await;
+    context.emit(message(Event::Data { bytes, cut })).await;
 }
 
 /// Never ends without a timeout; ends after it otherwise.
@@ -156,6 +164,62 @@ async fn idle(timeout: Option<Duration>) {
         Some(timeout) => tokio::time::sleep(timeout).await,
         None => std::future::pending().await,
     }
+}
+
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The read side of a client connection.
+enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+impl Reader {
+    /// One read, or `None` at end of stream.
+    async fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        match self {
+            Reader::Plain(reader) => read_chunk(reader).await,
+            Reader::Tls(reader) => {
+                let mut buf = BytesMut::with_capacity(TLS_READ_SIZE);
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) => Ok(None),
+                    Ok(_) => Ok(Some(buf.freeze())),
+                    Err(e) if tls::is_unannounced_close(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The largest TLS record: one read never holds more.
+const TLS_READ_SIZE: usize = 16 * 1024;
+
+/// Splits a new connection, after a TLS handshake when the listener speaks TLS;
+/// also returns the subject of the client's certificate, if it showed one.
+async fn open(
+    stream: TcpStream,
+    context: &Context,
+) -> Result<(Reader, ClientWriter, Option<Arc<str>>), String> {
+    let Some(acceptor) = &context.tls else {
+        let (reader, writer) = stream.into_split();
+        return Ok((Reader::Plain(reader), Box::new(writer), None));
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {}", tls::describe(&e))),
+        Err(_) => return Err("TLS handshake timed out".into()),
+    };
+    let subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(tls::subject)
+        .map(Arc::from);
+    let (reader, writer) = tokio::io::split(tls);
+    Ok((Reader::Tls(reader), Box::new(writer), subject))
 }
 
 /// One read, or `None` at end of stream. The buffer exists only while data is

@@ -1,7 +1,6 @@
 //! The `hex` format: a `hexdump -C` style dump per message, headed by proto and peer.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 
 use super::text::write_heading;
 
@@ -10,7 +9,7 @@ pub fn write_hex(
     out: &mut impl Write,
     time: &str,
     proto: &str,
-    peer: Option<SocketAddr>,
+    peer: &str,
     data: &[u8],
 ) -> io::Result<()> {
     write_heading(out, time, proto, peer)?;
@@ -47,7 +46,7 @@ mod tests {
     #[test]
     fn matches_hexdump_c() {
         let mut out = Vec::new();
-        write_hex(&mut out, "T", "tcp", None, b"abcdefg!\n").unwrap();
+        write_hex(&mut out, "T", "tcp", "-", b"abcdefg!\n").unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "T tcp - 9 bytes\n\

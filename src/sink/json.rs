@@ -19,6 +19,8 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     local: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     len: Option<usize>,
@@ -52,6 +54,7 @@ pub fn write_json(
         proto: message.proto.as_str(),
         event: message.event.name(),
         peer: message.peer.map(|p| p.to_string()),
+        subject: message.subject.as_deref(),
         local: None,
         len: None,
         cut: None,

@@ -225,7 +225,7 @@ fn render(
             _ => Ok(()),
         };
     };
-    let (proto, peer) = (message.proto.as_str(), message.peer);
+    let (proto, peer) = (message.proto.as_str(), &message.peer_label());
     match format {
         Format::Json => write_json(out, scratch, ts, message),
         Format::Raw => write_raw(out, bytes, terminal),
@@ -237,10 +237,7 @@ fn render(
 /// The plain-words line for stderr, for every event but data.
 pub fn event_line(message: &Message) -> Option<String> {
     let proto = message.proto;
-    let peer = message
-        .peer
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "-".into());
+    let peer = message.peer_label();
     Some(match &message.event {
         Event::Data { .. } => return None,
         Event::Listening { local } if local.ip() == Ipv6Addr::UNSPECIFIED => {
@@ -308,10 +305,10 @@ impl PeerOutput {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         loop {
-            let n = from
-                .read(&mut buf)
-                .await
-                .context(|| format!("connection to {peer} failed"))?;
+            let n = match from.read(&mut buf).await {
+                Err(e) if crate::tls::is_unannounced_close(&e) => 0,
+                read => read.context(|| format!("connection to {peer} failed"))?,
+            };
             if n == 0 {
                 return Ok(total);
             }

@@ -1,0 +1,428 @@
+//! TLS for `listen`, `send` and `connect`, with rustls and its `ring`
+//! provider (no OpenSSL, no cmake, easy to cross-compile for a Pi).
+//!
+//! The client verifies against the system's roots, a private CA, or a pinned
+//! certificate fingerprint; a self-signed server certificate handed over as
+//! `--ca` is taken as a pin, since rustls refuses it as its own issuer.
+//! Every verification failure is an error, never a fallback to clear text.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::error::{Error, Result};
+
+/// Where a listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerIdentity {
+    /// PEM files: the certificate chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A certificate made at start; its fingerprint is printed for clients to pin.
+    SelfSigned,
+}
+
+/// How a listener speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    pub identity: ServerIdentity,
+    /// Require client certificates issued by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How `send` and `connect` check the server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTlsConfig {
+    /// A private CA (or the server's own self-signed certificate, taken as a pin).
+    pub ca: Option<PathBuf>,
+    /// Accept exactly the certificates with these SHA-256 fingerprints.
+    pub pins: Vec<Fingerprint>,
+    /// Check nothing (asked for explicitly, and warned about).
+    pub insecure: bool,
+    /// A client certificate and key, for listeners that require one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// A certificate's SHA-256 fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub fn of(cert: &[u8]) -> Fingerprint {
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Fingerprint(bytes)
+    }
+
+    /// Hex, with or without colons, any case: as the listener printed it.
+    pub fn parse(text: &str) -> std::result::Result<Fingerprint, String> {
+        let hex: String = text.chars().filter(|c| *c != ':').collect();
+        let bad = || format!("{text}: not a SHA-256 fingerprint (64 hex digits, colons optional)");
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Fingerprint(bytes))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(context: impl fmt::Display, err: impl fmt::Display) -> Error {
+    Error::Tls(format!("{context}: {err}"))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| {
+            tls_error(
+                format!("cannot read certificates from {}", path.display()),
+                e,
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!(
+            "no PEM certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        tls_error(
+            format!("cannot read a private key from {}", path.display()),
+            e,
+        )
+    })
+}
+
+fn roots(certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| tls_error(format!("cannot use {} as a CA", path.display()), e))?;
+    }
+    Ok(roots)
+}
+
+/// A ready TLS listener side, and the fingerprint to print when it made its own certificate.
+pub struct ServerTls {
+    pub acceptor: TlsAcceptor,
+    pub self_signed: Option<Fingerprint>,
+}
+
+impl ServerTls {
+    pub fn new(config: &ServerTlsConfig) -> Result<ServerTls> {
+        let (chain, key, self_signed) = match &config.identity {
+            ServerIdentity::Files { cert, key } => (read_certs(cert)?, read_key(key)?, None),
+            ServerIdentity::SelfSigned => {
+                let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+                let made = rcgen::generate_simple_self_signed(names)
+                    .map_err(|e| tls_error("cannot make a certificate", e))?;
+                let cert = made.cert.der().clone();
+                let key = PrivateKeyDer::try_from(made.signing_key.serialize_der())
+                    .map_err(|e| tls_error("cannot make a certificate", e))?;
+                let fingerprint = Fingerprint::of(&cert);
+                (vec![cert], key, Some(fingerprint))
+            }
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error("TLS setup", e))?;
+        let builder = match &config.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let roots = Arc::new(roots(read_certs(path)?, path)?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| tls_error(format!("cannot use {}", path.display()), e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| tls_error("the certificate and key do not fit", e))?;
+        Ok(ServerTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            self_signed,
+        })
+    }
+}
+
+/// Checks the server: pins first, then the CA roots (system or private).
+#[derive(Debug)]
+struct Verifier {
+    pins: Vec<Fingerprint>,
+    roots: Option<Arc<WebPkiServerVerifier>>,
+    insecure: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// The server's certificate is not the pinned one.
+#[derive(Debug)]
+struct PinMismatch {
+    expected: Fingerprint,
+    got: Fingerprint,
+}
+
+impl fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fingerprint mismatch: expected {}, the server has {}",
+            self.expected, self.got
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let got = Fingerprint::of(end_entity);
+        if self.insecure || self.pins.contains(&got) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match (&self.roots, self.pins.first()) {
+            (Some(roots), _) => {
+                roots.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            (None, Some(&expected)) => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(Arc::new(PinMismatch { expected, got })),
+                )))
+            }
+            (None, None) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// True for a certificate that may issue others (basic constraints CA).
+fn is_ca(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert)
+        .ok()
+        .and_then(|(_, parsed)| {
+            parsed
+                .basic_constraints()
+                .ok()
+                .flatten()
+                .map(|bc| bc.value.ca)
+        })
+        .unwrap_or(false)
+}
+
+fn system_roots() -> Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(Error::Tls(
+            "no trusted root certificates found on this system; give --ca FILE or --pin".into(),
+        ));
+    }
+    Ok(roots)
+}
+
+/// A TLS client side for `send` and `connect`.
+pub fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
+    let provider = provider();
+    let mut pins = config.pins.clone();
+    let roots = match (&config.ca, config.pins.is_empty(), config.insecure) {
+        (_, _, true) => {
+            eprintln!(
+                "portier: warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection"
+            );
+            None
+        }
+        (_, false, _) => None, // a pin means exactly that certificate
+        (Some(path), true, _) => {
+            let (cas, own): (Vec<_>, Vec<_>) = read_certs(path)?.into_iter().partition(is_ca);
+            pins.extend(own.iter().map(|cert| Fingerprint::of(cert)));
+            (!cas.is_empty()).then(|| roots(cas, path)).transpose()?
+        }
+        (None, true, _) => Some(system_roots()?),
+    };
+    let roots = match roots {
+        Some(roots) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| tls_error("cannot use the CA", e))?,
+        ),
+        None => None,
+    };
+    let verifier = Arc::new(Verifier {
+        pins,
+        roots,
+        insecure: config.insecure,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("TLS setup", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(|e| tls_error("the client certificate and key do not fit", e))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(Error::Usage("--cert and --key go together".into())),
+    };
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Starts TLS over a connected stream to `host`, turning a failed check into one clear line.
+pub async fn connect(
+    connector: &TlsConnector,
+    stream: TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|_| Error::Usage(format!("'{host}' is not a valid TLS server name")))?
+        .to_owned();
+    connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| Error::Tls(format!("cannot set up TLS with {host}: {}", describe(&e))))
+}
+
+/// A failed handshake in words: the rustls reason when there is one.
+pub fn describe(err: &std::io::Error) -> String {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return crate::error::describe(err);
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the certificate has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the certificate is not valid yet".into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "wrong name: the certificate is not valid for this host name".into()
+            }
+            CertificateError::UnknownIssuer => {
+                "unknown issuer: the certificate is not signed by a trusted CA (give --ca FILE, or --pin)".into()
+            }
+            CertificateError::Other(other) => other.to_string(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        rustls::Error::InvalidMessage(_) => {
+            "the other side does not speak TLS (plain TCP?)".into()
+        }
+        rustls::Error::NoCertificatesPresented => "no client certificate was presented".into(),
+        rustls::Error::AlertReceived(alert) => format!("the other side refused: {alert:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// True when the peer closed the connection without TLS's `close_notify`.
+/// Most TLS tools (ncat, openssl, socat) close that way, so it ends a
+/// session like a normal close.
+pub fn is_unannounced_close(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::UnexpectedEof
+}
+
+/// The subject of a client certificate, as `CN=alice,O=Pi Lab`.
+pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.subject().to_string().replace(", ", ","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_as_printed_with_or_without_colons() {
+        let fingerprint = Fingerprint::of(b"certificate");
+        let printed = fingerprint.to_string();
+        assert_eq!(printed.len(), 32 * 3 - 1);
+        assert_eq!(Fingerprint::parse(&printed), Ok(fingerprint));
+        let bare = printed.replace(':', "").to_lowercase();
+        assert_eq!(Fingerprint::parse(&bare), Ok(fingerprint));
+        assert!(Fingerprint::parse("AB:CD").is_err());
+    }
+
+    #[test]
+    fn self_signed_listeners_get_a_fingerprint() {
+        let config = ServerTlsConfig {
+            identity: ServerIdentity::SelfSigned,
+            client_ca: None,
+        };
+        assert!(ServerTls::new(&config).unwrap().self_signed.is_some());
+    }
+}
