@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::builder::TypedValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::access::{AccessList, parse_range};
@@ -70,6 +70,14 @@ pub enum Command {
     /// Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(ConnectArgs),
+    /// Print a shell completion script (e.g. `portier completions bash > /etc/bash_completion.d/portier`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (portier.1, portier-listen.1, ...) into DIR
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +154,9 @@ pub struct ListenArgs {
     /// TLS: require client certificates issued by this CA (PEM)
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// Print a summary line on stderr every SECS (clients, messages, bytes, rate, drops), and totals at exit
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub stats: Option<Duration>,
     /// Longest line kept whole in lines and json formats; longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
@@ -314,6 +325,7 @@ impl ListenArgs {
             iface: self.iface.as_deref().map(Interface::parse),
             recv_buffer: self.recv_buffer,
             tls,
+            stats: self.stats,
         };
         Ok((listen, output))
     }
@@ -393,6 +405,17 @@ impl Cli {
             }
             Command::Send(args) => send::send(&args.config()).await,
             Command::Connect(args) => connect::connect(&args.config()).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "portier",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| Error::io(format!("cannot write man pages to {}", dir.display()), e)),
         }
     }
 }
@@ -400,7 +423,6 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {

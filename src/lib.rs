@@ -30,6 +30,7 @@ pub mod framing;
 pub mod listen;
 pub mod message;
 pub mod ping;
+pub mod progress;
 pub mod send;
 pub mod shutdown;
 pub mod sink;

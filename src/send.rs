@@ -13,6 +13,7 @@ use crate::endpoint::{self, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
 use crate::ping;
+use crate::progress::Progress;
 use crate::sink::PeerOutput;
 use crate::tls::ClientTlsConfig;
 
@@ -96,10 +97,15 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
     let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
+    let Input { reader, progress } = input;
     match stream {
-        Stream::Plain(stream, peer) => exchange(stream, input, peer).await,
-        Stream::Tls(stream, peer) => exchange(*stream, input, peer).await,
+        Stream::Plain(stream, peer) => exchange(stream, reader, peer).await?,
+        Stream::Tls(stream, peer) => exchange(*stream, reader, peer).await?,
     }
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    Ok(())
 }
 
 /// Sends `input`, half-closes, and copies the answer to stdout until the peer closes.
@@ -151,21 +157,54 @@ fn with_newline(message: &[u8], newline: bool) -> Vec<u8> {
     data
 }
 
+/// What is being sent, as a byte stream, with its progress when someone watches.
+struct Input {
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    progress: Option<Progress>,
+}
+
 impl SendConfig {
-    /// The source as a byte stream; a message gets its newline here.
-    async fn open(&self) -> Result<Box<dyn AsyncRead + Unpin + Send>> {
-        Ok(match &self.source {
+    /// The source as a byte stream; a message gets its newline here. Streams
+    /// (stdin, a file) show progress on a terminal.
+    async fn open(&self) -> Result<Input> {
+        let (reader, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = match &self.source {
             Source::Message(message) => {
-                Box::new(std::io::Cursor::new(with_newline(message, self.newline)))
+                let message = with_newline(message, self.newline);
+                let reader = Box::new(std::io::Cursor::new(message));
+                return Ok(Input {
+                    reader,
+                    progress: None,
+                });
             }
-            Source::Stdin => Box::new(tokio::io::stdin()),
-            Source::File(path) => Box::new(
-                tokio::fs::File::open(path)
-                    .await
-                    .context(|| format!("cannot read {}", path.display()))?,
-            ),
-        })
+            Source::Stdin => (Box::new(tokio::io::stdin()), stdin_size()),
+            Source::File(path) => {
+                let cannot = || format!("cannot read {}", path.display());
+                let file = tokio::fs::File::open(path).await.context(cannot)?;
+                let size = file.metadata().await.context(cannot)?.len();
+                (Box::new(file), Some(size))
+            }
+        };
+        let progress = Progress::on_terminal(size);
+        let reader = match &progress {
+            Some(progress) => progress.wrap(reader),
+            None => reader,
+        };
+        Ok(Input { reader, progress })
     }
+}
+
+/// The size of stdin when it is a regular file (`portier send < photo.jpg`).
+#[cfg(unix)]
+fn stdin_size() -> Option<u64> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let metadata = file.metadata().ok()?;
+    metadata.is_file().then(|| metadata.len())
+}
+
+#[cfg(not(unix))]
+fn stdin_size() -> Option<u64> {
+    None
 }
 
 async fn send_udp(config: &SendConfig) -> Result<()> {
@@ -173,7 +212,10 @@ async fn send_udp(config: &SendConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
     let (socket, peer) = endpoint::connect_udp(host, port, config.timeout, &config.udp).await?;
     let Source::Message(message) = &config.source else {
-        send_lines(&socket, peer, input, config.newline).await?;
+        send_lines(&socket, peer, input.reader, config.newline).await?;
+        if let Some(progress) = input.progress {
+            progress.finish();
+        }
         return check_unreachable(&socket, peer);
     };
     let datagram = with_newline(message, config.newline);

@@ -76,6 +76,8 @@ pub struct ListenConfig {
     pub recv_buffer: usize,
     /// TCP: speak TLS.
     pub tls: Option<ServerTlsConfig>,
+    /// Print a summary line on stderr this often, and totals at exit.
+    pub stats: Option<Duration>,
 }
 
 /// The UDP receive buffer asked for unless told otherwise: room for bursts
@@ -98,13 +100,17 @@ impl Default for ListenConfig {
             iface: None,
             recv_buffer: DEFAULT_RECV_BUFFER,
             tls: None,
+            stats: None,
         }
     }
 }
 
-/// What the server turned away, reported when it stops.
+/// What the server received and turned away, reported when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Summary {
+    /// Data messages handed to the sinks, and their bytes.
+    pub messages: u64,
+    pub bytes: u64,
     /// Peers refused by `--allow` / `--deny` (TCP connections and UDP datagrams).
     pub refused: u64,
     /// TCP connections refused past `--max-conns`.
@@ -116,6 +122,17 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The `--stats` line at exit.
+    pub fn totals(&self, elapsed: Duration) -> String {
+        format!(
+            "total: {} messages, {} in {:.1}s, {} drops",
+            self.messages,
+            indicatif::HumanBytes(self.bytes),
+            elapsed.as_secs_f64(),
+            self.kernel_drops
+        )
+    }
+
     /// One line for stderr, or `None` when nothing was turned away.
     pub fn line(&self) -> Option<String> {
         let parts: Vec<String> = [
@@ -272,6 +289,9 @@ impl Listener {
                     .spawn(udp::receive_loop(socket, context.clone())),
             };
         }
+        if let Some(every) = config.stats {
+            context.tasks.spawn(report_stats(context.clone(), every));
+        }
         context.tasks.close();
         context.tasks.wait().await;
         context.counters.summary()
@@ -280,6 +300,8 @@ impl Listener {
 
 #[derive(Default)]
 struct Counters {
+    messages: AtomicU64,
+    bytes: AtomicU64,
     refused: AtomicU64,
     over_limit: AtomicU64,
     dropped_slow: AtomicU64,
@@ -289,11 +311,35 @@ struct Counters {
 impl Counters {
     fn summary(&self) -> Summary {
         Summary {
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             over_limit: self.over_limit.load(Ordering::Relaxed),
             dropped_slow: self.dropped_slow.load(Ordering::Relaxed),
             kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// `--stats`: a line on stderr every `every`, until shutdown.
+async fn report_stats(context: Arc<Context>, every: Duration) {
+    let mut last_bytes = 0;
+    loop {
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = context.counters.summary();
+        let clients = context.max_conns - context.connections.available_permits();
+        let rate = (now.bytes - last_bytes) as f64 / every.as_secs_f64();
+        last_bytes = now.bytes;
+        eprintln!(
+            "portier: stats: {clients} clients, {} messages, {}, {}/s, {} drops",
+            now.messages,
+            indicatif::HumanBytes(now.bytes),
+            indicatif::HumanBytes(rate as u64),
+            now.kernel_drops
+        );
     }
 }
 
@@ -319,6 +365,11 @@ struct Context {
 impl Context {
     /// Hands a message to the sinks, waiting while they are busy (backpressure).
     async fn emit(&self, message: Message) {
+        if let Event::Data { bytes, .. } = &message.event {
+            self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            let len = bytes.len() as u64;
+            self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+        }
         // Fails only once the writer is gone, and then it has cancelled `shutdown`.
         let _ = self.events.send(message).await;
     }
@@ -348,11 +399,15 @@ pub async fn run(config: ListenConfig, output: OutputConfig) -> Result<()> {
     shutdown::cancel_on_signal(shutdown.clone());
     let quiet = output.quiet;
     let output = Output::to_stdio(output, shutdown.clone())?;
+    let started = std::time::Instant::now();
     let summary = listener.serve(&config, output.sender(), shutdown).await;
     output.finish()?;
     match summary.line() {
         Some(line) if !quiet => eprintln!("portier: {line}"),
         _ => {}
+    }
+    if config.stats.is_some() {
+        eprintln!("portier: {}", summary.totals(started.elapsed()));
     }
     Ok(())
 }

@@ -47,10 +47,6 @@ pub(super) async fn receive_loop(socket: UdpSocket, context: Arc<Context>) {
     }
     // Read at the end, the counter also has the drops after the last datagram.
     drops.report(&socket, &context).await;
-    context
-        .counters
-        .kernel_drops
-        .fetch_add(drops.total, Ordering::Relaxed);
 }
 
 #[derive(PartialEq, Eq)]
@@ -115,6 +111,10 @@ impl DropCount {
         if total > self.total {
             let new = total - self.total;
             self.total = total;
+            context
+                .counters
+                .kernel_drops
+                .fetch_add(new, Ordering::Relaxed);
             let drops = Event::Drops { new, total };
             context.emit(Message::new(Proto::Udp, None, drops)).await;
         }
