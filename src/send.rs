@@ -199,7 +199,7 @@ fn stdin_size() -> Option<u64> {
     use std::os::fd::AsFd;
     let file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
     let metadata = file.metadata().ok()?;
-    metadata.is_file().then(|| metadata.len())
+    metadata.is_file().then_some(metadata.len())
 }
 
 #[cfg(not(unix))]
