@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds target/debian/portier_VERSION_ARCH.deb: the release binary, man pages
+# and shell completions generated from the CLI definitions, and the systemd unit.
+# Needs cargo-deb (`cargo install cargo-deb --locked`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --locked
+assets=target/assets
+rm -rf "$assets"
+mkdir -p "$assets/man" "$assets/completions"
+target/release/portier man "$assets/man"
+gzip -9n "$assets"/man/*.1
+target/release/portier completions bash > "$assets/completions/portier.bash"
+target/release/portier completions zsh > "$assets/completions/_portier"
+target/release/portier completions fish > "$assets/completions/portier.fish"
+cargo deb --no-build --locked
