@@ -2,6 +2,7 @@
 //! library configs. Nothing here does network work.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -406,13 +407,15 @@ impl Cli {
             Command::Send(args) => send::send(&args.config()).await,
             Command::Connect(args) => connect::connect(&args.config()).await,
             Command::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "portier",
-                    &mut std::io::stdout(),
-                );
-                Ok(())
+                // Into memory first: clap_complete panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "portier", &mut script);
+                match std::io::stdout().write_all(&script) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(Error::io("cannot write the completion script", e))
+                    }
+                    _ => Ok(()),
+                }
             }
             Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
                 .map_err(|e| Error::io(format!("cannot write man pages to {}", dir.display()), e)),
