@@ -327,6 +327,7 @@ impl ListenArgs {
             recv_buffer: self.recv_buffer,
             tls,
             stats: self.stats,
+            zero_copy: false, // decided by `listen::run`, which sees the output too
         };
         Ok((listen, output))
     }

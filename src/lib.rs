@@ -34,4 +34,6 @@ pub mod progress;
 pub mod send;
 pub mod shutdown;
 pub mod sink;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tls;

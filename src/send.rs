@@ -1,6 +1,8 @@
 //! One-shot sending: a message, stdin or a file, over TCP or UDP.
 
 use std::net::SocketAddr;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,14 +99,54 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
     let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
-    let Input { reader, progress } = input;
-    match stream {
-        Stream::Plain(stream, peer) => exchange(stream, reader, peer).await?,
-        Stream::Tls(stream, peer) => exchange(*stream, reader, peer).await?,
-    }
+    let progress = match stream {
+        #[cfg(target_os = "linux")]
+        Stream::Plain(stream, peer) if input.spliceable.is_some() => {
+            exchange_spliced(stream, input.reader, input.spliceable, peer).await?;
+            input.progress
+        }
+        Stream::Plain(stream, peer) => {
+            exchange(stream, input.reader, peer).await?;
+            input.progress
+        }
+        Stream::Tls(stream, peer) => {
+            exchange(*stream, input.reader, peer).await?;
+            input.progress
+        }
+    };
     if let Some(progress) = progress {
         progress.finish();
     }
+    Ok(())
+}
+
+/// `exchange`, with the upload spliced from stdin or the file to the socket
+/// inside the kernel (bulk sends), on a thread of its own.
+#[cfg(target_os = "linux")]
+async fn exchange_spliced(
+    mut stream: tokio::net::TcpStream,
+    fallback: Box<dyn AsyncRead + Unpin + Send>,
+    from: Option<std::os::fd::OwnedFd>,
+    peer: SocketAddr,
+) -> Result<()> {
+    let Some(from) = from else {
+        return exchange(stream, fallback, peer).await;
+    };
+    let socket = stream.as_fd().try_clone_to_owned().context(|| lost(peer))?;
+    let (reader, mut writer) = stream.split();
+    let upload = async {
+        let moved = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &socket))
+            .await
+            .map_err(|e| Error::io(lost(peer), std::io::Error::other(e)))?
+            .context(|| lost(peer))?;
+        if moved.is_none() {
+            // The kernel would not splice these: nothing moved, send the ordinary way.
+            upload(fallback, &mut writer, peer).await?;
+        }
+        writer.shutdown().await.context(|| lost(peer))
+    };
+    let download = PeerOutput::default().copy_from(reader, peer);
+    tokio::try_join!(upload, download)?;
     Ok(())
 }
 
@@ -161,6 +203,10 @@ fn with_newline(message: &[u8], newline: bool) -> Vec<u8> {
 struct Input {
     reader: Box<dyn AsyncRead + Unpin + Send>,
     progress: Option<Progress>,
+    /// The same stream as a descriptor the kernel can splice to a socket
+    /// (stdin or a file, nobody watching a progress bar).
+    #[cfg(target_os = "linux")]
+    spliceable: Option<std::os::fd::OwnedFd>,
 }
 
 impl SendConfig {
@@ -174,6 +220,8 @@ impl SendConfig {
                 return Ok(Input {
                     reader,
                     progress: None,
+                    #[cfg(target_os = "linux")]
+                    spliceable: None,
                 });
             }
             Source::Stdin => (Box::new(tokio::io::stdin()), stdin_size()),
@@ -185,12 +233,33 @@ impl SendConfig {
             }
         };
         let progress = Progress::on_terminal(size);
+        #[cfg(target_os = "linux")]
+        let spliceable = match (&progress, &self.source) {
+            (None, Source::Stdin) => spliceable(std::io::stdin().as_fd()),
+            (None, Source::File(path)) => std::fs::File::open(path)
+                .ok()
+                .and_then(|file| spliceable(file.as_fd())),
+            _ => None,
+        };
         let reader = match &progress {
             Some(progress) => progress.wrap(reader),
             None => reader,
         };
-        Ok(Input { reader, progress })
+        Ok(Input {
+            reader,
+            progress,
+            #[cfg(target_os = "linux")]
+            spliceable,
+        })
     }
+}
+
+/// A descriptor of its own for `fd`, if the kernel can splice from it.
+#[cfg(target_os = "linux")]
+fn spliceable(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::os::fd::OwnedFd> {
+    crate::splice::spliceable(fd)
+        .then(|| fd.try_clone_to_owned().ok())
+        .flatten()
 }
 
 /// The size of stdin when it is a regular file (`portier send < photo.jpg`).

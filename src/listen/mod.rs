@@ -25,7 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
 use crate::shutdown;
-use crate::sink::{Output, OutputConfig};
+use crate::sink::{Format, Output, OutputConfig};
 use crate::tls::{Fingerprint, ServerTls, ServerTlsConfig};
 use tokio_rustls::TlsAcceptor;
 
@@ -78,6 +78,11 @@ pub struct ListenConfig {
     pub tls: Option<ServerTlsConfig>,
     /// Print a summary line on stderr this often, and totals at exit.
     pub stats: Option<Duration>,
+    /// Hand TCP data from the socket to stdout inside the kernel (Linux
+    /// splice), skipping framing and formatting. [`run`] turns it on where the
+    /// output is the bytes as received: raw format to a pipe or file, one TCP
+    /// client (`--once`), nothing else to do with the data.
+    pub zero_copy: bool,
 }
 
 /// The UDP receive buffer asked for unless told otherwise: room for bursts
@@ -101,6 +106,7 @@ impl Default for ListenConfig {
             recv_buffer: DEFAULT_RECV_BUFFER,
             tls: None,
             stats: None,
+            zero_copy: false,
         }
     }
 }
@@ -269,6 +275,7 @@ impl Listener {
             idle_timeout: config.idle_timeout,
             hub: relay::Hub::default(),
             tls: self.tls.map(|tls| tls.acceptor),
+            zero_copy: config.zero_copy,
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -357,6 +364,7 @@ struct Context {
     idle_timeout: Option<Duration>,
     hub: relay::Hub,
     tls: Option<TlsAcceptor>,
+    zero_copy: bool,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -364,11 +372,15 @@ struct Context {
 
 impl Context {
     /// Hands a message to the sinks, waiting while they are busy (backpressure).
+    /// Counts one message of `len` bytes for `--stats`.
+    fn count_data(&self, len: u64) {
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
     async fn emit(&self, message: Message) {
         if let Event::Data { bytes, .. } = &message.event {
-            self.counters.messages.fetch_add(1, Ordering::Relaxed);
-            let len = bytes.len() as u64;
-            self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+            self.count_data(bytes.len() as u64);
         }
         // Fails only once the writer is gone, and then it has cancelled `shutdown`.
         let _ = self.events.send(message).await;
@@ -387,8 +399,9 @@ impl Context {
 
 /// Runs `portier listen`: binds, serves until Ctrl-C, SIGTERM or `--once`,
 /// flushes everything received, then says what it turned away.
-pub async fn run(config: ListenConfig, output: OutputConfig) -> Result<()> {
+pub async fn run(mut config: ListenConfig, output: OutputConfig) -> Result<()> {
     raise_open_file_limit();
+    config.zero_copy = zero_copy_fits(&config, &output);
     let listener = Listener::bind(&config)?;
     if let Some(fingerprint) = listener.self_signed_fingerprint() {
         // Printed even with -q: clients need it to trust this listener.
@@ -410,6 +423,25 @@ pub async fn run(config: ListenConfig, output: OutputConfig) -> Result<()> {
         eprintln!("portier: {}", summary.totals(started.elapsed()));
     }
     Ok(())
+}
+
+/// True when every received byte goes to stdout as is, and nowhere else.
+fn zero_copy_fits(config: &ListenConfig, output: &OutputConfig) -> bool {
+    let bytes_as_received = output.format == Format::Raw && !output.terminal;
+    let only_stdout = output.file.is_none() && config.mode == Mode::Print && config.tls.is_none();
+    let one_tcp_client = config.once && config.protocols == Protocols::Tcp;
+    bytes_as_received && only_stdout && one_tcp_client && stdout_spliceable()
+}
+
+#[cfg(target_os = "linux")]
+fn stdout_spliceable() -> bool {
+    use std::os::fd::AsFd;
+    crate::splice::spliceable(std::io::stdout().as_fd())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stdout_spliceable() -> bool {
+    false
 }
 
 /// Each TCP client is a file descriptor; the usual soft limit (1024) is far

@@ -95,32 +95,10 @@ async fn serve_connection(
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
     let replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone());
-    let mut framer = Framer::new(context.framing);
-    let mut received = 0u64;
-    let ended_by = loop {
-        let read = tokio::select! {
-            _ = kick.cancelled() => break None,
-            _ = idle(context.idle_timeout) => break Some(format!(
-                "closed after {} without data (--idle-timeout)",
-                humantime::format_duration(context.idle_timeout.unwrap_or_default())
-            )),
-            read = reader.read_chunk() => read,
-        };
-        match read {
-            Ok(Some(chunk)) => {
-                received += chunk.len() as u64;
-                framer.push(chunk);
-                while let Some(frame) = framer.next_frame() {
-                    deliver(&context, &replies, &kick, message, frame).await;
-                }
-            }
-            Ok(None) => break None,
-            Err(e) => break Some(describe(&e)),
-        }
+    let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
+        Some(done) => done,
+        None => read_loop(&mut reader, &context, &replies, &kick, message).await,
     };
-    if let Some(rest) = framer.finish() {
-        deliver(&context, &replies, &kick, message, rest).await;
-    }
     let ended_by = match ended_by {
         None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
             context
@@ -144,6 +122,88 @@ async fn serve_connection(
     if context.once == Some(Proto::Tcp) {
         context.shutdown.cancel();
     }
+}
+
+/// Reads, frames and delivers until the client is done; returns the bytes
+/// received and, if the session ended badly, why.
+async fn read_loop(
+    reader: &mut Reader,
+    context: &Context,
+    replies: &Replies,
+    kick: &tokio_util::sync::CancellationToken,
+    message: impl Fn(Event) -> Message + Copy,
+) -> (u64, Option<String>) {
+    let mut framer = Framer::new(context.framing);
+    let mut received = 0u64;
+    let ended_by = loop {
+        let read = tokio::select! {
+            _ = kick.cancelled() => break None,
+            _ = idle(context.idle_timeout) => break Some(format!(
+                "closed after {} without data (--idle-timeout)",
+                humantime::format_duration(context.idle_timeout.unwrap_or_default())
+            )),
+            read = reader.read_chunk() => read,
+        };
+        match read {
+            Ok(Some(chunk)) => {
+                received += chunk.len() as u64;
+                framer.push(chunk);
+                while let Some(frame) = framer.next_frame() {
+                    deliver(context, replies, kick, message, frame).await;
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(describe(&e)),
+        }
+    };
+    if let Some(rest) = framer.finish() {
+        deliver(context, replies, kick, message, rest).await;
+    }
+    (received, ended_by)
+}
+
+/// The zero-copy path (`ListenConfig::zero_copy`): the client's bytes go from
+/// the socket to stdout inside the kernel. `None` when it does not apply.
+#[cfg(target_os = "linux")]
+async fn spliced_to_stdout(
+    reader: &Reader,
+    context: &Context,
+    kick: &tokio_util::sync::CancellationToken,
+) -> Option<(u64, Option<String>)> {
+    use std::os::fd::AsFd;
+    let (Reader::Plain(reader), true) = (reader, context.zero_copy) else {
+        return None;
+    };
+    let socket: &TcpStream = reader.as_ref();
+    let from = socket.as_fd().try_clone_to_owned().ok()?;
+    let to = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let mut moving = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &to));
+    let moved = tokio::select! {
+        moved = &mut moving => moved,
+        _ = kick.cancelled() => {
+            // Wakes the splicing thread: the socket reads as ended.
+            let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+            moving.await
+        }
+    };
+    match moved {
+        Ok(Ok(Some(bytes))) => {
+            context.count_data(bytes);
+            Some((bytes, None))
+        }
+        Ok(Ok(None)) => None, // refused before any byte moved: the ordinary path
+        Ok(Err(e)) => Some((0, Some(describe(&e)))),
+        Err(e) => Some((0, Some(e.to_string()))),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn spliced_to_stdout(
+    _reader: &Reader,
+    _context: &Context,
+    _kick: &tokio_util::sync::CancellationToken,
+) -> Option<(u64, Option<String>)> {
+    None
 }
 
 /// Hands one message to the sinks and to whoever the mode writes it to.
