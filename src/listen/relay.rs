@@ -87,10 +87,9 @@ pub(super) type ClientWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 pub(super) enum Replies {
     /// Print mode: only closed, cleanly, when the client is done.
     PrintOnly { socket: ClientWriter },
-    Echo {
-        queue: mpsc::Sender<Bytes>,
-        writer: JoinHandle<()>,
-    },
+    /// Written to straight from the connection's task: a client that does
+    /// not read its echo slows down only itself, and no task hop adds latency.
+    Echo { socket: ClientWriter },
     Relay {
         hub_id: u64,
         chat_prefix: Option<String>,
@@ -107,14 +106,12 @@ impl Replies {
         peer: SocketAddr,
         kick: CancellationToken,
     ) -> Replies {
-        if mode == Mode::Print {
-            return Replies::PrintOnly { socket };
-        }
-        let (queue, pending) = mpsc::channel(CLIENT_QUEUE_LEN);
-        let writer = tokio::spawn(write_queue(socket, pending));
         match mode {
-            Mode::Echo => Replies::Echo { queue, writer },
-            _ => {
+            Mode::Print => Replies::PrintOnly { socket },
+            Mode::Echo => Replies::Echo { socket },
+            Mode::Broker | Mode::Chat => {
+                let (queue, pending) = mpsc::channel(CLIENT_QUEUE_LEN);
+                let writer = tokio::spawn(write_queue(socket, pending));
                 let hub_id = hub.join(queue, kick);
                 let chat_prefix = (mode == Mode::Chat).then(|| format!("{peer}: "));
                 if chat_prefix.is_some() {
@@ -131,12 +128,12 @@ impl Replies {
 
     /// Passes on one message from this client; an echo waits while the client
     /// does not read (until `kick`), a relay never waits.
-    pub(super) async fn pass_on(&self, hub: &Hub, bytes: &Bytes, kick: &CancellationToken) {
+    pub(super) async fn pass_on(&mut self, hub: &Hub, bytes: &Bytes, kick: &CancellationToken) {
         match self {
             Replies::PrintOnly { .. } => {}
-            Replies::Echo { queue, .. } => {
+            Replies::Echo { socket } => {
                 tokio::select! {
-                    _ = queue.send(bytes.clone()) => {}
+                    _ = socket.write_all(bytes) => {}
                     _ = kick.cancelled() => {}
                 }
             }
@@ -161,17 +158,13 @@ impl Replies {
     /// Leaves the hub and lets the writer finish what is queued, unless `kick` says to stop.
     pub(super) async fn close(self, hub: &Hub, peer: SocketAddr, kick: &CancellationToken) {
         let mut writer = match self {
-            Replies::PrintOnly { mut socket } => {
+            Replies::PrintOnly { mut socket } | Replies::Echo { mut socket } => {
                 // A clean close: TCP's FIN, and TLS's close_notify before it.
                 tokio::select! {
                     _ = socket.shutdown() => {}
                     _ = kick.cancelled() => {}
                 }
                 return;
-            }
-            Replies::Echo { queue, writer } => {
-                drop(queue);
-                writer
             }
             Replies::Relay {
                 hub_id,

@@ -94,10 +94,10 @@ async fn serve_connection(
     context.emit(message(Event::Connect)).await;
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
-    let replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone());
+    let mut replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone());
     let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
         Some(done) => done,
-        None => read_loop(&mut reader, &context, &replies, &kick, message).await,
+        None => read_loop(&mut reader, &context, &mut replies, &kick, message).await,
     };
     let ended_by = match ended_by {
         None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
@@ -129,7 +129,7 @@ async fn serve_connection(
 async fn read_loop(
     reader: &mut Reader,
     context: &Context,
-    replies: &Replies,
+    replies: &mut Replies,
     kick: &tokio_util::sync::CancellationToken,
     message: impl Fn(Event) -> Message + Copy,
 ) -> (u64, Option<String>) {
@@ -209,7 +209,7 @@ async fn spliced_to_stdout(
 /// Hands one message to the sinks and to whoever the mode writes it to.
 async fn deliver(
     context: &Context,
-    replies: &Replies,
+    replies: &mut Replies,
     kick: &tokio_util::sync::CancellationToken,
     message: impl Fn(Event) -> Message,
     Frame { bytes, cut }: Frame,

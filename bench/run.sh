@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: portier against nc, ncat, socat and iperf3, in one
+# run on this machine, loopback only. Installs nothing; says what is missing.
+# Every loop is bounded in count and every command in time.
+#
+# Usage: bench/run.sh            (RUNS=3 BULK_MIB=2048 CLIENTS="100 1000 10000" by default)
+# Writes bench/results/results.tsv, bench/results/RESULTS.md and bench/results/chart.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+BULK_MIB=${BULK_MIB:-2048}
+CLIENTS=${CLIENTS:-"100 1000 10000"}
+UDP_COUNT=${UDP_COUNT:-200000}
+ROUND_TRIPS=${ROUND_TRIPS:-10000}
+LIMIT=${LIMIT:-120} # seconds any one command may take
+
+missing=()
+for tool in nc ncat socat iperf3 python3; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]} (Debian: apt-get install netcat-openbsd ncat socat iperf3 python3)" >&2
+  exit 1
+fi
+cargo build --release --quiet
+portier=$PWD/target/release/portier
+out=bench/results
+mkdir -p "$out"
+tsv=$out/results.tsv
+echo -e "workload\ttool\tmetric\tvalue" > "$tsv"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+
+record() { echo -e "$1\t$2\t$3\t$4" >> "$tsv"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do ss -ltnu | grep -q ":$1 " && return; sleep 0.02; done; }
+now() { date +%s%N; }
+peak_rss() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# 1. TCP bulk: BULK_MIB from a file through each tool into /dev/null and into a file.
+bulk=$tmp/bulk.bin
+head -c "${BULK_MIB}M" /dev/zero > "$bulk"
+bytes=$(stat -c %s "$bulk")
+bulk_run() { # label server-cmd -- client-cmd ; PORT and OUT are substituted
+  local label=$1 sink=$2; shift 2
+  local server=() client=()
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
+  client=("$@")
+  local port; port=$(free_port)
+  local server_cmd=("${server[@]//PORT/$port}") client_cmd=("${client[@]//PORT/$port}")
+  "${server_cmd[@]}" > "$sink" 2>/dev/null &
+  local pid=$!
+  wait_port "$port"
+  local start; start=$(now)
+  timeout "$LIMIT" "${client_cmd[@]}" < "$bulk" > /dev/null 2>&1 || true
+  wait "$pid" || true
+  local end; end=$(now)
+  echo "$bytes $start $end" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}'
+}
+for run in $(seq "$RUNS"); do
+  for sink in /dev/null "$tmp/out.bin"; do
+    where=$([ "$sink" = /dev/null ] && echo "to /dev/null" || echo "to a file")
+    record "TCP bulk $where (GB/s)" portier GB/s "$(bulk_run p "$sink" "$portier" listen -t --once -q PORT -- "$portier" send 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" nc GB/s "$(bulk_run n "$sink" nc -l 127.0.0.1 PORT -- nc -N 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" ncat GB/s "$(bulk_run c "$sink" ncat -l 127.0.0.1 PORT --recv-only -- ncat --send-only 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" socat GB/s "$(bulk_run s "$sink" socat -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -u - TCP:127.0.0.1:PORT)"
+    record "TCP bulk $where (GB/s)" "socat -b 131072" GB/s "$(bulk_run s "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)"
+    rm -f "$tmp/out.bin"
+  done
+  port=$(free_port)
+  timeout "$LIMIT" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+  wait_port "$port"
+  rate=$(timeout "$LIMIT" iperf3 -c 127.0.0.1 -p "$port" -n "${BULK_MIB}M" -J | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 8e9))')
+  wait || true
+  record "TCP bulk to /dev/null (GB/s)" "iperf3 (ceiling)" GB/s "$rate"
+  start=$(now); cat "$bulk" | cat > /dev/null; end=$(now)
+  record "TCP bulk to /dev/null (GB/s)" "cat | cat (pipe)" GB/s "$(echo "$bytes $start $end" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}')"
+done
+rm -f "$bulk"
+
+# 2. UDP receive: UDP_COUNT datagrams of 64 bytes blasted at each receiver.
+udp_run() { # label receiver-cmd ; prints "received% cpu-ns-per-datagram"
+  local port; port=$(free_port)
+  local cmd=("${@//PORT/$port}")
+  "${cmd[@]}" > "$tmp/udp.out" 2>"$tmp/udp.err" &
+  local pid=$!
+  wait_port "$port"
+  local before; before=$(cpu_ticks "$pid")
+  timeout "$LIMIT" python3 bench/udp_blast.py 127.0.0.1 "$port" "$UDP_COUNT" 64
+  sleep 1
+  local after; after=$(cpu_ticks "$pid")
+  { kill -TERM "$pid" 2>/dev/null || true; }; wait "$pid" 2>/dev/null || true
+  local got=$(( $(stat -c %s "$tmp/udp.out") / 64 ))
+  local ticks; ticks=$(getconf CLK_TCK)
+  echo "$got $UDP_COUNT $before $after $ticks" | awk '{printf "%.3f %.0f", 100 * $1 / $2, ($4 - $3) / $5 * 1e9 / $2}'
+}
+for run in $(seq "$RUNS"); do
+  for tool in portier nc ncat socat; do
+    case $tool in
+      portier) result=$(udp_run "$portier" listen -u -q -b 127.0.0.1 PORT) ;;
+      nc) result=$(udp_run nc -u -l 127.0.0.1 PORT) ;;
+      ncat) result=$(udp_run ncat -u -l 127.0.0.1 PORT --recv-only) ;;
+      socat) result=$(udp_run socat -u UDP-RECV:PORT,bind=127.0.0.1 -) ;;
+    esac
+    record "UDP receive, $UDP_COUNT x 64 B (% received)" "$tool" percent "${result% *}"
+    record "UDP receive CPU (ns per datagram)" "$tool" ns "${result#* }"
+  done
+done
+
+# 3. Many clients, one line each: lines received exactly once, wall time, server peak RSS.
+clients_run() { # count server-cmd
+  local count=$1; shift
+  local port; port=$(free_port)
+  local cmd=("${@//PORT/$port}")
+  "${cmd[@]}" > "$tmp/lines.out" 2>/dev/null &
+  local pid=$!
+  wait_port "$port"
+  local took; took=$(timeout "$LIMIT" python3 bench/many_clients.py 127.0.0.1 "$port" "$count" | cut -d' ' -f1)
+  sleep 1
+  local rss; rss=$(peak_rss "$pid")
+  { kill -TERM "$pid" 2>/dev/null || true; }; wait "$pid" 2>/dev/null || true
+  local once; once=$(grep -o 'client [0-9]*' "$tmp/lines.out" | sort | uniq -u | wc -l)
+  echo "$once $took $rss"
+}
+for count in $CLIENTS; do
+  for tool in portier ncat socat; do
+    case $tool in
+      portier) result=$(clients_run "$count" "$portier" listen -t -q -m 20000 -b 127.0.0.1 PORT) ;;
+      ncat) result=$(clients_run "$count" ncat -l -k -m 20000 127.0.0.1 PORT --recv-only) ;;
+      socat) result=$(clients_run "$count" socat -u "TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=4096" -) ;;
+    esac
+    read -r once took rss <<< "$result"
+    record "$count clients: lines received exactly once" "$tool" lines "$once"
+    record "$count clients: server peak RSS (KiB)" "$tool" KiB "$rss"
+  done
+done
+
+# 4. Round trip: ROUND_TRIPS sequential 32-byte requests on one connection to an echo server.
+for run in $(seq "$RUNS"); do
+  for tool in portier ncat socat; do
+    port=$(free_port)
+    case $tool in
+      portier) "$portier" listen -t -q --echo -b 127.0.0.1 "$port" > /dev/null & ;;
+      ncat) ncat -l 127.0.0.1 "$port" --exec /bin/cat & ;;
+      socat) socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" EXEC:cat & ;;
+    esac
+    pid=$!
+    wait_port "$port"
+    read -r p50 p99 <<< "$(timeout "$LIMIT" python3 bench/round_trip.py 127.0.0.1 "$port" "$ROUND_TRIPS")"
+    { kill -TERM "$pid" 2>/dev/null || true; }; wait "$pid" 2>/dev/null || true
+    record "Round trip p50 (µs)" "$tool" us "$p50"
+    record "Round trip p99 (µs)" "$tool" us "$p99"
+  done
+done
+
+python3 bench/report.py "$tsv" "$out/RESULTS.md" "$out/chart.svg"
+cat "$out/RESULTS.md"
