@@ -75,7 +75,7 @@ for run in $(seq "$RUNS"); do
   wait || true
   record "TCP bulk to /dev/null (GB/s)" "iperf3 (ceiling)" GB/s "$rate"
   start=$(now); cat "$bulk" | cat > /dev/null; end=$(now)
-  record "TCP bulk to /dev/null (GB/s)" "cat | cat (pipe)" GB/s "$(echo "$bytes $start $end" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}')"
+  record "TCP bulk to /dev/null (GB/s)" "cat, through a pipe" GB/s "$(echo "$bytes $start $end" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}')"
 done
 rm -f "$bulk"
 

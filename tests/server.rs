@@ -330,6 +330,53 @@ fn sigterm_flushes_stdout_and_the_output_file() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), shown);
 }
 
+#[test]
+fn a_slow_stdout_pushes_back_on_the_sender_with_memory_bounded() {
+    const TOTAL: usize = 64 << 20;
+    let mut child = portier()
+        .args(["listen", "0", "-t", "-f", "lines"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap(); // not read for now: a stuck consumer
+    let mut run = Running::stderr_only(child);
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let line = [b"0123456789abcdef".repeat(64).as_slice(), b"\n"].concat();
+    let count = TOTAL / line.len();
+    let sender = thread::spawn(move || {
+        let mut stream = client(port);
+        for _ in 0..count {
+            stream.write_all(&line).unwrap();
+        }
+    });
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        !sender.is_finished(),
+        "64 MiB went into a listener whose stdout nobody reads"
+    );
+    let peak = peak_rss_kib(run.child.id());
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB while stdout was stuck"
+    );
+    // The consumer wakes up: everything arrives, nothing was dropped.
+    let mut shown = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0usize;
+    while lines < count {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0);
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        shown += n;
+    }
+    sender.join().unwrap();
+    assert!(shown > TOTAL);
+    drop(stdout);
+    run.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_clients_ten_lines_each_every_line_exactly_once() {
     use tokio::io::AsyncWriteExt;

@@ -3,6 +3,7 @@
 //! ([`tcp`], [`udp`]); writing back to clients (echo, broker, chat) is in
 //! [`relay`]; everything after the socket is shared.
 
+mod batch;
 mod relay;
 mod tcp;
 mod udp;

@@ -10,19 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
+use super::batch::Batch;
 use super::{Context, Mode};
 use crate::datagram::kernel_drops;
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::message::{Event, Message, Proto};
 
-/// Large enough for any UDP datagram, so none is ever cut.
-const MAX_DATAGRAM: usize = 65_536;
 /// How often the kernel's drop counter is read while datagrams flow.
 const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) async fn receive_loop(socket: UdpSocket, context: Arc<Context>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = Batch::new();
     let mut drops = DropCount::default();
     let mut drop_check = tokio::time::interval(DROP_CHECK_EVERY);
     drop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -33,15 +32,25 @@ pub(super) async fn receive_loop(socket: UdpSocket, context: Arc<Context>) {
                 drops.report(&socket, &context).await;
                 continue;
             }
-            received = socket.recv_from(&mut buf) => received,
+            received = batch.receive(&socket) => received,
         };
-        if handle(&socket, &context, received, &buf).await == Flow::Stop {
-            return;
+        match received {
+            Ok(count) => {
+                if deliver(&socket, &context, &batch, count).await == Flow::Stop {
+                    return;
+                }
+            }
+            // An ICMP error for an earlier reply; it says nothing about what we receive.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                let error = Event::Error(describe(&e));
+                context.emit(Message::new(Proto::Udp, None, error)).await;
+            }
         }
     }
     // What the kernel already holds was received: hand it over too.
-    while let Ok(received) = socket.try_recv_from(&mut buf) {
-        if handle(&socket, &context, Ok(received), &buf).await == Flow::Stop {
+    while let Ok(count @ 1..) = batch.try_receive(&socket) {
+        if deliver(&socket, &context, &batch, count).await == Flow::Stop {
             break;
         }
     }
@@ -55,29 +64,27 @@ enum Flow {
     Stop,
 }
 
-async fn handle(
-    socket: &UdpSocket,
-    context: &Context,
-    received: io::Result<(usize, SocketAddr)>,
-    buf: &[u8],
-) -> Flow {
-    let (len, from) = match received {
-        Ok(received) => received,
-        // An ICMP error for an earlier reply; it says nothing about what we receive.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Flow::Go,
-        Err(e) => {
-            let error = Event::Error(describe(&e));
-            context.emit(Message::new(Proto::Udp, None, error)).await;
-            return Flow::Go;
+/// Hands over the `count` datagrams of the last batch.
+async fn deliver(socket: &UdpSocket, context: &Context, batch: &Batch, count: usize) -> Flow {
+    for i in 0..count {
+        let Some((payload, from)) = batch.get(i) else {
+            continue;
+        };
+        if handle(socket, context, payload, from).await == Flow::Stop {
+            return Flow::Stop;
         }
-    };
+    }
+    Flow::Go
+}
+
+async fn handle(socket: &UdpSocket, context: &Context, payload: &[u8], from: SocketAddr) -> Flow {
     let peer = natural(from);
     if let Some(why) = context.access.refusal(peer.ip()) {
         let counter = &context.counters.refused;
         context.turn_away(counter, Proto::Udp, peer, why).await;
         return Flow::Go;
     }
-    let bytes = Bytes::copy_from_slice(&buf[..len]);
+    let bytes = Bytes::copy_from_slice(payload);
     if context.mode == Mode::Echo {
         // Back to the address as the socket saw it (a dual-stack socket needs the mapped form).
         if let Err(e) = socket.send_to(&bytes, from).await {

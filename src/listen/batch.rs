@@ -1,0 +1,151 @@
+//! Receiving UDP datagrams in batches: one `recvmmsg(2)` call takes up to
+//! [`BATCH`] datagrams, where `recv_from` takes one per system call (Linux;
+//! elsewhere one at a time, behind the same interface).
+
+use std::io;
+use std::net::SocketAddr;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+
+#[cfg(target_os = "linux")]
+use socket2::{SockAddr, SockAddrStorage};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams taken per call.
+pub const BATCH: usize = 32;
+/// Each slot fits the largest UDP datagram, so none is ever cut.
+const SLOT: usize = 65_536;
+
+/// Buffers for one batch: the payloads, their source addresses, and the
+/// headers recvmmsg fills in. Allocated once per socket.
+#[cfg(target_os = "linux")]
+pub struct Batch {
+    payloads: Vec<u8>,
+    addresses: Vec<libc::sockaddr_storage>,
+    lengths: Vec<usize>,
+    count: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl Batch {
+    pub fn new() -> Batch {
+        Batch {
+            payloads: vec![0; BATCH * SLOT],
+            // SAFETY: all zeros is a valid sockaddr_storage.
+            addresses: vec![unsafe { std::mem::zeroed() }; BATCH],
+            lengths: vec![0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Waits for datagrams, then takes as many as are there (up to [`BATCH`]).
+    pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        loop {
+            socket.readable().await?;
+            match socket.try_io(Interest::READABLE, || self.take(socket.as_raw_fd())) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                taken => return taken,
+            }
+        }
+    }
+
+    /// Takes what the socket holds without waiting (WouldBlock when nothing).
+    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        socket.try_io(Interest::READABLE, || self.take(socket.as_raw_fd()))
+    }
+
+    fn take(&mut self, fd: libc::c_int) -> io::Result<usize> {
+        let mut iovecs: Vec<libc::iovec> = self
+            .payloads
+            .chunks_mut(SLOT)
+            .map(|slot| libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            })
+            .collect();
+        let mut headers: Vec<libc::mmsghdr> = iovecs
+            .iter_mut()
+            .zip(self.addresses.iter_mut())
+            .map(|(iovec, address)| {
+                // SAFETY: all zeros is a valid msghdr; the pointers set below
+                // stay valid until recvmmsg returns.
+                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
+                header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+                header.msg_hdr.msg_iov = iovec;
+                header.msg_hdr.msg_iovlen = 1;
+                header
+            })
+            .collect();
+        // SAFETY: `headers` points at BATCH valid headers, each at its own
+        // slot and address; the kernel writes within their lengths.
+        let taken = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if taken < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.count = taken as usize;
+        for (length, header) in self.lengths.iter_mut().zip(&headers).take(self.count) {
+            *length = header.msg_len as usize;
+        }
+        Ok(self.count)
+    }
+
+    /// The `i`th datagram of the last batch and where it came from.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let payload = &self.payloads[i * SLOT..i * SLOT + self.lengths[i]];
+        let mut storage = SockAddrStorage::zeroed();
+        // SAFETY: the storage is a sockaddr_storage; the kernel filled it in.
+        unsafe { *storage.view_as::<libc::sockaddr_storage>() = self.addresses[i] };
+        let size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the storage holds an address of `size` bytes at most.
+        let address = unsafe { SockAddr::new(storage, size) }.as_socket()?;
+        Some((payload, address))
+    }
+}
+
+/// One datagram per call, where recvmmsg does not exist.
+#[cfg(not(target_os = "linux"))]
+pub struct Batch {
+    payload: Vec<u8>,
+    last: Option<(usize, SocketAddr)>,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl Batch {
+    pub fn new() -> Batch {
+        Batch {
+            payload: vec![0; SLOT],
+            last: None,
+        }
+    }
+
+    pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.last = Some(socket.recv_from(&mut self.payload).await?);
+        Ok(1)
+    }
+
+    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let taken = socket.try_io(Interest::READABLE, || {
+            socket.try_recv_from(&mut self.payload)
+        });
+        self.last = Some(taken?);
+        Ok(1)
+    }
+
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let (len, from) = self.last.filter(|_| i == 0)?;
+        Some((&self.payload[..len], from))
+    }
+}
