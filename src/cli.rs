@@ -398,6 +398,11 @@ impl ConnectArgs {
 }
 
 impl Cli {
+    /// True for `listen`, which serves many peers at once.
+    pub fn serves_many(&self) -> bool {
+        matches!(self.command, Command::Listen(_))
+    }
+
     /// Runs the chosen subcommand.
     pub async fn run(self) -> Result<()> {
         match self.command {

@@ -7,7 +7,14 @@ use portier::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit with 2 here
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A server spreads its clients over every core; a one-connection client
+    // starts faster on one thread.
+    let mut builder = if cli.serves_many() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("portier: cannot start: {e}");
