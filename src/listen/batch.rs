@@ -56,28 +56,25 @@ impl Batch {
     }
 
     fn take(&mut self, fd: libc::c_int) -> io::Result<usize> {
-        let mut iovecs: Vec<libc::iovec> = self
-            .payloads
-            .chunks_mut(SLOT)
-            .map(|slot| libc::iovec {
-                iov_base: slot.as_mut_ptr().cast(),
-                iov_len: slot.len(),
-            })
-            .collect();
-        let mut headers: Vec<libc::mmsghdr> = iovecs
+        // On the stack: no allocation per call.
+        // SAFETY: all zeros is a valid iovec and mmsghdr; the pointers set
+        // below point into `self`, which outlives the recvmmsg call.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let slots = self.payloads.chunks_mut(SLOT);
+        for (((iovec, header), slot), address) in iovecs
             .iter_mut()
+            .zip(headers.iter_mut())
+            .zip(slots)
             .zip(self.addresses.iter_mut())
-            .map(|(iovec, address)| {
-                // SAFETY: all zeros is a valid msghdr; the pointers set below
-                // stay valid until recvmmsg returns.
-                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
-                header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-                header.msg_hdr.msg_iov = iovec;
-                header.msg_hdr.msg_iovlen = 1;
-                header
-            })
-            .collect();
+        {
+            iovec.iov_base = slot.as_mut_ptr().cast();
+            iovec.iov_len = slot.len();
+            header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
         // SAFETY: `headers` points at BATCH valid headers, each at its own
         // slot and address; the kernel writes within their lengths.
         let taken = unsafe {

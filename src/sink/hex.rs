@@ -15,28 +15,39 @@ pub fn write_hex(
     write_heading(out, time, proto, peer)?;
     writeln!(out, " {} bytes", data.len())?;
     for (row, bytes) in data.chunks(16).enumerate() {
-        write!(out, "{:08x}  ", row * 16)?;
-        for column in 0..16 {
-            match bytes.get(column) {
-                Some(byte) => write!(out, "{byte:02x} ")?,
-                None => out.write_all(b"   ")?,
-            }
-            if column == 7 {
-                out.write_all(b" ")?;
-            }
-        }
-        out.write_all(b" |")?;
-        for &byte in bytes {
-            let shown = if (0x20..0x7f).contains(&byte) {
-                byte
-            } else {
-                b'.'
-            };
-            out.write_all(&[shown])?;
-        }
-        out.write_all(b"|\n")?;
+        out.write_all(&dump_line(row * 16, bytes))?;
     }
     writeln!(out, "{:08x}", data.len())
+}
+
+/// One `hexdump -C` line, built in place: `00000010  61 62 ... 70  |ab...p|\n`.
+fn dump_line(offset: usize, bytes: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut line = Vec::with_capacity(80);
+    line.extend_from_slice(format!("{offset:08x}  ").as_bytes());
+    for column in 0..16 {
+        match bytes.get(column) {
+            Some(&byte) => line.extend_from_slice(&[
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 15)],
+                b' ',
+            ]),
+            None => line.extend_from_slice(b"   "),
+        }
+        if column == 7 {
+            line.push(b' ');
+        }
+    }
+    line.extend_from_slice(b" |");
+    line.extend(bytes.iter().map(|&byte| {
+        if (0x20..0x7f).contains(&byte) {
+            byte
+        } else {
+            b'.'
+        }
+    }));
+    line.extend_from_slice(b"|\n");
+    line
 }
 
 #[cfg(test)]

@@ -42,7 +42,9 @@ pub fn write_escaped(out: &mut impl Write, bytes: &[u8], escape: Escape) -> io::
 
 /// `raw`: the bytes as received, escaped only when they go to a terminal.
 pub fn write_raw(out: &mut impl Write, data: &[u8], terminal: bool) -> io::Result<()> {
-    if terminal {
+    // Plain printable ASCII, the common case, needs no escaping at all.
+    let plain = |&byte: &u8| matches!(byte, 0x20..=0x7e | b'\n' | b'\t' | b'\r');
+    if terminal && !data.iter().all(plain) {
         write_escaped(out, data, Escape::Terminal)
     } else {
         out.write_all(data)
