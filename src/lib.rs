@@ -10,6 +10,9 @@
 //! - [`framing`] cuts a stream into messages, [`message`] is what the sinks see,
 //!   [`sink`] writes them out safely.
 //! - [`endpoint`] resolves and binds (dual-stack), [`error`] says what went wrong in one line.
+//! - [`access`] holds `--allow`/`--deny`, [`datagram`] the UDP socket options (broadcast,
+//!   multicast, drop counter), [`ping`] the UDP request/answer loop, [`tls`] the TLS set-up,
+//!   [`progress`] the send progress bar, `splice` (Linux) the zero-copy data path.
 //!
 //! A UDP client, as in the seed:
 //!
