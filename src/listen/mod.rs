@@ -1,7 +1,8 @@
 //! The server: binds TCP and UDP sockets and turns what arrives into
 //! [`Message`]s for the sinks. TCP and UDP differ only in their loops
-//! ([`tcp`], [`udp`]); writing back to clients (echo, broker, chat) is in
-//! [`relay`]; everything after the socket is shared.
+//! (`tcp.rs`, `udp.rs`, with `batch.rs` for batch receive); writing back to
+//! clients (echo, broker, chat) is in `relay.rs`; everything after the socket
+//! is shared.
 
 mod batch;
 mod relay;
