@@ -205,6 +205,15 @@ fn each_failed_check_says_which() {
 }
 
 #[test]
+fn once_ends_even_when_the_one_client_fails_its_handshake() {
+    let pki = Pki::new();
+    let mut server = listen_tls(&pki, "server", &["--once"]);
+    let _ = send(&["127.0.0.1", &server.port.to_string(), "in", "clear"]);
+    assert!(server.run.wait().success());
+    assert!(server.run.stderr.text().contains("TLS handshake failed"));
+}
+
+#[test]
 fn a_plain_client_is_rejected_and_the_listener_keeps_serving() {
     let pki = Pki::new();
     let mut server = listen_tls(&pki, "server", &[]);
@@ -223,6 +232,44 @@ fn a_plain_client_is_rejected_and_the_listener_keeps_serving() {
     server.run.stdout.wait_for_text(" still served\n");
     server.run.stop();
     assert!(!server.run.stdout.text().contains("in clear"));
+}
+
+#[test]
+fn broker_and_output_file_work_the_same_over_tls() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut server = listen_tls(&pki, "server", &["--broker", "-o", log.to_str().unwrap()]);
+    let port = server.port.to_string();
+    let ca = pki.path("ca.pem");
+    // A listening client, its stdin held open so it stays in the broker.
+    let mut listener = Command::new(env!("CARGO_BIN_EXE_portier"))
+        .args(["connect", "--tls", "--ca", &ca, "localhost", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let heard = common::Capture::from(listener.stdout.take().unwrap());
+    server.run.stderr.wait_for_text("connect tcp");
+    succeeded(&send(&[
+        "--tls",
+        "--ca",
+        &ca,
+        "localhost",
+        &port,
+        "to",
+        "everyone",
+    ]));
+    heard.wait_for_text("to everyone\n");
+    server.run.stdout.wait_for_text(" to everyone\n");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    server.run.stop();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        server.run.stdout.text()
+    );
 }
 
 /// `send --tls --ca CA --cert alice.pem --key alice.key localhost PORT from alice`

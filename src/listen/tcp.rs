@@ -87,6 +87,9 @@ async fn serve_connection(
             context
                 .emit(Message::new(Proto::Tcp, Some(peer), error))
                 .await;
+            if context.once == Some(Proto::Tcp) {
+                context.shutdown.cancel(); // the one client came and went
+            }
             return;
         }
     };
