@@ -37,11 +37,14 @@ pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
         };
         let (stream, peer) = match accepted {
             Ok((stream, peer)) => (stream, natural(peer)),
+            // A client that gave up before we took it: nothing to report.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 let error = format!("cannot accept a connection: {}", describe(&e));
                 context
                     .emit(Message::new(Proto::Tcp, None, Event::Error(error)))
                     .await;
+                // Out of file descriptors or memory: give closing clients time.
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
