@@ -327,7 +327,7 @@ impl ListenArgs {
             recv_buffer: self.recv_buffer,
             tls,
             stats: self.stats,
-            zero_copy: false, // decided by `listen::run`, which sees the output too
+            straight_to_stdout: false, // decided by `listen::run`, which sees the output too
         };
         Ok((listen, output))
     }
@@ -398,9 +398,10 @@ impl ConnectArgs {
 }
 
 impl Cli {
-    /// True for `listen`, which serves many peers at once.
+    /// True for a `listen` that can have many TCP clients at once; a UDP
+    /// listener has one socket to read and gains nothing from more threads.
     pub fn serves_many(&self) -> bool {
-        matches!(self.command, Command::Listen(_))
+        matches!(&self.command, Command::Listen(args) if !args.udp)
     }
 
     /// Runs the chosen subcommand.

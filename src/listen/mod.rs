@@ -80,11 +80,12 @@ pub struct ListenConfig {
     pub tls: Option<ServerTlsConfig>,
     /// Print a summary line on stderr this often, and totals at exit.
     pub stats: Option<Duration>,
-    /// Hand TCP data from the socket to stdout inside the kernel (Linux
-    /// splice), skipping framing and formatting. [`run`] turns it on where the
-    /// output is the bytes as received: raw format to a pipe or file, one TCP
-    /// client (`--once`), nothing else to do with the data.
-    pub zero_copy: bool,
+    /// Received bytes go straight to stdout, skipping framing, formatting and
+    /// the writer thread: a single TCP client (`--once`) is spliced inside the
+    /// kernel (Linux), a single UDP socket writes each batch with one call.
+    /// [`run`] turns it on where the output is the bytes as received (raw, to
+    /// a pipe or file, nothing else done with them) and one reader feeds it.
+    pub straight_to_stdout: bool,
 }
 
 /// The UDP receive buffer asked for unless told otherwise: room for bursts
@@ -108,7 +109,7 @@ impl Default for ListenConfig {
             recv_buffer: DEFAULT_RECV_BUFFER,
             tls: None,
             stats: None,
-            zero_copy: false,
+            straight_to_stdout: false,
         }
     }
 }
@@ -263,6 +264,8 @@ impl Listener {
         events: mpsc::Sender<Message>,
         shutdown: CancellationToken,
     ) -> Summary {
+        let udp_sockets = self.sockets.iter().filter(|s| s.proto() == Proto::Udp);
+        let single_udp = udp_sockets.count() == 1 && self.sockets.len() == 1;
         let context = Arc::new(Context {
             events,
             framing: config.framing,
@@ -277,7 +280,11 @@ impl Listener {
             idle_timeout: config.idle_timeout,
             hub: relay::Hub::default(),
             tls: self.tls.map(|tls| tls.acceptor),
-            zero_copy: config.zero_copy,
+            straight_to_stdout: config.straight_to_stdout,
+            stdout: single_udp
+                .then(straight_stdout)
+                .flatten()
+                .filter(|_| config.straight_to_stdout),
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -366,7 +373,9 @@ struct Context {
     idle_timeout: Option<Duration>,
     hub: relay::Hub,
     tls: Option<TlsAcceptor>,
-    zero_copy: bool,
+    straight_to_stdout: bool,
+    /// stdout, for the one UDP socket that writes to it straight.
+    stdout: Option<std::fs::File>,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -403,7 +412,7 @@ impl Context {
 /// flushes everything received, then says what it turned away.
 pub async fn run(mut config: ListenConfig, output: OutputConfig) -> Result<()> {
     raise_open_file_limit();
-    config.zero_copy = zero_copy_fits(&config, &output);
+    config.straight_to_stdout = straight_to_stdout_fits(&config, &output);
     let listener = Listener::bind(&config)?;
     if let Some(fingerprint) = listener.self_signed_fingerprint() {
         // Printed even with -q: clients need it to trust this listener.
@@ -427,12 +436,29 @@ pub async fn run(mut config: ListenConfig, output: OutputConfig) -> Result<()> {
     Ok(())
 }
 
-/// True when every received byte goes to stdout as is, and nowhere else.
-fn zero_copy_fits(config: &ListenConfig, output: &OutputConfig) -> bool {
+/// True when every received byte goes to stdout as is, nowhere else, from one reader.
+fn straight_to_stdout_fits(config: &ListenConfig, output: &OutputConfig) -> bool {
     let bytes_as_received = output.format == Format::Raw && !output.terminal;
-    let only_stdout = output.file.is_none() && config.mode == Mode::Print && config.tls.is_none();
-    let one_tcp_client = config.once && config.protocols == Protocols::Tcp;
-    bytes_as_received && only_stdout && one_tcp_client && stdout_spliceable()
+    let only_stdout = output.file.is_none() && config.tls.is_none();
+    let one_reader = match config.protocols {
+        Protocols::Tcp => config.once && config.mode == Mode::Print,
+        Protocols::Udp => matches!(config.mode, Mode::Print | Mode::Echo),
+        Protocols::Both => false,
+    };
+    bytes_as_received && only_stdout && one_reader && stdout_spliceable()
+}
+
+/// A descriptor of its own for stdout, written with plain `write` calls.
+#[cfg(unix)]
+fn straight_stdout() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    Some(std::fs::File::from(fd))
+}
+
+#[cfg(not(unix))]
+fn straight_stdout() -> Option<std::fs::File> {
+    None
 }
 
 #[cfg(target_os = "linux")]

@@ -168,8 +168,8 @@ async fn read_loop(
     (received, ended_by)
 }
 
-/// The zero-copy path (`ListenConfig::zero_copy`): the client's bytes go from
-/// the socket to stdout inside the kernel. `None` when it does not apply.
+/// The zero-copy path (`ListenConfig::straight_to_stdout`): the client's bytes
+/// go from the socket to stdout inside the kernel. `None` when it does not apply.
 #[cfg(target_os = "linux")]
 async fn spliced_to_stdout(
     reader: &Reader,
@@ -177,7 +177,7 @@ async fn spliced_to_stdout(
     kick: &tokio_util::sync::CancellationToken,
 ) -> Option<(u64, Option<String>)> {
     use std::os::fd::AsFd;
-    let (Reader::Plain(reader), true) = (reader, context.zero_copy) else {
+    let (Reader::Plain(reader), true) = (reader, context.straight_to_stdout) else {
         return None;
     };
     let socket: &TcpStream = reader.as_ref();
