@@ -155,3 +155,32 @@ fn joining_something_that_is_not_a_group_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a multicast group"));
 }
+
+#[test]
+fn a_lone_udp_socket_writing_straight_to_stdout_still_checks_and_echoes() {
+    // Raw output to a pipe from one UDP socket: the datagrams skip the writer thread.
+    let mut denied = Server::start(&["-u", "-b", "127.0.0.1", "--deny", "127.0.0.1/32"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"keep out\n", ("127.0.0.1", denied.port))
+        .unwrap();
+    denied.run.stderr.wait_for_text("matches --deny");
+    denied.run.stop();
+    assert!(denied.run.stdout.bytes().is_empty());
+
+    let mut echo = Server::start(&["-u", "-b", "127.0.0.1", "--echo"]);
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    for datagram in [&b"one\n"[..], b"two\n", b"\x00\xff"] {
+        socket.send_to(datagram, ("127.0.0.1", echo.port)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], datagram);
+    }
+    echo.run
+        .stdout
+        .wait_for("three datagrams", |b| b.len() == 10);
+    echo.run.stop();
+    assert_eq!(echo.run.stdout.bytes(), b"one\ntwo\n\x00\xff");
+}
