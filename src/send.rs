@@ -99,29 +99,23 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
     let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
-    let progress = match stream {
+    match stream {
         #[cfg(target_os = "linux")]
-        Stream::Plain(stream, peer) if input.spliceable.is_some() => {
-            exchange_spliced(stream, input.reader, input.spliceable, peer).await?;
-            input.progress
-        }
         Stream::Plain(stream, peer) => {
-            exchange(stream, input.reader, peer).await?;
-            input.progress
+            exchange_spliced(stream, input.reader, input.spliceable, peer).await?
         }
-        Stream::Tls(stream, peer) => {
-            exchange(*stream, input.reader, peer).await?;
-            input.progress
-        }
-    };
-    if let Some(progress) = progress {
+        #[cfg(not(target_os = "linux"))]
+        Stream::Plain(stream, peer) => exchange(stream, input.reader, peer).await?,
+        Stream::Tls(stream, peer) => exchange(*stream, input.reader, peer).await?,
+    }
+    if let Some(progress) = input.progress {
         progress.finish();
     }
     Ok(())
 }
 
 /// `exchange`, with the upload spliced from stdin or the file to the socket
-/// inside the kernel (bulk sends), on a thread of its own.
+/// inside the kernel (bulk sends), on a thread of its own, when `from` is given.
 #[cfg(target_os = "linux")]
 async fn exchange_spliced(
     mut stream: tokio::net::TcpStream,
@@ -213,6 +207,9 @@ impl SendConfig {
     /// The source as a byte stream; a message gets its newline here. Streams
     /// (stdin, a file) show progress on a terminal.
     async fn open(&self) -> Result<Input> {
+        // The stream's own descriptor, kept to splice from (Linux).
+        #[cfg(target_os = "linux")]
+        let descriptor: Option<std::os::fd::OwnedFd>;
         let (reader, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = match &self.source {
             Source::Message(message) => {
                 let message = with_newline(message, self.newline);
@@ -224,23 +221,29 @@ impl SendConfig {
                     spliceable: None,
                 });
             }
-            Source::Stdin => (Box::new(tokio::io::stdin()), stdin_size()),
+            Source::Stdin => {
+                #[cfg(target_os = "linux")]
+                {
+                    descriptor = std::io::stdin().as_fd().try_clone_to_owned().ok();
+                }
+                (Box::new(tokio::io::stdin()), stdin_size())
+            }
             Source::File(path) => {
                 let cannot = || format!("cannot read {}", path.display());
                 let file = tokio::fs::File::open(path).await.context(cannot)?;
                 let size = file.metadata().await.context(cannot)?.len();
+                #[cfg(target_os = "linux")]
+                {
+                    descriptor = file.as_fd().try_clone_to_owned().ok();
+                }
                 (Box::new(file), Some(size))
             }
         };
         let progress = Progress::on_terminal(size);
+        // Splicing would bypass the progress bar: only when nobody watches one.
         #[cfg(target_os = "linux")]
-        let spliceable = match (&progress, &self.source) {
-            (None, Source::Stdin) => spliceable(std::io::stdin().as_fd()),
-            (None, Source::File(path)) => std::fs::File::open(path)
-                .ok()
-                .and_then(|file| spliceable(file.as_fd())),
-            _ => None,
-        };
+        let spliceable =
+            descriptor.filter(|fd| progress.is_none() && crate::splice::spliceable(fd.as_fd()));
         let reader = match &progress {
             Some(progress) => progress.wrap(reader),
             None => reader,
@@ -252,14 +255,6 @@ impl SendConfig {
             spliceable,
         })
     }
-}
-
-/// A descriptor of its own for `fd`, if the kernel can splice from it.
-#[cfg(target_os = "linux")]
-fn spliceable(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::os::fd::OwnedFd> {
-    crate::splice::spliceable(fd)
-        .then(|| fd.try_clone_to_owned().ok())
-        .flatten()
 }
 
 /// The size of stdin when it is a regular file (`portier send < photo.jpg`).
