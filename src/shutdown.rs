@@ -5,31 +5,56 @@
 use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM; exits with 130 on the second.
+///
+/// The handlers are installed before this returns, so a signal that comes
+/// right after start (a service manager stopping us) is not lost to the
+/// default action, which would end the process without a flush.
 pub fn cancel_on_signal(token: CancellationToken) {
+    let Ok(mut signals) = Signals::install() else {
+        return; // no signal handling here; the default action still ends us
+    };
     tokio::spawn(async move {
-        if wait_for_signal().await.is_err() {
-            return; // no signal handling here; the default action still ends us
-        }
+        signals.next().await;
         token.cancel();
-        if wait_for_signal().await.is_ok() {
-            std::process::exit(130);
-        }
+        signals.next().await;
+        std::process::exit(130);
     });
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
