@@ -98,17 +98,28 @@ impl Batch {
 
     /// The `i`th datagram of the last batch and where it came from.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        Some((self.payload(i), self.source(i)?))
+    }
+
+    /// The bytes of the `i`th datagram of the last batch (empty past its end).
+    pub fn payload(&self, i: usize) -> &[u8] {
+        if i >= self.count {
+            return &[];
+        }
+        &self.payloads[i * SLOT..i * SLOT + self.lengths[i]]
+    }
+
+    /// Where the `i`th datagram of the last batch came from.
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
         if i >= self.count {
             return None;
         }
-        let payload = &self.payloads[i * SLOT..i * SLOT + self.lengths[i]];
         let mut storage = SockAddrStorage::zeroed();
         // SAFETY: the storage is a sockaddr_storage; the kernel filled it in.
         unsafe { *storage.view_as::<libc::sockaddr_storage>() = self.addresses[i] };
         let size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: the storage holds an address of `size` bytes at most.
-        let address = unsafe { SockAddr::new(storage, size) }.as_socket()?;
-        Some((payload, address))
+        unsafe { SockAddr::new(storage, size) }.as_socket()
     }
 }
 
@@ -142,7 +153,17 @@ impl Batch {
     }
 
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let (len, from) = self.last.filter(|_| i == 0)?;
-        Some((&self.payload[..len], from))
+        Some((self.payload(i), self.source(i)?))
+    }
+
+    pub fn payload(&self, i: usize) -> &[u8] {
+        match self.last.filter(|_| i == 0) {
+            Some((len, _)) => &self.payload[..len],
+            None => &[],
+        }
+    }
+
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        self.last.filter(|_| i == 0).map(|(_, from)| from)
     }
 }

@@ -80,15 +80,17 @@ async fn deliver_messages(
     batch: &Batch,
     count: usize,
 ) -> Flow {
-    let datagrams = || (0..count).filter_map(|i| batch.get(i));
-    let size = datagrams().map(|(payload, _)| payload.len()).sum();
+    let size = (0..count).map(|i| batch.payload(i).len()).sum();
     let mut copied = BytesMut::with_capacity(size);
-    for (payload, _) in datagrams() {
-        copied.extend_from_slice(payload);
+    for i in 0..count {
+        copied.extend_from_slice(batch.payload(i));
     }
     let mut copied = copied.freeze();
-    for (payload, from) in datagrams() {
-        let bytes = copied.split_to(payload.len());
+    for i in 0..count {
+        let bytes = copied.split_to(batch.payload(i).len());
+        let Some(from) = batch.source(i) else {
+            continue; // not an IP address: cannot happen on an IP socket
+        };
         if !admit(socket, context, &bytes, from).await {
             continue;
         }
