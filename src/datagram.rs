@@ -186,8 +186,7 @@ pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> Result<usize> {
 /// How many datagrams the kernel has dropped on this socket because its
 /// receive buffer was full; `None` where the system does not say.
 #[cfg(target_os = "linux")]
-pub fn kernel_drops(socket: &UdpSocket) -> Option<u64> {
-    use std::os::fd::AsRawFd;
+pub fn kernel_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
     // 55 in asm-generic/socket.h; the few architectures that number it otherwise are left out.
     if cfg!(any(
         target_arch = "mips",
@@ -217,7 +216,7 @@ pub fn kernel_drops(socket: &UdpSocket) -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn kernel_drops(_socket: &UdpSocket) -> Option<u64> {
+pub fn kernel_drops<S>(_socket: &S) -> Option<u64> {
     None
 }
 

@@ -184,3 +184,27 @@ fn a_lone_udp_socket_writing_straight_to_stdout_still_checks_and_echoes() {
     echo.run.stop();
     assert_eq!(echo.run.stdout.bytes(), b"one\ntwo\n\x00\xff");
 }
+
+#[test]
+fn datagrams_queued_when_the_listener_is_stopped_are_still_delivered() {
+    // Raw (straight to stdout) and json (through the writer): both drain the socket at the end.
+    for format in ["raw", "json"] {
+        let mut server = Server::start(&["-u", "-b", "127.0.0.1", "-f", format]);
+        signal(&server.run, "-STOP");
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..100 {
+            let datagram = format!("queued {i}\n");
+            socket
+                .send_to(datagram.as_bytes(), ("127.0.0.1", server.port))
+                .unwrap();
+        }
+        // SIGTERM waits while the process is frozen; it is the first thing seen after.
+        signal(&server.run, "-TERM");
+        signal(&server.run, "-CONT");
+        assert!(server.run.wait().success(), "{format}");
+        let text = server.run.stdout.text();
+        for i in 0..100 {
+            assert!(text.contains(&format!("queued {i}")), "{format}: {i} missing");
+        }
+    }
+}

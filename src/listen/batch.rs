@@ -1,16 +1,16 @@
-//! Receiving UDP datagrams in batches: one `recvmmsg(2)` call takes up to
-//! [`BATCH`] datagrams, where `recv_from` takes one per system call (Linux;
-//! elsewhere one at a time, behind the same interface).
+//! Receiving UDP datagrams in batches on a blocking socket: one `recvmmsg(2)`
+//! call waits for a datagram, then takes up to [`BATCH`] of those queued
+//! (Linux; elsewhere one at a time, behind the same interface). On a steady
+//! trickle that is one call per datagram, where waiting for readiness first
+//! (epoll, poll) and reading until the queue is empty takes three.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 #[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 
 #[cfg(target_os = "linux")]
 use socket2::{SockAddr, SockAddrStorage};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Datagrams taken per call.
 pub const BATCH: usize = 32;
@@ -39,20 +39,10 @@ impl Batch {
         }
     }
 
-    /// Waits for datagrams, then takes as many as are there (up to [`BATCH`]).
-    pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        loop {
-            socket.readable().await?;
-            match socket.try_io(Interest::READABLE, || self.take(socket.as_raw_fd())) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                taken => return taken,
-            }
-        }
-    }
-
-    /// Takes what the socket holds without waiting (WouldBlock when nothing).
-    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        socket.try_io(Interest::READABLE, || self.take(socket.as_raw_fd()))
+    /// Waits for datagrams, then takes as many as are queued (up to
+    /// [`BATCH`]). 0 once the socket is shut for reading and its queue is empty.
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.take(socket.as_raw_fd())
     }
 
     fn take(&mut self, fd: libc::c_int) -> io::Result<usize> {
@@ -82,15 +72,20 @@ impl Batch {
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as _,
-                libc::MSG_DONTWAIT,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };
         if taken < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.count = taken as usize;
-        for (length, header) in self.lengths.iter_mut().zip(&headers).take(self.count) {
+        // A socket shut for reading answers with one entry of no source address.
+        let taken = &headers[..taken as usize];
+        self.count = taken
+            .iter()
+            .take_while(|h| h.msg_hdr.msg_namelen > 0)
+            .count();
+        for (length, header) in self.lengths.iter_mut().zip(taken).take(self.count) {
             *length = header.msg_len as usize;
         }
         Ok(self.count)
@@ -139,16 +134,8 @@ impl Batch {
         }
     }
 
-    pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        self.last = Some(socket.recv_from(&mut self.payload).await?);
-        Ok(1)
-    }
-
-    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let taken = socket.try_io(Interest::READABLE, || {
-            socket.try_recv_from(&mut self.payload)
-        });
-        self.last = Some(taken?);
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.last = Some(socket.recv_from(&mut self.payload)?);
         Ok(1)
     }
 

@@ -382,29 +382,46 @@ struct Context {
 }
 
 impl Context {
-    /// Hands a message to the sinks, waiting while they are busy (backpressure).
     /// Counts one message of `len` bytes for `--stats`.
     fn count_data(&self, len: u64) {
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes.fetch_add(len, Ordering::Relaxed);
     }
 
+    /// Hands a message to the sinks, waiting while they are busy (backpressure).
     async fn emit(&self, message: Message) {
-        if let Event::Data { bytes, .. } = &message.event {
-            self.count_data(bytes.len() as u64);
-        }
+        self.count(&message);
         // Fails only once the writer is gone, and then it has cancelled `shutdown`.
         let _ = self.events.send(message).await;
     }
 
-    /// Counts one peer turned away and reports it; in a flood, only the first
-    /// ten and then every power of two, so stderr keeps up (the summary has the total).
-    async fn turn_away(&self, counter: &AtomicU64, proto: Proto, peer: SocketAddr, why: &str) {
-        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if count <= 10 || count.is_power_of_two() {
-            let error = Event::Error(format!("{why} (#{count})"));
-            self.emit(Message::new(proto, Some(peer), error)).await;
+    /// [`Context::emit`] for the UDP receivers, which run on threads of their own.
+    fn emit_blocking(&self, message: Message) {
+        self.count(&message);
+        let _ = self.events.blocking_send(message);
+    }
+
+    fn count(&self, message: &Message) {
+        if let Event::Data { bytes, .. } = &message.event {
+            self.count_data(bytes.len() as u64);
         }
+    }
+
+    /// Counts one peer turned away; the notice to report, in a flood only for
+    /// the first ten and then every power of two, so stderr keeps up (the
+    /// summary has the total).
+    fn turned_away(
+        &self,
+        counter: &AtomicU64,
+        proto: Proto,
+        peer: SocketAddr,
+        why: &str,
+    ) -> Option<Message> {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        (count <= 10 || count.is_power_of_two()).then(|| {
+            let error = Event::Error(format!("{why} (#{count})"));
+            Message::new(proto, Some(peer), error)
+        })
     }
 }
 

@@ -51,13 +51,17 @@ pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
         };
         if let Some(why) = context.access.refusal(peer.ip()) {
             let counter = &context.counters.refused;
-            context.turn_away(counter, Proto::Tcp, peer, why).await;
+            if let Some(notice) = context.turned_away(counter, Proto::Tcp, peer, why) {
+                context.emit(notice).await;
+            }
             continue; // dropping the stream closes it at once
         }
         let Ok(permit) = context.connections.clone().try_acquire_owned() else {
             let why = format!("server full: {} clients (--max-conns)", context.max_conns);
             let counter = &context.counters.over_limit;
-            context.turn_away(counter, Proto::Tcp, peer, &why).await;
+            if let Some(notice) = context.turned_away(counter, Proto::Tcp, peer, &why) {
+                context.emit(notice).await;
+            }
             context.tasks.spawn(tell_full(stream));
             continue;
         };
