@@ -204,7 +204,10 @@ fn datagrams_queued_when_the_listener_is_stopped_are_still_delivered() {
         assert!(server.run.wait().success(), "{format}");
         let text = server.run.stdout.text();
         for i in 0..100 {
-            assert!(text.contains(&format!("queued {i}")), "{format}: {i} missing");
+            assert!(
+                text.contains(&format!("queued {i}")),
+                "{format}: {i} missing"
+            );
         }
     }
 }
