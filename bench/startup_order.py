@@ -1,0 +1,105 @@
+"""Writes link/startup.order: the functions a listener runs from start until it
+has served one TCP line and one UDP datagram, for build.rs to place side by
+side in the release binary (see build.rs for why).
+
+Usage: python3 bench/startup_order.py     (needs valgrind; about 3 minutes)
+
+How: a release build that also writes lld's link map; that binary runs under
+valgrind's callgrind, which records every instruction address executed; the
+map names the function (input section) each address falls in. Run it again
+after adding or renaming much start-up code, or after updating dependencies:
+names that no longer exist are skipped, so an old file only loses effect.
+"""
+import bisect
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "portier")
+ORDER = os.path.join(ROOT, "link", "startup.order")
+# lld's map: "VMA LMA Size Align Out In Symbol"; input sections are "file:(name)".
+SECTION = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.text\.\S+)\)$")
+PREFIXES = (".text.unlikely.", ".text.startup.", ".text.hot.", ".text.")
+
+
+def build(env=None):
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, env=env, check=True)
+
+
+def executed_addresses(profile):
+    """Addresses executed in the portier binary (callgrind gives them relative to it)."""
+    addresses, in_portier = set(), False
+    for line in open(profile):
+        if line.startswith("ob="):
+            in_portier = line.strip() == "ob=" + BINARY
+        elif in_portier and line.startswith("fn=0x"):
+            addresses.add(int(line[3:21], 16))  # may end in 'N for a recursion level
+        elif in_portier and line.startswith("0x"):
+            addresses.add(int(line.split()[0], 16))
+    return addresses
+
+
+def text_sections(link_map):
+    """(start, size, symbol) of every function section, by address."""
+    sections = []
+    for line in open(link_map):
+        match = SECTION.match(line)
+        if match:
+            name = match.group(3)
+            symbol = next(name[len(p):] for p in PREFIXES if name.startswith(p))
+            sections.append((int(match.group(1), 16), int(match.group(2), 16), symbol))
+    return sorted(sections)
+
+
+def run_listener(profile):
+    """Runs a listener under callgrind, sends it one TCP line and one UDP datagram, stops it."""
+    listener = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+         "--compress-strings=no", f"--callgrind-out-file={profile}",
+         BINARY, "listen", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    port = None
+    deadline = time.monotonic() + 60
+    while port is None and time.monotonic() < deadline:
+        line = listener.stderr.readline()
+        match = re.search(r"listening on udp \S+:(\d+)", line)
+        port = int(match.group(1)) if match else None
+    if port is None:
+        listener.kill()
+        sys.exit("the listener did not start")
+    with socket.create_connection(("127.0.0.1", port)) as tcp:
+        tcp.sendall(b"startup order\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"startup order\n", ("127.0.0.1", port))
+    time.sleep(3)
+    listener.send_signal(signal.SIGINT)
+    listener.wait(timeout=60)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        link_map = os.path.join(tmp, "portier.map")
+        profile = os.path.join(tmp, "callgrind.out")
+        build(dict(os.environ, PORTIER_LINK_MAP=link_map))
+        run_listener(profile)
+        sections = text_sections(link_map)
+        starts = [start for start, _, _ in sections]
+        ran = {}
+        for address in executed_addresses(profile):
+            i = bisect.bisect_right(starts, address) - 1
+            if i >= 0 and address < sections[i][0] + sections[i][1]:
+                ran[sections[i][0]] = sections[i][2]
+    with open(ORDER, "w") as order:
+        order.writelines(ran[start] + "\n" for start in sorted(ran))
+    print(f"{len(ran)} functions written to {os.path.relpath(ORDER, ROOT)}; rebuilding")
+    build()
+
+
+if __name__ == "__main__":
+    main()
