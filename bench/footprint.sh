@@ -13,14 +13,21 @@ done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Idle RSS (KiB) of a listener, read from /proc once it has settled.
+# Median idle RSS (KiB) of RUNS listeners, each read from /proc once it has settled
+# (shared code pages make single readings vary by a few hundred KiB).
 idle_rss() {
-  "$@" >/dev/null 2>&1 &
-  local pid=$!
-  sleep 0.5
-  awk '/^VmRSS/ {print $2}' "/proc/$pid/status"
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  local sizes=()
+  for _ in $(seq "$runs"); do
+    "$@" >/dev/null 2>&1 &
+    local pid=$!
+    sleep 0.5
+    sizes+=("$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")")
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  done
+  median "${sizes[@]}"
 }
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Median wall time (ms) of RUNS sends of one message to a listener that keeps accepting.
 send_ms() {
@@ -33,10 +40,10 @@ send_ms() {
     end=$(date +%s%N)
     times+=($(( (end - start) / 1000 )))
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f", a[int((NR+1)/2)]/1000}'
+  median "${times[@]}" | awk '{printf "%.2f", $1 / 1000}'
 }
 
-echo "| tool | binary (bytes) | idle RSS (KiB) | send one message, start to exit (ms, median of $runs) |"
+echo "| tool | binary (bytes) | idle RSS (KiB, median of $runs) | send one message, start to exit (ms, median of $runs) |"
 echo "|---|---:|---:|---:|"
 sink_port=$(free_port)
 socat -u "TCP-LISTEN:$sink_port,bind=127.0.0.1,reuseaddr,fork" /dev/null & sink=$!
