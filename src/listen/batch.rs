@@ -42,10 +42,6 @@ impl Batch {
     /// Waits for datagrams, then takes as many as are queued (up to
     /// [`BATCH`]). 0 once the socket is shut for reading and its queue is empty.
     pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        self.take(socket.as_raw_fd())
-    }
-
-    fn take(&mut self, fd: libc::c_int) -> io::Result<usize> {
         // On the stack: no allocation per call.
         // SAFETY: all zeros is a valid iovec and mmsghdr; the pointers set
         // below point into `self`, which outlives the recvmmsg call.
@@ -69,7 +65,7 @@ impl Batch {
         // slot and address; the kernel writes within their lengths.
         let taken = unsafe {
             libc::recvmmsg(
-                fd,
+                socket.as_raw_fd(),
                 headers.as_mut_ptr(),
                 BATCH as _,
                 libc::MSG_WAITFORONE,
