@@ -465,7 +465,7 @@ fn straight_to_stdout_fits(config: &ListenConfig, output: &OutputConfig) -> bool
     bytes_as_received && only_stdout && one_reader && stdout_spliceable()
 }
 
-/// A descriptor of its own for stdout, written with plain `write` calls.
+/// A descriptor of its own for stdout, for the paths that write or splice to it straight.
 #[cfg(unix)]
 fn straight_stdout() -> Option<std::fs::File> {
     use std::os::fd::AsFd;

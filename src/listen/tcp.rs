@@ -186,7 +186,7 @@ async fn spliced_to_stdout(
     };
     let socket: &TcpStream = reader.as_ref();
     let from = socket.as_fd().try_clone_to_owned().ok()?;
-    let to = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let to = super::straight_stdout()?;
     let mut moving = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &to));
     let moved = tokio::select! {
         moved = &mut moving => moved,
