@@ -13,26 +13,27 @@ const CHUNK: usize = 1 << 20;
 /// True when `fd` can take part in a splice: a pipe, a socket, a character
 /// device such as /dev/null, or a regular file not opened for appending.
 pub fn spliceable(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: fstat and fcntl only read the descriptor's state into `stat`.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-        return false;
-    }
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    let kind = stat.st_mode & libc::S_IFMT;
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl and isatty only read the descriptor's state.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     let append = flags >= 0 && flags & libc::O_APPEND != 0;
-    match kind {
-        libc::S_IFIFO | libc::S_IFSOCK => true,
-        libc::S_IFREG => !append,
-        libc::S_IFCHR => (unsafe { libc::isatty(fd.as_raw_fd()) }) == 0,
+    match file_type(fd) {
+        Some(libc::S_IFIFO | libc::S_IFSOCK) => true,
+        Some(libc::S_IFREG) => !append,
+        Some(libc::S_IFCHR) => (unsafe { libc::isatty(fd) }) == 0,
         _ => false,
     }
 }
 
 fn is_pipe(fd: RawFd) -> bool {
-    // SAFETY: as above.
+    file_type(fd) == Some(libc::S_IFIFO)
+}
+
+/// The `S_IFMT` bits of what `fd` is open on; `None` if fstat fails.
+fn file_type(fd: RawFd) -> Option<libc::mode_t> {
+    // SAFETY: fstat only writes the descriptor's state into `stat`.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe { libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFIFO }
+    (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(stat.st_mode & libc::S_IFMT)
 }
 
 /// Waits until `fd` is ready for `events` (it is non-blocking and said EAGAIN).
