@@ -18,16 +18,20 @@ use crate::sink::PeerOutput;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tally {
     pub sent: u64,
-    /// Replies matched to a request within the timeout.
-    pub received: u64,
     /// Replies beyond one per request (e.g. several hosts answering a broadcast).
     pub extra: u64,
+    /// The round-trip time of each reply matched to a request within the timeout.
     pub rtts: Vec<Duration>,
 }
 
 impl Tally {
+    /// Replies matched to a request within the timeout.
+    pub fn received(&self) -> u64 {
+        self.rtts.len() as u64
+    }
+
     pub fn lost(&self) -> u64 {
-        self.sent - self.received
+        self.sent - self.received()
     }
 
     /// `5 sent, 4 received, 20.0% loss, rtt min/avg/max 0.101/0.150/0.213 ms`
@@ -39,7 +43,8 @@ impl Tally {
         };
         let mut line = format!(
             "{} sent, {} received, {loss:.1}% loss",
-            self.sent, self.received
+            self.sent,
+            self.received()
         );
         if let (Some(min), Some(max)) = (self.rtts.iter().min(), self.rtts.iter().max()) {
             let avg = self.rtts.iter().sum::<Duration>() / self.rtts.len() as u32;
@@ -76,7 +81,7 @@ pub async fn run(
 ) -> Result<()> {
     let tally = exchange(socket, peer, datagram, repeat, reply_timeout).await?;
     eprintln!("portier: {peer}: {}", tally.summary());
-    if tally.received == 0 {
+    if tally.received() == 0 {
         return Err(Error::NoReply {
             addr: peer,
             after: reply_timeout,
@@ -131,7 +136,6 @@ async fn exchange(
                 match waiting.pop_front() {
                     Some((seq, sent)) => {
                         let rtt = sent.elapsed();
-                        tally.received += 1;
                         tally.rtts.push(rtt);
                         eprintln!("portier: reply {seq} from {from}: {len} bytes, time {} ms", ms(rtt));
                     }
@@ -157,7 +161,6 @@ mod tests {
     fn the_summary_reads_like_ping() {
         let tally = Tally {
             sent: 5,
-            received: 4,
             extra: 0,
             rtts: [100, 200, 150, 150].map(Duration::from_micros).to_vec(),
         };
