@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::builder::TypedValueParser;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::access::{AccessList, parse_range};
@@ -64,13 +64,13 @@ pub struct Cli {
 pub enum Command {
     /// Receive on a port (TCP and UDP) and print what arrives
     #[command(after_help = LISTEN_EXAMPLES)]
-    Listen(ListenArgs),
+    Listen(Deferred<ListenArgs>),
     /// Send a message, stdin or a file to a host, then wait for the peer to close
     #[command(after_help = SEND_EXAMPLES)]
-    Send(SendArgs),
+    Send(Deferred<SendArgs>),
     /// Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)
     #[command(after_help = CONNECT_EXAMPLES)]
-    Connect(ConnectArgs),
+    Connect(Deferred<ConnectArgs>),
     /// Print a shell completion script (e.g. `portier completions bash > /etc/bash_completion.d/portier`)
     Completions {
         #[arg(value_enum)]
@@ -79,6 +79,37 @@ pub enum Command {
     /// Write the man pages (portier.1, portier-listen.1, ...) into DIR
     #[command(hide = true)]
     Man { dir: PathBuf },
+}
+
+/// A subcommand's arguments, added to the parser only when that subcommand is
+/// the one used (`Command::defer`). The derive builds every subcommand's
+/// arguments at every start: 100 KiB of code run before a listener idles,
+/// resident for as long as it runs (BENCHMARKS.md, idle RSS).
+#[derive(Debug)]
+pub struct Deferred<T>(pub T);
+
+impl<T: Args> Args for Deferred<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Self)
+    }
+    fn update_from_arg_matches(
+        &mut self,
+        matches: &ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -218,7 +249,8 @@ pub struct SendArgs {
     pub tls: ClientTlsArgs,
 }
 
-/// TLS options of `send` and `connect`.
+// TLS options of `send` and `connect`. (A plain comment: clap takes a doc
+// comment here as the about text of the subcommand it is flattened into.)
 #[derive(Debug, Args)]
 pub struct ClientTlsArgs {
     /// Speak TLS; the server is checked against the system's trusted CAs
@@ -401,18 +433,18 @@ impl Cli {
     /// True for a `listen` that can have many TCP clients at once; a UDP
     /// listener has one socket to read and gains nothing from more threads.
     pub fn serves_many(&self) -> bool {
-        matches!(&self.command, Command::Listen(args) if !args.udp)
+        matches!(&self.command, Command::Listen(Deferred(args)) if !args.udp)
     }
 
     /// Runs the chosen subcommand.
     pub async fn run(self) -> Result<()> {
         match self.command {
-            Command::Listen(args) => {
+            Command::Listen(Deferred(args)) => {
                 let (listen, output) = args.configs()?;
                 listen::run(listen, output).await
             }
-            Command::Send(args) => send::send(&args.config()).await,
-            Command::Connect(args) => connect::connect(&args.config()).await,
+            Command::Send(Deferred(args)) => send::send(&args.config()).await,
+            Command::Connect(Deferred(args)) => connect::connect(&args.config()).await,
             Command::Completions { shell } => {
                 // Into memory first: clap_complete panics on a failed write.
                 let mut script = Vec::new();
@@ -451,7 +483,7 @@ mod tests {
     #[test]
     fn send_joins_words_with_a_newline_by_default() {
         let cli = Cli::parse_from(["portier", "send", "::1", "9", "abc", "defg!"]);
-        let Command::Send(args) = cli.command else {
+        let Command::Send(Deferred(args)) = cli.command else {
             panic!("not send")
         };
         let config = args.config();
