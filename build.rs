@@ -1,6 +1,6 @@
 //! Link-time layout of the release binary. The functions a listener runs
 //! before its first client are placed side by side (`link/startup.order`,
-//! made by `bench/startup-order.sh`): the kernel maps code in 64 KiB blocks
+//! made by `bench/startup_order.py`): the kernel maps code in 64 KiB blocks
 //! around each page touched, so scattered start-up code makes most of the
 //! text resident in every process. Only where rust-lld links (the default
 //! for x86_64 Linux); other linkers do not know the option.
@@ -24,9 +24,58 @@ fn main() {
     );
     // Names missing from an older order file are skipped, not errors.
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-    // bench/startup-order.sh asks for the link map, to name what ran.
+    // Compact relative relocations (DT_RELR): the loader reads a few KiB of
+    // relocations at start instead of 80 KiB, and with libgcc's unwinder
+    // linked in, libgcc_s (92 KiB resident) is not loaded: together 0.2 MiB
+    // less idle RSS (BENCHMARKS.md). Such a binary needs glibc 2.36 or later
+    // (Debian 12, Ubuntu 24.04), so only where the build machine has it, for
+    // itself; `dpkg-shlibdeps` then asks for libc6 (>= 2.36) in the .deb.
+    if env::var("HOST").as_deref() == Ok(target.as_str()) && glibc_at_least(2, 36) {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+        if let Some(dir) = libgcc_eh_dir() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-lib=static=gcc_eh");
+        }
+    }
+    // bench/startup_order.py asks for the link map, to name what ran.
     if let Some(map) = env::var_os("PORTIER_LINK_MAP") {
         let map = Path::new(&map).display().to_string();
         println!("cargo:rustc-link-arg-bins=-Wl,-Map={map}");
+    }
+}
+
+/// True if this machine's glibc (`getconf GNU_LIBC_VERSION`: "glibc 2.36") is
+/// at least MAJOR.MINOR; false if it cannot tell.
+fn glibc_at_least(major: u32, minor: u32) -> bool {
+    let Ok(out) = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut version = text
+        .trim()
+        .trim_start_matches("glibc ")
+        .split('.')
+        .map(|part| part.parse::<u32>().ok());
+    match (version.next().flatten(), version.next().flatten()) {
+        (Some(found_major), Some(found_minor)) => (found_major, found_minor) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// Where the C compiler (the linker driver) keeps libgcc_eh.a, if it has one.
+fn libgcc_eh_dir() -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // Without it, cc prints the bare name back.
+    if path.is_absolute() && path.exists() {
+        path.parent().map(Path::to_path_buf)
+    } else {
+        None
     }
 }

@@ -1,6 +1,7 @@
 """Writes link/startup.order: the functions a listener runs from start until it
 has served one TCP line and one UDP datagram, for build.rs to place side by
-side in the release binary (see build.rs for why).
+side in the release binary (see build.rs for why): first those an idle
+listener runs, then those its first clients add.
 
 Usage: python3 bench/startup_order.py     (needs valgrind; about 3 minutes)
 
@@ -57,8 +58,9 @@ def text_sections(link_map):
     return sorted(sections)
 
 
-def run_listener(profile):
-    """Runs a listener under callgrind, sends it one TCP line and one UDP datagram, stops it."""
+def run_listener(profile, serve):
+    """Runs a listener under callgrind, sends it one TCP line and one UDP datagram
+    if `serve`, stops it."""
     listener = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
          "--compress-strings=no", f"--callgrind-out-file={profile}",
@@ -73,10 +75,11 @@ def run_listener(profile):
     if port is None:
         listener.kill()
         sys.exit("the listener did not start")
-    with socket.create_connection(("127.0.0.1", port)) as tcp:
-        tcp.sendall(b"startup order\n")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.sendto(b"startup order\n", ("127.0.0.1", port))
+    if serve:
+        with socket.create_connection(("127.0.0.1", port)) as tcp:
+            tcp.sendall(b"startup order\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"startup order\n", ("127.0.0.1", port))
     time.sleep(3)
     listener.send_signal(signal.SIGINT)
     listener.wait(timeout=60)
@@ -85,19 +88,27 @@ def run_listener(profile):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         link_map = os.path.join(tmp, "portier.map")
-        profile = os.path.join(tmp, "callgrind.out")
         build(dict(os.environ, PORTIER_LINK_MAP=link_map))
-        run_listener(profile)
         sections = text_sections(link_map)
         starts = [start for start, _, _ in sections]
-        ran = {}
-        for address in executed_addresses(profile):
-            i = bisect.bisect_right(starts, address) - 1
-            if i >= 0 and address < sections[i][0] + sections[i][1]:
-                ran[sections[i][0]] = sections[i][2]
+
+        def functions_run(serve):
+            profile = os.path.join(tmp, f"callgrind.{serve}.out")
+            run_listener(profile, serve)
+            ran = {}
+            for address in executed_addresses(profile):
+                i = bisect.bisect_right(starts, address) - 1
+                if i >= 0 and address < sections[i][0] + sections[i][1]:
+                    ran[sections[i][0]] = sections[i][2]
+            return [ran[start] for start in sorted(ran)]
+
+        # What an idle listener ran comes first: only that stays resident in
+        # a listener that never has a client.
+        idle = functions_run(serve=False)
+        serving = [name for name in functions_run(serve=True) if name not in set(idle)]
     with open(ORDER, "w") as order:
-        order.writelines(ran[start] + "\n" for start in sorted(ran))
-    print(f"{len(ran)} functions written to {os.path.relpath(ORDER, ROOT)}; rebuilding")
+        order.writelines(name + "\n" for name in idle + serving)
+    print(f"{len(idle)} + {len(serving)} functions written to {os.path.relpath(ORDER, ROOT)}; rebuilding")
     build()
 
 
