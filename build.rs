@@ -10,6 +10,7 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=link/startup.order");
+    println!("cargo:rerun-if-changed=link/startup.ld");
     println!("cargo:rerun-if-env-changed=PORTIER_LINK_MAP");
     let default_linker = env::var_os("RUSTC_LINKER").is_none();
     let target = env::var("TARGET").unwrap_or_default();
@@ -22,6 +23,8 @@ fn main() {
         "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
         order.display()
     );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup.ld");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     // Names missing from an older order file are skipped, not errors.
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     // Compact relative relocations (DT_RELR): the loader reads a few KiB of

@@ -106,8 +106,11 @@ def main():
         # a listener that never has a client.
         idle = functions_run(serve=False)
         serving = [name for name in functions_run(serve=True) if name not in set(idle)]
+    # First the C start files' code, run before main: the entry point (crt1)
+    # and frame_dummy (crtbegin, from .init_array). Their sections are plain
+    # .text, which the map does not name after a function.
     with open(ORDER, "w") as order:
-        order.writelines(name + "\n" for name in idle + serving)
+        order.writelines(name + "\n" for name in ["_start", "frame_dummy"] + idle + serving)
     print(f"{len(idle)} + {len(serving)} functions written to {os.path.relpath(ORDER, ROOT)}; rebuilding")
     build()
 
