@@ -21,27 +21,32 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// The self-pipe: the handlers write a byte per signal, the server reads
+/// them. (tokio's own signal support keeps a table for every signal number,
+/// 22 KiB of heap in every process, and a driver in the runtime.)
 #[cfg(unix)]
 struct Signals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
+    pipe: tokio::net::unix::pipe::Receiver,
 }
 
 #[cfg(unix)]
 impl Signals {
     fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::low_level::pipe::register;
+        let (sender, pipe) = tokio::net::unix::pipe::pipe()?;
+        let sender = sender.into_nonblocking_fd()?;
+        register(SIGTERM, sender.try_clone()?)?;
+        register(SIGINT, sender)?;
+        Ok(Signals { pipe })
     }
 
     async fn next(&mut self) {
-        tokio::select! {
-            _ = self.terminate.recv() => {}
-            _ = self.interrupt.recv() => {}
-        }
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        // One byte per signal; an error here cannot be mended, so treat it
+        // as the signal rather than never stopping.
+        let _ = self.pipe.read(&mut byte).await;
     }
 }
 

@@ -197,6 +197,62 @@ fn sigterm_flushes_what_was_received_even_an_unfinished_line() {
     assert!(out.ends_with(" unfinished\n"), "{out}");
 }
 
+/// `kill -SIG` to a running child.
+fn signal(run: &Running, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_stops_a_listener_cleanly() {
+    let mut server = Server::start(&[]);
+    tcp_send(server.port, b"before ctrl-c\n");
+    server.wait_lines(1);
+    signal(&server.run, "-INT");
+    let status = server.run.wait();
+    assert!(
+        status.success(),
+        "exit {status}: {}",
+        server.run.stderr.text()
+    );
+    assert_eq!(server.run.stdout.text(), "before ctrl-c\n");
+}
+
+#[test]
+fn a_second_signal_ends_a_server_whose_output_is_stuck() {
+    let mut child = portier()
+        .args(["listen", "0", "-t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and never read: once the pipe is full, output blocks.
+    let _stuck = child.stdout.take();
+    let mut run = Running::stderr_only(child);
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    // 1 MiB, far more than a pipe holds; from a thread, as it may block too.
+    thread::spawn(move || {
+        if let Ok(mut client) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = client.write_all(&vec![b'x'; 1 << 20]);
+        }
+    });
+    run.stderr.wait_for_text("connect tcp");
+    thread::sleep(Duration::from_millis(300));
+    signal(&run, "-TERM");
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "the first signal should wait for the stuck output"
+    );
+    signal(&run, "-INT");
+    let status = run.wait();
+    assert_eq!(status.code(), Some(130), "{}", run.stderr.text());
+}
+
 #[test]
 fn a_closed_stdout_ends_the_server_quietly() {
     let mut child = portier()
