@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -197,13 +197,19 @@ fn sigterm_flushes_what_was_received_even_an_unfinished_line() {
     assert!(out.ends_with(" unfinished\n"), "{out}");
 }
 
-/// `kill -SIG` to a running child.
-fn signal(run: &Running, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &run.child.id().to_string()])
-        .status()
+/// `listen 0 -t` whose stdout is a pipe handed to the caller, with the port.
+fn tcp_listener_with_stdout_pipe() -> (Running, ChildStdout, u16) {
+    let mut child = portier()
+        .args(["listen", "0", "-t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    let stdout = child.stdout.take().unwrap();
+    let run = Running::stderr_only(child);
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    (run, stdout, port)
 }
 
 #[test]
@@ -211,7 +217,7 @@ fn ctrl_c_stops_a_listener_cleanly() {
     let mut server = Server::start(&[]);
     tcp_send(server.port, b"before ctrl-c\n");
     server.wait_lines(1);
-    signal(&server.run, "-INT");
+    server.run.signal("-INT");
     let status = server.run.wait();
     assert!(
         status.success(),
@@ -223,17 +229,8 @@ fn ctrl_c_stops_a_listener_cleanly() {
 
 #[test]
 fn a_second_signal_ends_a_server_whose_output_is_stuck() {
-    let mut child = portier()
-        .args(["listen", "0", "-t"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Held open and never read: once the pipe is full, output blocks.
-    let _stuck = child.stdout.take();
-    let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    // stdout held open and never read: once the pipe is full, output blocks.
+    let (mut run, _stuck, port) = tcp_listener_with_stdout_pipe();
     // 1 MiB, far more than a pipe holds; from a thread, as it may block too.
     thread::spawn(move || {
         if let Ok(mut client) = TcpStream::connect(("127.0.0.1", port)) {
@@ -242,29 +239,21 @@ fn a_second_signal_ends_a_server_whose_output_is_stuck() {
     });
     run.stderr.wait_for_text("connect tcp");
     thread::sleep(Duration::from_millis(300));
-    signal(&run, "-TERM");
+    run.signal("-TERM");
     thread::sleep(Duration::from_millis(300));
     assert!(
         run.child.try_wait().unwrap().is_none(),
         "the first signal should wait for the stuck output"
     );
-    signal(&run, "-INT");
+    run.signal("-INT");
     let status = run.wait();
     assert_eq!(status.code(), Some(130), "{}", run.stderr.text());
 }
 
 #[test]
 fn a_closed_stdout_ends_the_server_quietly() {
-    let mut child = portier()
-        .args(["listen", "0", "-t"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // nobody reads stdout, like `portier listen | head -c 0`
-    let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let (mut run, stdout, port) = tcp_listener_with_stdout_pipe();
+    drop(stdout); // nobody reads stdout, like `portier listen | head -c 0`
     tcp_send(port, b"nobody reads this\n");
     let status = run.wait();
     let errors = run.stderr.text();

@@ -126,8 +126,13 @@ impl Running {
 
     /// Sends SIGTERM, the way a service manager stops a server.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// `kill -SIGNAL` (e.g. "-INT", Ctrl-C's).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
