@@ -222,11 +222,14 @@ impl SendConfig {
                 });
             }
             Source::Stdin => {
+                // One duplicate of stdin: for its size, then (Linux) to splice from.
+                let stdin = duplicate_stdin();
+                let size = stdin.as_ref().and_then(regular_file_size);
                 #[cfg(target_os = "linux")]
                 {
-                    descriptor = std::io::stdin().as_fd().try_clone_to_owned().ok();
+                    descriptor = stdin.map(std::os::fd::OwnedFd::from);
                 }
-                (Box::new(tokio::io::stdin()), stdin_size())
+                (Box::new(tokio::io::stdin()), size)
             }
             Source::File(path) => {
                 let cannot = || format!("cannot read {}", path.display());
@@ -257,18 +260,23 @@ impl SendConfig {
     }
 }
 
-/// The size of stdin when it is a regular file (`portier send < photo.jpg`).
+/// stdin's descriptor, duplicated (tokio's stdin keeps the original).
 #[cfg(unix)]
-fn stdin_size() -> Option<u64> {
+fn duplicate_stdin() -> Option<std::fs::File> {
     use std::os::fd::AsFd;
-    let file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
-    let metadata = file.metadata().ok()?;
-    metadata.is_file().then_some(metadata.len())
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    Some(std::fs::File::from(stdin))
 }
 
 #[cfg(not(unix))]
-fn stdin_size() -> Option<u64> {
+fn duplicate_stdin() -> Option<std::fs::File> {
     None
+}
+
+/// The size of a regular file (`portier send < photo.jpg`); none for a pipe or a terminal.
+fn regular_file_size(file: &std::fs::File) -> Option<u64> {
+    let metadata = file.metadata().ok()?;
+    metadata.is_file().then_some(metadata.len())
 }
 
 async fn send_udp(config: &SendConfig) -> Result<()> {

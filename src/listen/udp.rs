@@ -140,11 +140,11 @@ fn deliver_messages(socket: &UdpSocket, context: &Context, batch: &Batch, count:
         let Some(from) = batch.source(i) else {
             continue; // not an IP address: cannot happen on an IP socket
         };
-        if !admit(socket, context, &bytes, from) {
+        let Some(peer) = admit(socket, context, &bytes, from) else {
             continue;
-        }
+        };
         let data = Event::data(bytes);
-        context.emit_blocking(Message::new(Proto::Udp, Some(natural(from)), data));
+        context.emit_blocking(Message::new(Proto::Udp, Some(peer), data));
         if context.once == Some(Proto::Udp) {
             context.shutdown.cancel();
             return Flow::Stop;
@@ -166,7 +166,7 @@ fn deliver_straight(
     let mut admitted = 0;
     let mut flow = Flow::Go;
     for (payload, from) in (0..count).filter_map(|i| batch.get(i)) {
-        if !admit(socket, context, payload, from) {
+        if admit(socket, context, payload, from).is_none() {
             continue;
         }
         slices[admitted] = IoSlice::new(payload);
@@ -201,15 +201,20 @@ fn stop_writing(context: &Context, err: io::Error) -> Flow {
 }
 
 /// Checks one datagram: a refused peer is counted and ignored, an echo is
-/// sent back. True when the datagram is to be delivered.
-fn admit(socket: &UdpSocket, context: &Context, payload: &[u8], from: SocketAddr) -> bool {
+/// sent back. The peer, in its natural form, when the datagram is to be delivered.
+fn admit(
+    socket: &UdpSocket,
+    context: &Context,
+    payload: &[u8],
+    from: SocketAddr,
+) -> Option<SocketAddr> {
     let peer = natural(from);
     if let Some(why) = context.access.refusal(peer.ip()) {
         let counter = &context.counters.refused;
         if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, why) {
             context.emit_blocking(notice);
         }
-        return false;
+        return None;
     }
     if context.mode == Mode::Echo {
         // Back to the address as the socket saw it (a dual-stack socket needs the mapped form).
@@ -218,7 +223,7 @@ fn admit(socket: &UdpSocket, context: &Context, payload: &[u8], from: SocketAddr
             context.emit_blocking(Message::new(Proto::Udp, Some(peer), error));
         }
     }
-    true
+    Some(peer)
 }
 
 /// The kernel's drop counter for one socket, as last reported.
