@@ -14,4 +14,9 @@ gzip -9n "$assets"/man/*.1
 target/release/portier completions bash > "$assets/completions/portier.bash"
 target/release/portier completions zsh > "$assets/completions/_portier"
 target/release/portier completions fish > "$assets/completions/portier.fish"
-cargo deb --no-build --locked
+# DT_RELR relocations (build.rs) need glibc >= 2.36, which the .deb must say.
+variant=()
+if grep -q GLIBC_ABI_DT_RELR target/release/portier; then
+  variant=(--variant relr)
+fi
+cargo deb --no-build --locked "${variant[@]}"
