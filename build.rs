@@ -1,9 +1,10 @@
 //! Link-time layout of the release binary. The functions a listener runs
-//! before its first client are placed side by side (`link/startup.order`,
-//! made by `bench/startup_order.py`): the kernel maps code in 64 KiB blocks
-//! around each page touched, so scattered start-up code makes most of the
-//! text resident in every process. Only where rust-lld links (the default
-//! for x86_64 Linux); other linkers do not know the option.
+//! before its first client are placed side by side (`link/startup.order`),
+//! and so are the constants it reads (`link/startup-rodata.ld`), both made by
+//! `bench/startup_order.py`: the kernel maps a file in 64 KiB blocks around
+//! each page touched, so scattered start-up code and data make most of the
+//! binary resident in every process. Only where rust-lld links (the default
+//! for x86_64 Linux); other linkers do not know the options.
 
 use std::env;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=link/startup.order");
     println!("cargo:rerun-if-changed=link/startup.ld");
+    println!("cargo:rerun-if-changed=link/startup-rodata.ld");
     println!("cargo:rerun-if-env-changed=PORTIER_LINK_MAP");
     let default_linker = env::var_os("RUSTC_LINKER").is_none();
     let target = env::var("TARGET").unwrap_or_default();
@@ -23,8 +25,12 @@ fn main() {
         "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
         order.display()
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup.ld");
-    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    // Linker script fragments added to lld's default layout: .init and .plt
+    // next to the start-up code; the constants read at start together.
+    for script in ["link/startup.ld", "link/startup-rodata.ld"] {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    }
     // Names missing from an older order file are skipped, not errors.
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     // Compact relative relocations (DT_RELR): the loader reads a few KiB of

@@ -1,15 +1,17 @@
 """Writes link/startup.order: the functions a listener runs from start until it
 has served one TCP line and one UDP datagram, for build.rs to place side by
 side in the release binary (see build.rs for why): first those an idle
-listener runs, then those its first clients add.
+listener runs, then those its first clients add. And link/startup-rodata.ld:
+the read-only data an idle listener reads, placed together the same way.
 
 Usage: python3 bench/startup_order.py     (needs valgrind; about 3 minutes)
 
 How: a release build that also writes lld's link map; that binary runs under
-valgrind's callgrind, which records every instruction address executed; the
-map names the function (input section) each address falls in. Run it again
-after adding or renaming much start-up code, or after updating dependencies:
-names that no longer exist are skipped, so an old file only loses effect.
+valgrind's callgrind, which records every instruction address executed, and
+under lackey, which records every address read; the map names the function
+or constant (input section) each address falls in. Run it again after adding
+or renaming much start-up code, or after updating dependencies: names that no
+longer exist are skipped, so old files only lose effect.
 """
 import bisect
 import os
@@ -24,9 +26,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "portier")
 ORDER = os.path.join(ROOT, "link", "startup.order")
+RODATA_SCRIPT = os.path.join(ROOT, "link", "startup-rodata.ld")
 # lld's map: "VMA LMA Size Align Out In Symbol"; input sections are "file:(name)".
 SECTION = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.text\.\S+)\)$")
 PREFIXES = (".text.unlikely.", ".text.startup.", ".text.hot.", ".text.")
+RODATA = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.rodata[^)]*)\)$")
 
 
 def build(env=None):
@@ -58,13 +62,37 @@ def text_sections(link_map):
     return sorted(sections)
 
 
-def run_listener(profile, serve):
-    """Runs a listener under callgrind, sends it one TCP line and one UDP datagram
-    if `serve`, stops it."""
+def rodata_sections(link_map):
+    """(start, size, name) of every read-only data section, by address."""
+    sections = []
+    for line in open(link_map):
+        match = RODATA.match(line)
+        if match and int(match.group(2), 16) > 0:
+            sections.append((int(match.group(1), 16), int(match.group(2), 16), match.group(3)))
+    return sorted(sections)
+
+
+def addresses_read(trace, base):
+    """Addresses (relative to the binary) of the loads in a lackey trace."""
+    for line in open(trace):
+        if line.startswith((" L ", " M ")):
+            yield int(line[3:line.index(",")], 16) - base
+
+
+def load_address(pid):
+    """Where the binary is mapped in the process `pid`."""
+    for line in open(f"/proc/{pid}/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == BINARY and int(fields[2], 16) == 0:
+            return int(fields[0].split("-")[0], 16)
+    sys.exit("the binary is not in the listener's memory map")
+
+
+def run_listener(tool, serve):
+    """Runs a listener under valgrind's `tool` (its options), sends it one TCP line
+    and one UDP datagram if `serve`, stops it. Returns where the binary was loaded."""
     listener = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
-         "--compress-strings=no", f"--callgrind-out-file={profile}",
-         BINARY, "listen", "0"],
+        ["valgrind", *tool, BINARY, "listen", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = None
     deadline = time.monotonic() + 60
@@ -75,6 +103,7 @@ def run_listener(profile, serve):
     if port is None:
         listener.kill()
         sys.exit("the listener did not start")
+    base = load_address(listener.pid)
     if serve:
         with socket.create_connection(("127.0.0.1", port)) as tcp:
             tcp.sendall(b"startup order\n")
@@ -83,6 +112,7 @@ def run_listener(profile, serve):
     time.sleep(3)
     listener.send_signal(signal.SIGINT)
     listener.wait(timeout=60)
+    return base
 
 
 def main():
@@ -94,7 +124,8 @@ def main():
 
         def functions_run(serve):
             profile = os.path.join(tmp, f"callgrind.{serve}.out")
-            run_listener(profile, serve)
+            run_listener(["--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+                          "--compress-strings=no", f"--callgrind-out-file={profile}"], serve)
             ran = {}
             for address in executed_addresses(profile):
                 i = bisect.bisect_right(starts, address) - 1
@@ -106,12 +137,29 @@ def main():
         # a listener that never has a client.
         idle = functions_run(serve=False)
         serving = [name for name in functions_run(serve=True) if name not in set(idle)]
+
+        constants = rodata_sections(link_map)
+        constant_starts = [start for start, _, _ in constants]
+        trace = os.path.join(tmp, "lackey.out")
+        base = run_listener(["--tool=lackey", "--trace-mem=yes", f"--log-file={trace}"], False)
+        read = set()
+        for address in addresses_read(trace, base):
+            i = bisect.bisect_right(constant_starts, address) - 1
+            if i >= 0 and address < constants[i][0] + constants[i][1]:
+                read.add(constants[i][2])
     # First the C start files' code, run before main: the entry point (crt1)
     # and frame_dummy (crtbegin, from .init_array). Their sections are plain
     # .text, which the map does not name after a function.
     with open(ORDER, "w") as order:
         order.writelines(name + "\n" for name in ["_start", "frame_dummy"] + idle + serving)
-    print(f"{len(idle)} + {len(serving)} functions written to {os.path.relpath(ORDER, ROOT)}; rebuilding")
+    with open(RODATA_SCRIPT, "w") as script:
+        script.write("/* Made by bench/startup_order.py: the read-only data an idle listener\n"
+                     "   reads, placed together ahead of .rodata (see build.rs). */\n"
+                     "SECTIONS {\n  .rodata.startup : {\n")
+        script.writelines(f"    *({name})\n" for name in sorted(read))
+        script.write("  }\n} INSERT BEFORE .rodata;\n")
+    print(f"{len(idle)} + {len(serving)} functions written to {os.path.relpath(ORDER, ROOT)}, "
+          f"{len(read)} constants to {os.path.relpath(RODATA_SCRIPT, ROOT)}; rebuilding")
     build()
 
 
