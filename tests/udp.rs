@@ -3,33 +3,21 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::Command;
 
-use common::{Running, Server, free_port, portier, run_with_input};
-
-fn signal(run: &Running, name: &str) {
-    let pid = run.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
+use common::{Server, free_port, portier, run_with_input};
 
 #[test]
 fn every_datagram_is_either_received_or_counted_as_dropped() {
     const SENT: usize = 3000;
     // A tiny buffer, and a listener frozen while the burst arrives: most must drop.
     let mut server = Server::start(&["-u", "-f", "json", "--recv-buffer", "4096"]);
-    signal(&server.run, "-STOP");
+    server.run.signal("-STOP");
     let burst: String = (0..SENT).map(|i| format!("datagram {i}\n")).collect();
     let mut send = portier();
     send.args(["send", "-u", "127.0.0.1", &server.port.to_string()]);
     let output = run_with_input(send, burst.as_bytes());
     assert!(output.status.success());
-    signal(&server.run, "-CONT");
+    server.run.signal("-CONT");
     server.run.stderr.wait_for_text("the kernel dropped");
     server.run.stop();
     let records = server.run.stdout.json_lines();
@@ -190,7 +178,7 @@ fn datagrams_queued_when_the_listener_is_stopped_are_still_delivered() {
     // Raw (straight to stdout) and json (through the writer): both drain the socket at the end.
     for format in ["raw", "json"] {
         let mut server = Server::start(&["-u", "-b", "127.0.0.1", "-f", format]);
-        signal(&server.run, "-STOP");
+        server.run.signal("-STOP");
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         for i in 0..100 {
             let datagram = format!("queued {i}\n");
@@ -199,8 +187,8 @@ fn datagrams_queued_when_the_listener_is_stopped_are_still_delivered() {
                 .unwrap();
         }
         // SIGTERM waits while the process is frozen; it is the first thing seen after.
-        signal(&server.run, "-TERM");
-        signal(&server.run, "-CONT");
+        server.run.signal("-TERM");
+        server.run.signal("-CONT");
         assert!(server.run.wait().success(), "{format}");
         let text = server.run.stdout.text();
         for i in 0..100 {
