@@ -87,11 +87,6 @@ impl Batch {
         Ok(self.count)
     }
 
-    /// The `i`th datagram of the last batch and where it came from.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        Some((self.payload(i), self.source(i)?))
-    }
-
     /// The bytes of the `i`th datagram of the last batch (empty past its end).
     pub fn payload(&self, i: usize) -> &[u8] {
         if i >= self.count {
@@ -114,6 +109,14 @@ impl Batch {
     }
 }
 
+/// The same on every system, from `payload` and `source`.
+impl Batch {
+    /// The `i`th datagram of the last batch and where it came from.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        Some((self.payload(i), self.source(i)?))
+    }
+}
+
 /// One datagram per call, where recvmmsg does not exist.
 #[cfg(not(target_os = "linux"))]
 pub struct Batch {
@@ -133,10 +136,6 @@ impl Batch {
     pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.last = Some(socket.recv_from(&mut self.payload)?);
         Ok(1)
-    }
-
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        Some((self.payload(i), self.source(i)?))
     }
 
     pub fn payload(&self, i: usize) -> &[u8] {
