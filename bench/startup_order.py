@@ -28,9 +28,8 @@ BINARY = os.path.join(ROOT, "target", "release", "portier")
 ORDER = os.path.join(ROOT, "link", "startup.order")
 RODATA_SCRIPT = os.path.join(ROOT, "link", "startup-rodata.ld")
 # lld's map: "VMA LMA Size Align Out In Symbol"; input sections are "file:(name)".
-SECTION = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.text\.\S+)\)$")
+INPUT_SECTION = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.\S+)\)$")
 PREFIXES = (".text.unlikely.", ".text.startup.", ".text.hot.", ".text.")
-RODATA = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.rodata[^)]*)\)$")
 
 
 def build(env=None):
@@ -50,26 +49,31 @@ def executed_addresses(profile):
     return addresses
 
 
-def text_sections(link_map):
-    """(start, size, symbol) of every function section, by address."""
+def input_sections(link_map, kind):
+    """(start, size, name) of every input section whose name starts with `kind`
+    (".text." for functions, ".rodata" for constants), by address."""
     sections = []
     for line in open(link_map):
-        match = SECTION.match(line)
-        if match:
-            name = match.group(3)
-            symbol = next(name[len(p):] for p in PREFIXES if name.startswith(p))
-            sections.append((int(match.group(1), 16), int(match.group(2), 16), symbol))
-    return sorted(sections)
-
-
-def rodata_sections(link_map):
-    """(start, size, name) of every read-only data section, by address."""
-    sections = []
-    for line in open(link_map):
-        match = RODATA.match(line)
-        if match and int(match.group(2), 16) > 0:
+        match = INPUT_SECTION.match(line)
+        if match and match.group(3).startswith(kind):
             sections.append((int(match.group(1), 16), int(match.group(2), 16), match.group(3)))
     return sorted(sections)
+
+
+def sections_hit(sections, addresses):
+    """The names of the sections that `addresses` fall in, by address."""
+    starts = [start for start, _, _ in sections]
+    hit = {}
+    for address in addresses:
+        i = bisect.bisect_right(starts, address) - 1
+        if i >= 0 and address < sections[i][0] + sections[i][1]:
+            hit[sections[i][0]] = sections[i][2]
+    return [hit[start] for start in sorted(hit)]
+
+
+def symbol(section):
+    """The function a ".text.NAME" section holds."""
+    return next(section[len(p):] for p in PREFIXES if section.startswith(p))
 
 
 def addresses_read(trace, base):
@@ -119,34 +123,23 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         link_map = os.path.join(tmp, "portier.map")
         build(dict(os.environ, PORTIER_LINK_MAP=link_map))
-        sections = text_sections(link_map)
-        starts = [start for start, _, _ in sections]
+        functions = input_sections(link_map, ".text.")
 
         def functions_run(serve):
             profile = os.path.join(tmp, f"callgrind.{serve}.out")
             run_listener(["--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
                           "--compress-strings=no", f"--callgrind-out-file={profile}"], serve)
-            ran = {}
-            for address in executed_addresses(profile):
-                i = bisect.bisect_right(starts, address) - 1
-                if i >= 0 and address < sections[i][0] + sections[i][1]:
-                    ran[sections[i][0]] = sections[i][2]
-            return [ran[start] for start in sorted(ran)]
+            return [symbol(name) for name in sections_hit(functions, executed_addresses(profile))]
 
         # What an idle listener ran comes first: only that stays resident in
         # a listener that never has a client.
         idle = functions_run(serve=False)
-        serving = [name for name in functions_run(serve=True) if name not in set(idle)]
+        ran_idle = set(idle)
+        serving = [name for name in functions_run(serve=True) if name not in ran_idle]
 
-        constants = rodata_sections(link_map)
-        constant_starts = [start for start, _, _ in constants]
         trace = os.path.join(tmp, "lackey.out")
         base = run_listener(["--tool=lackey", "--trace-mem=yes", f"--log-file={trace}"], False)
-        read = set()
-        for address in addresses_read(trace, base):
-            i = bisect.bisect_right(constant_starts, address) - 1
-            if i >= 0 and address < constants[i][0] + constants[i][1]:
-                read.add(constants[i][2])
+        read = sections_hit(input_sections(link_map, ".rodata"), addresses_read(trace, base))
     # First the C start files' code, run before main: the entry point (crt1)
     # and frame_dummy (crtbegin, from .init_array). Their sections are plain
     # .text, which the map does not name after a function.
