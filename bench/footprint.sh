@@ -5,14 +5,13 @@
 # Usage: bench/footprint.sh [RUNS]   (needs a release build: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh # free_port
 runs=${1:-5}
 portier=target/release/portier
 [ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 for tool in nc ncat socat; do
   command -v "$tool" >/dev/null || { echo "missing peer: $tool (apt-get install netcat-openbsd ncat socat)" >&2; exit 1; }
 done
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Idle RSS (KiB) of one listener, read from /proc once it has settled.
 idle_rss() {

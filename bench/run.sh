@@ -8,12 +8,12 @@
 # Writes bench/results/results.tsv, bench/results/RESULTS.md and bench/results/chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, transfer; LIMIT
 RUNS=${RUNS:-3}
 BULK_MIB=${BULK_MIB:-2048}
 CLIENTS=${CLIENTS:-"100 1000 10000"}
 UDP_COUNT=${UDP_COUNT:-200000}
 ROUND_TRIPS=${ROUND_TRIPS:-10000}
-LIMIT=${LIMIT:-120} # seconds any one command may take
 WORKLOADS=${WORKLOADS:-"bulk udp clients round-trip"}
 wanted() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 
@@ -35,9 +35,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "${file_sink:-}"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
 
 record() { echo -e "$1\t$2\t$3\t$4" >> "$tsv"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do ss -ltnu | grep -q ":$1 " && return; sleep 0.02; done; }
-now() { date +%s%N; }
 peak_rss() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -46,40 +43,20 @@ if wanted bulk; then
 bulk=$tmp/bulk.bin
 head -c "${BULK_MIB}M" /dev/zero > "$bulk"
 bytes=$(stat -c %s "$bulk")
-gb_per_s() { echo "$bytes $1 $2" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}'; } # start end (ns)
 # The file written is on tmpfs where there is one: on a disk, the kernel's
 # writeback and discard of 2 GiB swing a run's rate 0.6-3 GB/s (dd alone, here).
-# Each write starts alike: the last file gone, nothing left to write back.
 file_sink=$tmp/out.bin file_where="to a file"
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   file_sink=$(mktemp /dev/shm/portier-bench.XXXXXX) file_where="to a file on tmpfs"
 fi
-fresh() { [ "$1" = /dev/null ] || { rm -f "$1"; sync; }; }
-bulk_run() { # label server-cmd -- client-cmd ; PORT and OUT are substituted
-  local label=$1 sink=$2; shift 2
-  local server=() client=()
-  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
-  client=("$@")
-  local port; port=$(free_port)
-  local server_cmd=("${server[@]//PORT/$port}") client_cmd=("${client[@]//PORT/$port}")
-  fresh "$sink"
-  "${server_cmd[@]}" > "$sink" 2>/dev/null &
-  local pid=$!
-  wait_port "$port"
-  local start; start=$(now)
-  timeout "$LIMIT" "${client_cmd[@]}" < "$bulk" > /dev/null 2>&1 || true
-  wait "$pid" || true
-  local end; end=$(now)
-  gb_per_s "$start" "$end"
-}
 for run in $(seq "$RUNS"); do
   for sink in /dev/null "$file_sink"; do
     where=$([ "$sink" = /dev/null ] && echo "to /dev/null" || echo "$file_where")
-    record "TCP bulk $where (GB/s)" portier GB/s "$(bulk_run p "$sink" "$portier" listen -t --once -q PORT -- "$portier" send 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" nc GB/s "$(bulk_run n "$sink" nc -l 127.0.0.1 PORT -- nc -N 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" ncat GB/s "$(bulk_run c "$sink" ncat -l 127.0.0.1 PORT --recv-only -- ncat --send-only 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" socat GB/s "$(bulk_run s "$sink" socat -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -u - TCP:127.0.0.1:PORT)"
-    record "TCP bulk $where (GB/s)" "socat -b 131072" GB/s "$(bulk_run s "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)"
+    record "TCP bulk $where (GB/s)" portier GB/s "$(transfer "$bulk" "$sink" "$portier" listen -t --once -q PORT -- "$portier" send 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" nc GB/s "$(transfer "$bulk" "$sink" nc -l 127.0.0.1 PORT -- nc -N 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" ncat GB/s "$(transfer "$bulk" "$sink" ncat -l 127.0.0.1 PORT --recv-only -- ncat --send-only 127.0.0.1 PORT)"
+    record "TCP bulk $where (GB/s)" socat GB/s "$(transfer "$bulk" "$sink" socat -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -u - TCP:127.0.0.1:PORT)"
+    record "TCP bulk $where (GB/s)" "socat -b 131072" GB/s "$(transfer "$bulk" "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)"
     rm -f "$file_sink"
   done
   port=$(free_port)
@@ -89,11 +66,11 @@ for run in $(seq "$RUNS"); do
   wait || true
   record "TCP bulk to /dev/null (GB/s)" "iperf3 (ceiling)" GB/s "$rate"
   start=$(now); cat "$bulk" | cat > /dev/null; end=$(now)
-  record "TCP bulk to /dev/null (GB/s)" "cat, through a pipe" GB/s "$(gb_per_s "$start" "$end")"
+  record "TCP bulk to /dev/null (GB/s)" "cat, through a pipe" GB/s "$(gb_per_s "$bytes" "$start" "$end")"
   # The ceiling of writing into a file here: one copy, no network at all.
   fresh "$file_sink"
   start=$(now); dd if=/dev/zero of="$file_sink" bs=128K count=$((BULK_MIB * 8)) status=none; end=$(now); rm -f "$file_sink"
-  record "TCP bulk $file_where (GB/s)" "dd from /dev/zero (ceiling)" GB/s "$(gb_per_s "$start" "$end")"
+  record "TCP bulk $file_where (GB/s)" "dd from /dev/zero (ceiling)" GB/s "$(gb_per_s "$bytes" "$start" "$end")"
 done
 rm -f "$bulk"
 fi

@@ -1,0 +1,30 @@
+# Helpers shared by the bench scripts (sourced, not run). Loopback only;
+# every command bounded by LIMIT seconds.
+LIMIT=${LIMIT:-120}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do ss -ltnu | grep -q ":$1 " && return; sleep 0.02; done; }
+now() { date +%s%N; }
+gb_per_s() { echo "$1 $2 $3" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}'; } # bytes start end (ns)
+
+# A file sink starts alike each time: the last file gone, nothing left to write back.
+fresh() { [ "$1" = /dev/null ] || { rm -f "$1"; sync; }; }
+
+# transfer SOURCE SINK SERVER... -- CLIENT...: SOURCE through the client to the
+# server, whose stdout is SINK (PORT is substituted in both commands); prints
+# GB/s from the client's start to the server's exit.
+transfer() {
+  local source=$1 sink=$2; shift 2
+  local server=() client=()
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
+  client=("$@")
+  local port; port=$(free_port)
+  fresh "$sink"
+  timeout "$LIMIT" "${server[@]//PORT/$port}" > "$sink" 2>/dev/null &
+  local pid=$!
+  wait_port "$port"
+  local start; start=$(now)
+  timeout "$LIMIT" "${client[@]//PORT/$port}" < "$source" > /dev/null 2>&1 || true
+  wait "$pid" || true
+  gb_per_s "$(stat -c %s "$source")" "$start" "$(now)"
+}
