@@ -27,7 +27,8 @@ const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// thread for it. So while datagrams queue up (the last batch held more than
 /// one but less than a full batch), the thread pauses this long before the
 /// next receive, and each wake-up takes many. Never in echo mode, where a
-/// client waits for each answer; the socket buffer holds 4 MiB meanwhile.
+/// client waits for each answer; meanwhile the socket buffer holds what comes
+/// (4 MiB by default, [`super::DEFAULT_RECV_BUFFER`]).
 const FLOOD_PAUSE: Duration = Duration::from_micros(50);
 
 /// Serves one socket until shutdown, then until what the kernel already
