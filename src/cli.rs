@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::builder::TypedValueParser;
+use clap::builder::{Resettable, TypedValueParser};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 
@@ -92,14 +92,25 @@ pub struct Deferred<T>(pub T);
 
 impl<T: Args> Args for Deferred<T> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args)
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args))
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args_for_update)
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args_for_update))
     }
     fn group_id() -> Option<clap::Id> {
         T::group_id()
     }
+}
+
+/// Adds the arguments, keeping the subcommand's own about text: deferred, they
+/// come after it, and the doc comment of a struct flattened among them (the
+/// TLS options) would replace it.
+fn keeping_about(cmd: clap::Command, add: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    add(cmd)
+        .about(Resettable::from(about))
+        .long_about(Resettable::from(long_about))
 }
 
 impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
@@ -251,8 +262,7 @@ pub struct SendArgs {
     pub tls: ClientTlsArgs,
 }
 
-// TLS options of `send` and `connect`. (A plain comment: clap takes a doc
-// comment here as the about text of the subcommand it is flattened into.)
+/// TLS options of `send` and `connect`.
 #[derive(Debug, Args)]
 pub struct ClientTlsArgs {
     /// Speak TLS; the server is checked against the system's trusted CAs
@@ -481,6 +491,28 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deferred_arguments_keep_each_subcommand_about() {
+        let mut cli = Cli::command();
+        cli.build(); // adds the deferred arguments, TLS options included
+        let about = |name: &str| {
+            let subcommand = cli.find_subcommand(name).unwrap();
+            subcommand.get_about().unwrap().to_string()
+        };
+        assert_eq!(
+            about("send"),
+            "Send a message, stdin or a file to a host, then wait for the peer to close"
+        );
+        assert_eq!(
+            about("connect"),
+            "Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)"
+        );
+        assert_eq!(
+            about("listen"),
+            "Receive on a port (TCP and UDP) and print what arrives"
+        );
     }
 
     #[test]
