@@ -37,6 +37,13 @@ fn lines_format_shows_time_proto_peer_text_and_events_go_to_stderr() {
     assert!(events.contains("(12 bytes in"), "{events}");
 }
 
+/// `len` bytes in no simple pattern, so a lost, doubled or misplaced block shows.
+fn scrambled(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
 #[test]
 fn raw_keeps_every_byte_including_nul_and_invalid_utf8() {
     let mut server = Server::start(&["-t", "--once"]);
@@ -49,14 +56,34 @@ fn raw_keeps_every_byte_including_nul_and_invalid_utf8() {
 #[test]
 fn a_64_mib_stream_arrives_intact() {
     let mut server = Server::start(&["-t", "--once"]);
-    let data: Vec<u8> = (0..64u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data = scrambled(64 << 20);
     tcp_send(server.port, &data);
     assert!(server.run.wait().success());
     let got = server.run.stdout.bytes();
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the stream was altered");
+}
+
+#[test]
+fn a_stream_into_a_regular_file_arrives_intact() {
+    // The bulk path with a regular file for stdout: spliced into the page cache.
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let child = portier()
+        .args(["listen", "0", "-t", "--once", "-b", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Running::stderr_only(child);
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let data = scrambled(24 << 20);
+    tcp_send(port, &data);
+    assert!(run.wait().success());
+    let got = std::fs::read(out.path()).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the file differs from what was sent");
+    assert!(run.stderr.text().contains("(25165824 bytes in"));
 }
 
 #[test]
