@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Into a file: portier and socat -b 131072 moving 2 GiB over loopback TCP into a
-# fresh file on tmpfs, beside dd writing the same 2 GiB from /dev/zero with no
-# network at all (the cost of the file write alone), alternating, ROUNDS times.
-# If dd is not 1.5x socat, no receiver can be. Loopback only; bounded.
+# fresh file on tmpfs, alternating ROUNDS times with two copies that use no
+# network at all: dd copying the same source file into a fresh file (the
+# memory work any transfer of these bytes must do: read the source, fill new
+# pages) and dd writing zeros (new pages only). Prints each round, the medians
+# and each column's ratio to socat -b. Loopback only; bounded.
 # Usage: bench/file_ceiling.sh [ROUNDS]   (needs a release build and socat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,18 +15,31 @@ portier=target/release/portier
 command -v socat >/dev/null || { echo "missing peer: socat (apt-get install socat)" >&2; exit 1; }
 
 size=$((2048 * 1024 * 1024))
-source_file=$(mktemp) sink=$(mktemp /dev/shm/portier-ceiling.XXXXXX)
-trap 'rm -f "$source_file" "$sink"' EXIT
+source_file=$(mktemp) sink=$(mktemp /dev/shm/portier-ceiling.XXXXXX) table=$(mktemp)
+trap 'rm -f "$source_file" "$sink" "$table"' EXIT
 head -c "$size" /dev/zero > "$source_file"
 
-echo "| round | portier | socat -b 131072 | dd from /dev/zero (no network) |"
-echo "|---:|---:|---:|---:|"
+# timed_dd ARGS...: GB/s of one dd writing 2 GiB into a fresh $sink.
+timed_dd() {
+  fresh "$sink"
+  local start; start=$(now)
+  timeout "$LIMIT" dd of="$sink" bs=128K status=none "$@"
+  gb_per_s "$size" "$start" "$(now)"
+}
+
+echo "| round | portier | socat -b 131072 | dd copying the source file (no network) | dd from /dev/zero (no network) |"
+echo "|---:|---:|---:|---:|---:|"
 for round in $(seq "$rounds"); do
   p=$(transfer "$source_file" "$sink" "$portier" listen -t --once -q -b 127.0.0.1 PORT -- "$portier" send 127.0.0.1 PORT)
   s=$(transfer "$source_file" "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)
-  fresh "$sink"
-  start=$(now)
-  dd if=/dev/zero of="$sink" bs=128K count=16384 status=none
-  d=$(gb_per_s "$size" "$start" "$(now)")
-  echo "| $round | $p | $s | $d |"
+  c=$(timed_dd if="$source_file")
+  z=$(timed_dd if=/dev/zero count=16384)
+  echo "$p $s $c $z" >> "$table"
+  echo "| $round | $p | $s | $c | $z |"
 done
+rm -f "$sink"
+# The median of each column, then each median over socat's.
+medians=$(for column in 1 2 3 4; do
+  cut -d' ' -f"$column" "$table" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+done | paste -sd' ')
+echo "$medians" | awk '{printf "| median | %.3f | %.3f | %.3f | %.3f |\n| / socat -b | %.2fx | 1x | %.2fx | %.2fx |\n", $1, $2, $3, $4, $1 / $2, $3 / $2, $4 / $2}'
