@@ -8,7 +8,7 @@
 # Usage: bench/file_ceiling.sh [ROUNDS]   (needs a release build and socat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, transfer
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_dd, transfer
 rounds=${1:-9}
 portier=target/release/portier
 [ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -19,21 +19,15 @@ source_file=$(mktemp) sink=$(mktemp /dev/shm/portier-ceiling.XXXXXX) table=$(mkt
 trap 'rm -f "$source_file" "$sink" "$table"' EXIT
 head -c "$size" /dev/zero > "$source_file"
 
-# timed_dd ARGS...: GB/s of one dd writing 2 GiB into a fresh $sink.
-timed_dd() {
-  fresh "$sink"
-  local start; start=$(now)
-  timeout "$LIMIT" dd of="$sink" bs=128K status=none "$@"
-  gb_per_s "$size" "$start" "$(now)"
-}
-
+# Untimed first: the first file written after a pause ran slower, whatever wrote it.
+timed_dd "$sink" if=/dev/zero count=16384 >/dev/null
 echo "| round | portier | socat -b 131072 | dd copying the source file (no network) | dd from /dev/zero (no network) |"
 echo "|---:|---:|---:|---:|---:|"
 for round in $(seq "$rounds"); do
   p=$(transfer "$source_file" "$sink" "$portier" listen -t --once -q -b 127.0.0.1 PORT -- "$portier" send 127.0.0.1 PORT)
   s=$(transfer "$source_file" "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)
-  c=$(timed_dd if="$source_file")
-  z=$(timed_dd if=/dev/zero count=16384)
+  c=$(timed_dd "$sink" if="$source_file")
+  z=$(timed_dd "$sink" if=/dev/zero count=16384)
   echo "$p $s $c $z" >> "$table"
   echo "| $round | $p | $s | $c | $z |"
 done

@@ -10,6 +10,16 @@ gb_per_s() { echo "$1 $2 $3" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9
 # A file sink starts alike each time: the last file gone, nothing left to write back.
 fresh() { [ "$1" = /dev/null ] || { rm -f "$1"; sync; }; }
 
+# timed_dd SINK ARGS...: GB/s of one dd (bs=128K, ARGS give the input) into a fresh SINK.
+timed_dd() {
+  local sink=$1; shift
+  fresh "$sink"
+  local start; start=$(now)
+  timeout "$LIMIT" dd of="$sink" bs=128K status=none "$@"
+  local end; end=$(now)
+  gb_per_s "$(stat -c %s "$sink")" "$start" "$end"
+}
+
 # transfer SOURCE SINK SERVER... -- CLIENT...: SOURCE through the client to the
 # server, whose stdout is SINK (PORT is substituted in both commands); prints
 # GB/s from the client's start to the server's exit.

@@ -8,7 +8,7 @@
 # Writes bench/results/results.tsv, bench/results/RESULTS.md and bench/results/chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, transfer; LIMIT
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_dd, transfer; LIMIT
 RUNS=${RUNS:-3}
 BULK_MIB=${BULK_MIB:-2048}
 CLIENTS=${CLIENTS:-"100 1000 10000"}
@@ -49,16 +49,33 @@ file_sink=$tmp/out.bin file_where="to a file"
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   file_sink=$(mktemp /dev/shm/portier-bench.XXXXXX) file_where="to a file on tmpfs"
 fi
+bulk_tools=(portier nc ncat socat "socat -b 131072")
+bulk_run() { # tool sink: prints GB/s
+  case $1 in
+    portier) transfer "$bulk" "$2" "$portier" listen -t --once -q PORT -- "$portier" send 127.0.0.1 PORT ;;
+    nc) transfer "$bulk" "$2" nc -l 127.0.0.1 PORT -- nc -N 127.0.0.1 PORT ;;
+    ncat) transfer "$bulk" "$2" ncat -l 127.0.0.1 PORT --recv-only -- ncat --send-only 127.0.0.1 PORT ;;
+    socat) transfer "$bulk" "$2" socat -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -u - TCP:127.0.0.1:PORT ;;
+    "socat -b 131072") transfer "$bulk" "$2" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT ;;
+  esac
+}
 for run in $(seq "$RUNS"); do
   for sink in /dev/null "$file_sink"; do
     where=$([ "$sink" = /dev/null ] && echo "to /dev/null" || echo "$file_where")
-    record "TCP bulk $where (GB/s)" portier GB/s "$(transfer "$bulk" "$sink" "$portier" listen -t --once -q PORT -- "$portier" send 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" nc GB/s "$(transfer "$bulk" "$sink" nc -l 127.0.0.1 PORT -- nc -N 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" ncat GB/s "$(transfer "$bulk" "$sink" ncat -l 127.0.0.1 PORT --recv-only -- ncat --send-only 127.0.0.1 PORT)"
-    record "TCP bulk $where (GB/s)" socat GB/s "$(transfer "$bulk" "$sink" socat -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -u - TCP:127.0.0.1:PORT)"
-    record "TCP bulk $where (GB/s)" "socat -b 131072" GB/s "$(transfer "$bulk" "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)"
-    rm -f "$file_sink"
+    # The first file written after a pause ran slower here, whichever tool wrote
+    # it (nc 0.34 first, 0.55-0.65 later; portier 0.36 and 0.63-1.0): an untimed
+    # write first, and each run starts with the next tool.
+    [ "$sink" = /dev/null ] || timed_dd "$sink" if=/dev/zero count=$((BULK_MIB * 8)) >/dev/null
+    for i in "${!bulk_tools[@]}"; do
+      tool=${bulk_tools[(i + run - 1) % ${#bulk_tools[@]}]}
+      record "TCP bulk $where (GB/s)" "$tool" GB/s "$(bulk_run "$tool" "$sink")"
+    done
   done
+  # The file's ceilings, no network at all: a copy of the same source file (read
+  # it, fill new pages: what any transfer of it must do), and new pages alone.
+  record "TCP bulk $file_where (GB/s)" "dd copying the source (no network)" GB/s "$(timed_dd "$file_sink" if="$bulk")"
+  record "TCP bulk $file_where (GB/s)" "dd from /dev/zero (no network)" GB/s "$(timed_dd "$file_sink" if=/dev/zero count=$((BULK_MIB * 8)))"
+  rm -f "$file_sink"
   port=$(free_port)
   timeout "$LIMIT" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
   wait_port "$port"
@@ -67,10 +84,6 @@ for run in $(seq "$RUNS"); do
   record "TCP bulk to /dev/null (GB/s)" "iperf3 (ceiling)" GB/s "$rate"
   start=$(now); cat "$bulk" | cat > /dev/null; end=$(now)
   record "TCP bulk to /dev/null (GB/s)" "cat, through a pipe" GB/s "$(gb_per_s "$bytes" "$start" "$end")"
-  # The ceiling of writing into a file here: one copy, no network at all.
-  fresh "$file_sink"
-  start=$(now); dd if=/dev/zero of="$file_sink" bs=128K count=$((BULK_MIB * 8)) status=none; end=$(now); rm -f "$file_sink"
-  record "TCP bulk $file_where (GB/s)" "dd from /dev/zero (ceiling)" GB/s "$(gb_per_s "$bytes" "$start" "$end")"
 done
 rm -f "$bulk"
 fi
