@@ -9,7 +9,7 @@
 # Usage: bench/file_ceiling.sh [ROUNDS]   (needs a release build, rustc and socat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_dd, transfer
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_write, timed_dd, transfer
 rounds=${1:-9}
 portier=target/release/portier
 [ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -29,10 +29,7 @@ for round in $(seq "$rounds"); do
   p=$(transfer "$source_file" "$sink" "$portier" listen -t --once -q -b 127.0.0.1 PORT -- "$portier" send 127.0.0.1 PORT)
   s=$(transfer "$source_file" "$sink" socat -b 131072 -u TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr - -- socat -b 131072 -u - TCP:127.0.0.1:PORT)
   c=$(timed_dd "$sink" if="$source_file")
-  fresh "$sink"
-  start=$(now)
-  timeout "$LIMIT" "$copier" "$source_file" "$sink"
-  t=$(gb_per_s "$size" "$start" "$(now)")
+  t=$(timed_write "$sink" "$copier" "$source_file")
   z=$(timed_dd "$sink" if=/dev/zero count=16384)
   echo "$p $s $c $t $z" >> "$table"
   echo "| $round | $p | $s | $c | $t | $z |"

@@ -10,15 +10,18 @@ gb_per_s() { echo "$1 $2 $3" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9
 # A file sink starts alike each time: the last file gone, nothing left to write back.
 fresh() { [ "$1" = /dev/null ] || { rm -f "$1"; sync; }; }
 
-# timed_dd SINK ARGS...: GB/s of one dd (bs=128K, ARGS give the input) into a fresh SINK.
-timed_dd() {
+# timed_write SINK CMD...: GB/s of CMD writing its stdout into a fresh SINK.
+timed_write() {
   local sink=$1; shift
   fresh "$sink"
   local start; start=$(now)
-  timeout "$LIMIT" dd of="$sink" bs=128K status=none "$@"
+  timeout "$LIMIT" "$@" > "$sink"
   local end; end=$(now)
   gb_per_s "$(stat -c %s "$sink")" "$start" "$end"
 }
+
+# timed_dd SINK ARGS...: timed_write of one dd (bs=128K, ARGS give the input).
+timed_dd() { local sink=$1; shift; timed_write "$sink" dd bs=128K status=none "$@"; }
 
 # transfer SOURCE SINK SERVER... -- CLIENT...: SOURCE through the client to the
 # server, whose stdout is SINK (PORT is substituted in both commands); prints

@@ -8,7 +8,7 @@
 # Writes bench/results/results.tsv, bench/results/RESULTS.md and bench/results/chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_dd, transfer; LIMIT
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_write, timed_dd, transfer; LIMIT
 RUNS=${RUNS:-3}
 BULK_MIB=${BULK_MIB:-2048}
 CLIENTS=${CLIENTS:-"100 1000 10000"}

@@ -1,13 +1,14 @@
-//! Copies SOURCE to DEST with two threads: one reads into 8 buffers of 128 KiB,
+//! Copies SOURCE to stdout with two threads: one reads into 8 buffers of 128 KiB,
 //! the other writes them, so reading the source and filling the new file's
-//! pages run on two cores. The two-core counterpart of `dd if=SOURCE of=DEST
-//! bs=128K` for bench/file_ceiling.sh, which builds it with plain rustc: a
+//! pages run on two cores. The two-core counterpart of `dd if=SOURCE bs=128K`
+//! for bench/file_ceiling.sh, which builds it with plain rustc: a
 //! ceiling for any transfer of the same bytes through a socket on this machine.
 //!
-//! Usage: two_thread_copy SOURCE DEST
+//! Usage: two_thread_copy SOURCE > DEST
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 
 const BUFFERS: usize = 8;
@@ -15,12 +16,13 @@ const SIZE: usize = 128 * 1024;
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, source, dest] = &args[..] else {
-        eprintln!("usage: two_thread_copy SOURCE DEST");
+    let [_, source] = &args[..] else {
+        eprintln!("usage: two_thread_copy SOURCE > DEST");
         std::process::exit(2);
     };
     let mut source = File::open(source)?;
-    let mut dest = File::create(dest)?;
+    // stdout itself, unbuffered (std's Stdout would scan each buffer for newlines).
+    let mut dest = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..BUFFERS {
