@@ -132,6 +132,7 @@ async fn exchange_spliced(
         let moved = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &socket))
             .await
             .map_err(|e| Error::io(lost(peer), std::io::Error::other(e)))?
+            .map_err(std::io::Error::from)
             .context(|| lost(peer))?;
         if moved.is_none() {
             // The kernel would not splice these: nothing moved, send the ordinary way.

@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
@@ -286,6 +286,34 @@ fn a_closed_stdout_ends_the_server_quietly() {
     let errors = run.stderr.text();
     assert!(status.success(), "exit {status}: {errors}");
     assert!(!errors.contains("panicked"), "{errors}");
+}
+
+#[test]
+fn a_reader_that_leaves_ends_a_spliced_stream_while_the_client_stays() {
+    // `portier listen -t --once | head -c 5`: the bulk path, spliced into the
+    // pipe, must not wait for the quiet client's next bytes to notice.
+    let mut child = portier()
+        .args(["listen", "0", "-t", "--once", "-b", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut run = Running::stderr_only(child);
+    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"hello world\n").unwrap();
+    let mut first = [0u8; 5];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"hello");
+    drop(stdout);
+    let status = run.wait(); // the client is still connected
+    let errors = run.stderr.text();
+    assert!(status.success(), "exit {status}: {errors}");
+    assert!(errors.contains("(12 bytes in"), "{errors}");
+    assert!(!errors.contains("error"), "{errors}");
+    drop(client);
 }
 
 #[test]

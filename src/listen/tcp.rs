@@ -202,7 +202,15 @@ async fn spliced_to_stdout(
             Some((bytes, None))
         }
         Ok(Ok(None)) => None, // refused before any byte moved: the ordinary path
-        Ok(Err(e)) => Some((0, Some(describe(&e)))),
+        Ok(Err(failed)) => {
+            context.count_data(failed.moved);
+            // The reader of stdout left (`| head`): the server ends quietly, as elsewhere.
+            if failed.error.kind() == std::io::ErrorKind::BrokenPipe {
+                context.shutdown.cancel();
+                return Some((failed.moved, None));
+            }
+            Some((failed.moved, Some(describe(&failed.error))))
+        }
         Err(e) => Some((0, Some(e.to_string()))),
     }
 }
