@@ -49,6 +49,8 @@ file_sink=$tmp/out.bin file_where="to a file"
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   file_sink=$(mktemp /dev/shm/portier-bench.XXXXXX) file_where="to a file on tmpfs"
 fi
+floor=$tmp/receive_floor
+rustc -O --edition 2021 bench/receive_floor.rs -o "$floor"
 bulk_tools=(portier nc ncat socat "socat -b 131072")
 bulk_run() { # tool sink: prints GB/s
   case $1 in
@@ -75,6 +77,9 @@ for run in $(seq "$RUNS"); do
   # it, fill new pages: what any transfer of it must do), and new pages alone.
   record "TCP bulk $file_where (GB/s)" "dd copying the source (no network)" GB/s "$(timed_dd "$file_sink" if="$bulk")"
   record "TCP bulk $file_where (GB/s)" "dd from /dev/zero (no network)" GB/s "$(timed_dd "$file_sink" if=/dev/zero count=$((BULK_MIB * 8)))"
+  # With the network: the same stream taken off the socket without a copy while
+  # new pages are filled from a cached buffer, less than any receiver must do.
+  record "TCP bulk $file_where (GB/s)" "receive floor (writes none of what comes)" GB/s "$(transfer "$bulk" "$file_sink" "$floor" PORT "$bytes" -- "$portier" send 127.0.0.1 PORT)"
   rm -f "$file_sink"
   port=$(free_port)
   timeout "$LIMIT" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
