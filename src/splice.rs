@@ -37,8 +37,8 @@ fn file_type(fd: RawFd) -> Option<libc::mode_t> {
 }
 
 /// Waits until `fd` is ready for `events` (it is non-blocking and said
-/// EAGAIN), or until `unless_broken` fails: a splice whose destination broke
-/// (its reader gone) stops waiting for its source.
+/// EAGAIN). A splice whose destination breaks meanwhile (its reader gone)
+/// stops waiting for its source: then `unless_broken` makes it a broken pipe.
 fn wait(fd: RawFd, events: libc::c_short, unless_broken: Option<RawFd>) -> io::Result<()> {
     let ready = |fd, events| libc::pollfd {
         fd,
@@ -52,6 +52,7 @@ fn wait(fd: RawFd, events: libc::c_short, unless_broken: Option<RawFd>) -> io::R
         match unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) } {
             -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
             -1 => return Err(io::Error::last_os_error()),
+            _ if polls[1].revents != 0 => return Err(io::ErrorKind::BrokenPipe.into()),
             _ => return Ok(()),
         }
     }
