@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
 
 /// How much one splice call asks for, and the pipe size asked for.
 const CHUNK: usize = 1 << 20;
@@ -191,29 +192,29 @@ fn splice_until_end(from: RawFd, to: RawFd) -> Result<u64, SpliceError> {
     }
 }
 
+/// How many pipes take turns between the two threads of [`splice_into_file`].
+const PIPES: usize = 4;
+
 /// Into a regular file, most of the cost is filling the file's new pages. A
-/// second thread takes the bytes off `from` into the pipe meanwhile, so the
-/// socket's work and the file's run on two cores instead of taking turns on
-/// one (2 GiB over loopback into tmpfs: 1.29x the one-thread loop, paired
-/// median of 10 rounds; see BENCHMARKS.md).
+/// second thread takes the bytes off `from` meanwhile, so the socket's work
+/// and the file's run on two cores instead of taking turns on one. Each holds
+/// a pipe of its own at a time: a splice holds its pipe's lock throughout, and
+/// with one shared pipe the filler spun on that lock while the file was written.
 fn splice_into_file(from: RawFd, to: RawFd) -> Result<Option<u64>, SpliceError> {
-    let (pipe_read, pipe_write) = pipe().map_err(after(0))?;
+    let pipes = (0..PIPES).map(|_| pipe()).collect::<io::Result<Vec<_>>>();
+    let (reads, writes): (Vec<OwnedFd>, Vec<OwnedFd>) =
+        pipes.map_err(after(0))?.into_iter().unzip();
+    let (full_tx, full_rx) = mpsc::sync_channel(PIPES);
+    let (empty_tx, empty_rx) = mpsc::channel();
+    for pipe in 0..PIPES {
+        let _ = empty_tx.send(pipe);
+    }
     std::thread::scope(|scope| {
-        // It owns the pipe's write end: when it stops, the pipe reads as ended.
         let filler = std::thread::Builder::new()
             .name("splice-fill".into())
-            .spawn_scoped(scope, move || {
-                splice_until_end(from, pipe_write.as_raw_fd())
-            })
+            .spawn_scoped(scope, move || fill_pipes(from, &writes, empty_rx, full_tx))
             .map_err(after(0))?;
-        let written = match splice_until_end(pipe_read.as_raw_fd(), to) {
-            Err(failed) if failed.moved == 0 && refused(&failed.error) => {
-                copy_rest(pipe_read.as_raw_fd(), to, 0)
-            }
-            other => other,
-        };
-        // Stops the filler after a failed write: the pipe breaks under it.
-        drop(pipe_read);
+        let written = write_pipes(reads, full_rx, empty_tx, to);
         match (filler.join().expect("the filling thread panicked"), written) {
             (Err(failed), _) if failed.moved == 0 && refused(&failed.error) => Ok(None),
             (_, Err(failed)) => Err(failed),
@@ -221,6 +222,63 @@ fn splice_into_file(from: RawFd, to: RawFd) -> Result<Option<u64>, SpliceError> 
             (Ok(_), Ok(written)) => Ok(Some(written)),
         }
     })
+}
+
+/// The filling thread: takes an empty pipe, splices what `from` has into it,
+/// and hands it on with the count; ends with `from`, or when the writer is gone.
+fn fill_pipes(
+    from: RawFd,
+    writes: &[OwnedFd],
+    empty: mpsc::Receiver<usize>,
+    full: mpsc::SyncSender<(usize, usize)>,
+) -> Result<u64, SpliceError> {
+    let mut total = 0u64;
+    for pipe in empty {
+        match splice_once(from, writes[pipe].as_raw_fd(), CHUNK) {
+            Ok(0) => break,
+            Ok(filled) => {
+                total += filled as u64;
+                if full.send((pipe, filled)).is_err() {
+                    break;
+                }
+            }
+            Err(e) => return Err(after(total)(e)),
+        }
+    }
+    Ok(total)
+}
+
+/// The writing thread: splices each full pipe into `to` and hands it back.
+/// Returning closes the pipes' read ends, which ends a filler waiting for `from`.
+fn write_pipes(
+    reads: Vec<OwnedFd>,
+    full: mpsc::Receiver<(usize, usize)>,
+    empty: mpsc::Sender<usize>,
+    to: RawFd,
+) -> Result<u64, SpliceError> {
+    let mut written = 0u64;
+    let mut splicing = true; // until the kernel refuses to splice into `to`
+    for (pipe, filled) in full {
+        let read = reads[pipe].as_raw_fd();
+        let mut left = filled;
+        while left > 0 && splicing {
+            match splice_once(read, to, left) {
+                Ok(0) => return Err(after(written)(io::ErrorKind::WriteZero.into())),
+                Ok(moved) => {
+                    left -= moved;
+                    written += moved as u64;
+                }
+                Err(e) if written == 0 && refused(&e) => splicing = false,
+                Err(e) => return Err(after(written)(e)),
+            }
+        }
+        if left > 0 {
+            copy_pipe(read, to, left).map_err(after(written))?;
+            written += left as u64;
+        }
+        let _ = empty.send(pipe);
+    }
+    Ok(written)
 }
 
 /// Reads `len` bytes from a pipe and writes them to `to`.
