@@ -369,11 +369,11 @@ mod tests {
         assert!(reader.join().unwrap() == data);
     }
 
-    #[test]
-    fn moves_a_socket_into_a_regular_file_exactly() {
+    /// Sends 3 MB through a socket pair into a fresh file, `from` blocking or not.
+    fn socket_into_file(non_blocking: bool) {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap(); // as portier's sockets are
+        a.set_nonblocking(non_blocking).unwrap();
         let writer = std::thread::spawn({
             let data = data.clone();
             move || b.write_all(&data).unwrap()
@@ -385,6 +385,16 @@ mod tests {
         let mut got = Vec::new();
         file.read_to_end(&mut got).unwrap();
         assert!(got == data);
+    }
+
+    #[test]
+    fn moves_a_socket_into_a_regular_file_exactly() {
+        socket_into_file(true); // as portier's sockets are: two threads, pipes in turns
+    }
+
+    #[test]
+    fn moves_a_blocking_socket_into_a_regular_file_exactly() {
+        socket_into_file(false); // one thread, one pipe
     }
 
     #[test]
