@@ -10,7 +10,7 @@
 # Usage: bench/file_ceiling.sh [ROUNDS]   (needs a release build, rustc and socat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port, wait_port, now, gb_per_s, fresh, timed_write, timed_dd, transfer
+source bench/lib.sh # free_port, wait_port, now, median, gb_per_s, fresh, timed_write, timed_dd, transfer
 rounds=${1:-9}
 portier=target/release/portier
 [ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -40,6 +40,6 @@ done
 rm -f "$sink"
 # The median of each column, then each median over socat's.
 medians=$(for column in 1 2 3 4 5 6; do
-  cut -d' ' -f"$column" "$table" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+  median $(cut -d' ' -f"$column" "$table")
 done | paste -sd' ')
 echo "$medians" | awk '{printf "| median | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n| / socat -b | %.2fx | 1x | %.2fx | %.2fx | %.2fx | %.2fx |\n", $1, $2, $3, $4, $5, $6, $1 / $2, $3 / $2, $4 / $2, $5 / $2, $6 / $2}'

@@ -5,7 +5,7 @@
 # Usage: bench/footprint.sh [RUNS]   (needs a release build: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh # free_port
+source bench/lib.sh # free_port, median
 runs=${1:-5}
 portier=target/release/portier
 [ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -22,7 +22,6 @@ idle_rss() {
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
 }
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 sink_port=$(free_port) timings=$(mktemp)
 socat -u "TCP-LISTEN:$sink_port,bind=127.0.0.1,reuseaddr,fork" /dev/null & sink=$!

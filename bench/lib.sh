@@ -5,6 +5,8 @@ LIMIT=${LIMIT:-120}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do ss -ltnu | grep -q ":$1 " && return; sleep 0.02; done; }
 now() { date +%s%N; }
+# median VALUES...: the middle one, or the mean of the two middle ones.
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 gb_per_s() { echo "$1 $2 $3" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}'; } # bytes start end (ns)
 
 # A file sink starts alike each time: the last file gone, nothing left to write back.
