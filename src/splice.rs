@@ -15,15 +15,20 @@ const CHUNK: usize = 1 << 20;
 /// device such as /dev/null, or a regular file not opened for appending.
 pub fn spliceable(fd: BorrowedFd<'_>) -> bool {
     let fd = fd.as_raw_fd();
-    // SAFETY: fcntl and isatty only read the descriptor's state.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    let append = flags >= 0 && flags & libc::O_APPEND != 0;
     match file_type(fd) {
         Some(libc::S_IFIFO | libc::S_IFSOCK) => true,
-        Some(libc::S_IFREG) => !append,
+        Some(libc::S_IFREG) => !status_flag(fd, libc::O_APPEND),
+        // SAFETY: isatty only reads the descriptor's state.
         Some(libc::S_IFCHR) => (unsafe { libc::isatty(fd) }) == 0,
         _ => false,
     }
+}
+
+/// True when `flag` (O_APPEND, O_NONBLOCK...) is set on the open file `fd`.
+fn status_flag(fd: RawFd, flag: libc::c_int) -> bool {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & flag != 0
 }
 
 fn is_pipe(fd: RawFd) -> bool {
@@ -117,6 +122,13 @@ impl From<SpliceError> for io::Error {
     }
 }
 
+impl SpliceError {
+    /// The kernel refused to splice these files before any byte moved.
+    fn refused_at_once(&self) -> bool {
+        self.moved == 0 && refused(&self.error)
+    }
+}
+
 /// Makes an error into a [`SpliceError`] after `moved` bytes.
 fn after(moved: u64) -> impl FnOnce(io::Error) -> SpliceError {
     move |error| SpliceError { moved, error }
@@ -130,54 +142,77 @@ pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceE
     let (from, to) = (from.as_fd().as_raw_fd(), to.as_fd().as_raw_fd());
     if is_pipe(from) || is_pipe(to) {
         return match splice_until_end(from, to) {
-            Err(failed) if failed.moved == 0 && refused(&failed.error) => Ok(None),
+            Err(failed) if failed.refused_at_once() => Ok(None),
             other => other.map(Some),
         };
     }
-    if file_type(to) == Some(libc::S_IFREG) && non_blocking(from) {
+    // Two threads only from a non-blocking source: a splice from a blocking
+    // socket waits for data holding the pipe's lock, so the other thread could
+    // not take what the pipe already holds meanwhile.
+    if file_type(to) == Some(libc::S_IFREG) && status_flag(from, libc::O_NONBLOCK) {
         return splice_into_file(from, to);
     }
     let (pipe_read, pipe_write) = pipe().map_err(after(0))?;
     let (pipe_read, pipe_write) = (pipe_read.as_raw_fd(), pipe_write.as_raw_fd());
-    let mut total = 0u64;
+    let mut to = Destination::new(to);
     loop {
         let filled = match splice_once(from, pipe_write, CHUNK) {
-            Ok(0) => return Ok(Some(total)),
+            Ok(0) => return Ok(Some(to.written)),
             Ok(filled) => filled,
-            Err(e) if total == 0 && refused(&e) => return Ok(None),
-            Err(e) => return Err(after(total)(e)),
+            Err(e) if to.written == 0 && refused(&e) => return Ok(None),
+            Err(e) => return Err(after(to.written)(e)),
         };
-        let mut left = filled;
-        while left > 0 {
-            let moved = total + (filled - left) as u64;
-            match splice_once(pipe_read, to, left) {
-                Ok(0) => return Err(after(moved)(io::ErrorKind::WriteZero.into())),
-                Ok(spliced) => left -= spliced,
-                // Nothing has reached `to` yet: the bytes are still in our pipe,
-                // so they are copied the ordinary way and splicing stops here.
-                Err(e) if moved == 0 && refused(&e) => {
-                    copy_pipe(pipe_read, to, left).map_err(after(0))?;
-                    return copy_rest(from, to, filled as u64).map(Some);
+        to.take_from(pipe_read, filled)?;
+        if !to.splicing {
+            return copy_rest(from, to.fd, to.written).map(Some);
+        }
+    }
+}
+
+/// Where the bytes go, and how many have arrived: spliced into it until the
+/// kernel refuses, copied the ordinary way from then on.
+struct Destination {
+    fd: RawFd,
+    written: u64,
+    splicing: bool,
+}
+
+impl Destination {
+    fn new(fd: RawFd) -> Destination {
+        Destination {
+            fd,
+            written: 0,
+            splicing: true,
+        }
+    }
+
+    /// Moves the `len` bytes waiting in `pipe` here. If the kernel refuses to
+    /// splice before any byte has arrived, they are still in the pipe: they,
+    /// and all that follows, are copied the ordinary way.
+    fn take_from(&mut self, pipe: RawFd, len: usize) -> Result<(), SpliceError> {
+        let mut left = len;
+        while left > 0 && self.splicing {
+            match splice_once(pipe, self.fd, left) {
+                Ok(0) => return Err(after(self.written)(io::ErrorKind::WriteZero.into())),
+                Ok(moved) => {
+                    left -= moved;
+                    self.written += moved as u64;
                 }
-                Err(e) => return Err(after(moved)(e)),
+                Err(e) if self.written == 0 && refused(&e) => self.splicing = false,
+                Err(e) => return Err(after(self.written)(e)),
             }
         }
-        total += filled as u64;
+        if left > 0 {
+            copy_pipe(pipe, self.fd, left).map_err(after(self.written))?;
+            self.written += left as u64;
+        }
+        Ok(())
     }
 }
 
 /// The kernel says EINVAL when it cannot splice between these two files.
 fn refused(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EINVAL)
-}
-
-/// True when reading `fd` says EAGAIN instead of waiting. A splice from a
-/// blocking socket waits for data holding the pipe's lock, so no other thread
-/// could take what the pipe already holds meanwhile.
-fn non_blocking(fd: RawFd) -> bool {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    flags >= 0 && flags & libc::O_NONBLOCK != 0
 }
 
 /// Splices until `from` ends.
@@ -216,7 +251,7 @@ fn splice_into_file(from: RawFd, to: RawFd) -> Result<Option<u64>, SpliceError> 
             .map_err(after(0))?;
         let written = write_pipes(reads, full_rx, empty_tx, to);
         match (filler.join().expect("the filling thread panicked"), written) {
-            (Err(failed), _) if failed.moved == 0 && refused(&failed.error) => Ok(None),
+            (Err(failed), _) if failed.refused_at_once() => Ok(None),
             (_, Err(failed)) => Err(failed),
             (Err(failed), Ok(written)) => Err(after(written)(failed.error)),
             (Ok(_), Ok(written)) => Ok(Some(written)),
@@ -256,29 +291,12 @@ fn write_pipes(
     empty: mpsc::Sender<usize>,
     to: RawFd,
 ) -> Result<u64, SpliceError> {
-    let mut written = 0u64;
-    let mut splicing = true; // until the kernel refuses to splice into `to`
+    let mut to = Destination::new(to);
     for (pipe, filled) in full {
-        let read = reads[pipe].as_raw_fd();
-        let mut left = filled;
-        while left > 0 && splicing {
-            match splice_once(read, to, left) {
-                Ok(0) => return Err(after(written)(io::ErrorKind::WriteZero.into())),
-                Ok(moved) => {
-                    left -= moved;
-                    written += moved as u64;
-                }
-                Err(e) if written == 0 && refused(&e) => splicing = false,
-                Err(e) => return Err(after(written)(e)),
-            }
-        }
-        if left > 0 {
-            copy_pipe(read, to, left).map_err(after(written))?;
-            written += left as u64;
-        }
+        to.take_from(reads[pipe].as_raw_fd(), filled)?;
         let _ = empty.send(pipe);
     }
-    Ok(written)
+    Ok(to.written)
 }
 
 /// Reads `len` bytes from a pipe and writes them to `to`.

@@ -224,10 +224,11 @@ fn sigterm_flushes_what_was_received_even_an_unfinished_line() {
     assert!(out.ends_with(" unfinished\n"), "{out}");
 }
 
-/// `listen 0 -t` whose stdout is a pipe handed to the caller, with the port.
-fn tcp_listener_with_stdout_pipe() -> (Running, ChildStdout, u16) {
+/// `listen 0 -t` and `extra` whose stdout is a pipe handed to the caller, with the port.
+fn tcp_listener_with_stdout_pipe(extra: &[&str]) -> (Running, ChildStdout, u16) {
     let mut child = portier()
         .args(["listen", "0", "-t"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -257,7 +258,7 @@ fn ctrl_c_stops_a_listener_cleanly() {
 #[test]
 fn a_second_signal_ends_a_server_whose_output_is_stuck() {
     // stdout held open and never read: once the pipe is full, output blocks.
-    let (mut run, _stuck, port) = tcp_listener_with_stdout_pipe();
+    let (mut run, _stuck, port) = tcp_listener_with_stdout_pipe(&[]);
     // 1 MiB, far more than a pipe holds; from a thread, as it may block too.
     thread::spawn(move || {
         if let Ok(mut client) = TcpStream::connect(("127.0.0.1", port)) {
@@ -279,7 +280,7 @@ fn a_second_signal_ends_a_server_whose_output_is_stuck() {
 
 #[test]
 fn a_closed_stdout_ends_the_server_quietly() {
-    let (mut run, stdout, port) = tcp_listener_with_stdout_pipe();
+    let (mut run, stdout, port) = tcp_listener_with_stdout_pipe(&[]);
     drop(stdout); // nobody reads stdout, like `portier listen | head -c 0`
     tcp_send(port, b"nobody reads this\n");
     let status = run.wait();
@@ -292,16 +293,7 @@ fn a_closed_stdout_ends_the_server_quietly() {
 fn a_reader_that_leaves_ends_a_spliced_stream_while_the_client_stays() {
     // `portier listen -t --once | head -c 5`: the bulk path, spliced into the
     // pipe, must not wait for the quiet client's next bytes to notice.
-    let mut child = portier()
-        .args(["listen", "0", "-t", "--once", "-b", "127.0.0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let (mut run, mut stdout, port) = tcp_listener_with_stdout_pipe(&["--once", "-b", "127.0.0.1"]);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"hello world\n").unwrap();
     let mut first = [0u8; 5];
