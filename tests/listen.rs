@@ -9,7 +9,7 @@ use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{Running, Server, listening_port, portier};
+use common::{Running, Server, portier};
 
 fn tcp_send(port: u16, data: &[u8]) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -76,7 +76,7 @@ fn a_stream_into_a_regular_file_arrives_intact() {
         .spawn()
         .unwrap();
     let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let port = run.stderr.wait_for_port();
     let data = scrambled(24 << 20);
     tcp_send(port, &data);
     assert!(run.wait().success());
@@ -236,7 +236,7 @@ fn tcp_listener_with_stdout_pipe(extra: &[&str]) -> (Running, ChildStdout, u16) 
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let port = run.stderr.wait_for_port();
     (run, stdout, port)
 }
 
@@ -318,7 +318,7 @@ fn a_peer_cannot_drive_the_terminal() {
     let mut script = Command::new("script");
     script.args(["-qefc", &command, "/dev/null"]);
     let run = Running::spawn(script);
-    let port = listening_port(&run.stdout.wait_for_text("listening on"));
+    let port = run.stdout.wait_for_port();
     tcp_send(port, b"\x1b[2J\x1b]0;pwned\x07red\tok\n");
     let mut run = run;
     assert!(run.wait().success());

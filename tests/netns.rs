@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Running, listening_port, skip};
+use common::{Running, skip};
 
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
@@ -160,7 +160,7 @@ impl Lab {
         let mut command = self.portier(i, &["listen", &port.to_string()]);
         command.args(args);
         let run = Running::spawn(command);
-        let port = listening_port(&run.stderr.wait_for_text("listening on"));
+        let port = run.stderr.wait_for_port();
         (run, port)
     }
 

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::thread;
 
-use common::{Running, Server, listening_port, portier, run_with_input, wait_output};
+use common::{Running, Server, portier, run_with_input, wait_output};
 
 fn send_ok(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut command = portier();
@@ -218,16 +218,20 @@ fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
         eprintln!("SKIPPED: the examples are not built; run the whole `cargo test`");
         return;
     }
-    for (server, client) in [("tcp_server", "tcp_client"), ("udp_server", "udp_client")] {
+    // The TCP server ends after its one client; the UDP server runs until told to stop, like the seed's.
+    for (server, client, runs_until_stopped) in [
+        ("tcp_server", "tcp_client", false),
+        ("udp_server", "udp_client", true),
+    ] {
         let mut command = example(server);
         command.arg("0");
         let mut server = Running::spawn(command);
-        let port = listening_port(&server.stderr.wait_for_text("listening on")).to_string();
+        let port = server.stderr.wait_for_port().to_string();
         let status = example(client).arg(&port).status().unwrap();
         assert!(status.success(), "{client}");
         server.stdout.wait_for_text("abcdefg!");
-        if server.child.try_wait().unwrap().is_none() {
-            server.stop(); // the UDP server runs until told to stop, like the seed's
+        if runs_until_stopped {
+            server.stop();
         }
         assert!(server.wait().success());
     }

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Running, Server, listening_port, portier};
+use common::{PATIENCE, Running, Server, portier};
 
 fn client(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -342,7 +342,7 @@ fn a_slow_stdout_pushes_back_on_the_sender_with_memory_bounded() {
         .unwrap();
     let mut stdout = child.stdout.take().unwrap(); // not read for now: a stuck consumer
     let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let port = run.stderr.wait_for_port();
     let line = [b"0123456789abcdef".repeat(64).as_slice(), b"\n"].concat();
     let count = TOTAL / line.len();
     let sender = thread::spawn(move || {
@@ -473,7 +473,7 @@ fn a_200_mib_line_with_no_newline_keeps_memory_bounded_and_every_byte_comes_out(
         .spawn()
         .unwrap();
     let mut run = Running::stderr_only(child);
-    let port = listening_port(&run.stderr.wait_for_text("listening on"));
+    let port = run.stderr.wait_for_port();
     let started = Instant::now();
     let mut stream = client(port);
     let chunk = vec![b'a'; 1 << 20];

@@ -88,6 +88,25 @@ impl Capture {
         let found = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
         String::from_utf8_lossy(&self.wait_for(needle, found)).into_owned()
     }
+
+    /// Waits until `count` whole lines say "listening on"; returns all so far.
+    /// Whole lines: a writer may print one in pieces (`eprintln!` does), and
+    /// the port comes last.
+    pub fn wait_for_listening(&self, count: usize) -> String {
+        let whole_lines = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .split_inclusive('\n')
+                .filter(|line| line.ends_with('\n') && line.contains("listening on"))
+                .count()
+                >= count
+        };
+        String::from_utf8_lossy(&self.wait_for("listening on", whole_lines)).into_owned()
+    }
+
+    /// Waits for the first whole "listening on" line; returns its port.
+    pub fn wait_for_port(&self) -> u16 {
+        listening_port(&self.wait_for_listening(1))
+    }
 }
 
 /// A child process with its output captured; killed when dropped.
@@ -192,10 +211,7 @@ impl Server {
         } else {
             2
         };
-        let events = run.stderr.wait_for("listening", |b| {
-            String::from_utf8_lossy(b).matches("listening on").count() >= expected
-        });
-        let port = listening_port(&String::from_utf8_lossy(&events));
+        let port = listening_port(&run.stderr.wait_for_listening(expected));
         Server { run, port }
     }
 
@@ -213,7 +229,7 @@ impl Server {
 }
 
 /// The port in the first "listening on [PROTO] ADDR:PORT" line of `events`.
-pub fn listening_port(events: &str) -> u16 {
+fn listening_port(events: &str) -> u16 {
     events
         .lines()
         .find_map(|line| {
