@@ -35,7 +35,7 @@ async fn main() -> Result<(), portier::error::Error> {
     let terminal = stdout.is_terminal(); // never let a peer drive the terminal
     while let Some(message) = messages.recv().await {
         match message.event {
-            Event::Listening { local } => eprintln!("TCP server listening on {local}"),
+            Event::Listening { local, .. } => eprintln!("TCP server listening on {local}"),
             Event::Connect => eprintln!("Remote socket: {:?}", message.peer),
             Event::Data { bytes, .. } => {
                 write_raw(&mut stdout, b"Received: ", false).ok();

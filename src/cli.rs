@@ -18,7 +18,9 @@ use crate::connect::{self, ConnectConfig};
 use crate::datagram::{Interface, SendOptions};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::listen::{self, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols};
+use crate::listen::{
+    self, DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols,
+};
 use crate::message::Proto;
 use crate::send::{self, Repeat, SendConfig, Source};
 use crate::sink::{Format, OutputConfig};
@@ -148,13 +150,18 @@ pub struct ListenArgs {
     /// Also append everything received to FILE, in the same format, flushed per message
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Send every message back to its sender (TCP: on its connection; UDP: to its source)
+    /// Send every message back to its sender (TCP: on its connection; UDP: to its source,
+    /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
     #[arg(long, group = "mode")]
     pub echo: bool,
-    /// Relay every TCP client's data to all the other clients (not back to the sender)
+    /// UDP echo: replies per second to any one peer, at most; the rest are counted, not sent
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub echo_rate: u32,
+    /// Relay every TCP client's data to all the other clients (not back to the sender); TCP only
     #[arg(long, group = "mode")]
     pub broker: bool,
-    /// Like --broker, line by line, each line prefixed by its sender's address
+    /// Like --broker, line by line, each line prefixed by its sender's address; TCP only
     #[arg(long, group = "mode")]
     pub chat: bool,
     /// Accept only peers in this range (e.g. 192.168.1.0/24, ::1/128); repeatable
@@ -167,8 +174,8 @@ pub struct ListenArgs {
     #[arg(short, long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_conns: usize,
-    /// Close TCP clients that send nothing for this long (e.g. 30, 5m)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    /// Close TCP clients that send nothing, or take nothing we write, for this long (e.g. 30, 5m)
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     pub idle_timeout: Option<Duration>,
     /// UDP: join this multicast group (e.g. 239.1.2.3, ff02::1234); repeatable
     #[arg(long, value_name = "GROUP")]
@@ -200,7 +207,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
     /// Print a summary line on stderr every SECS (clients, messages, bytes, rate, drops), and totals at exit
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     pub stats: Option<Duration>,
     /// Longest line kept whole in lines and json formats; longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
@@ -216,8 +223,8 @@ pub struct SendArgs {
     /// Host: a name, an IPv4 or an IPv6 address
     #[arg(default_value = "127.0.0.1")]
     pub host: String,
-    /// Port
-    #[arg(default_value_t = 8888)]
+    /// Port (1-65535)
+    #[arg(default_value_t = 8888, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Message words, joined by spaces and ended by a newline; without them, stdin is sent
     #[arg(value_name = "MESSAGE")]
@@ -255,7 +262,7 @@ pub struct SendArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Time between two sends of --count
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "1",
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration, default_value = "1",
           requires = "count")]
     pub interval: Duration,
     #[command(flatten)]
@@ -301,7 +308,8 @@ impl ClientTlsArgs {
 pub struct ConnectArgs {
     /// Host: a name, an IPv4 or an IPv6 address
     pub host: String,
-    /// Port
+    /// Port (1-65535)
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Use UDP (one datagram per line of stdin)
     #[arg(short, long)]
@@ -312,6 +320,15 @@ pub struct ConnectArgs {
     pub timeout: Option<Duration>,
     #[command(flatten)]
     pub tls: ClientTlsArgs,
+}
+
+/// [`parse_duration`], refusing zero: for periods where zero would close
+/// every client at once or print without end.
+fn parse_positive_duration(text: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text}: must be more than zero")),
+        duration => Ok(duration),
+    }
 }
 
 /// Plain seconds (`0.5`) or a duration with units (`500ms`, `2s`).
@@ -350,10 +367,17 @@ impl ListenArgs {
             _ => format.framing(output.terminal, self.max_line),
         };
         let tls = self.server_tls()?;
+        // Broker and chat relay between connected clients: UDP has none.
+        let relays = matches!(mode, Mode::Broker | Mode::Chat);
+        if relays && self.udp {
+            return Err(Error::Usage(
+                "--broker and --chat relay between TCP clients; drop -u".into(),
+            ));
+        }
         let protocols = match (self.tcp, self.udp) {
             (true, _) => Protocols::Tcp,
             (_, true) => Protocols::Udp,
-            _ if tls.is_some() => Protocols::Tcp,
+            _ if tls.is_some() || relays => Protocols::Tcp,
             _ => Protocols::Both,
         };
         let listen = ListenConfig {
@@ -366,6 +390,7 @@ impl ListenArgs {
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
             idle_timeout: self.idle_timeout,
+            echo_rate: self.echo_rate,
             join: self.join.clone(),
             iface: self.iface.as_deref().map(Interface::parse),
             recv_buffer: self.recv_buffer,
@@ -442,6 +467,18 @@ impl ConnectArgs {
 }
 
 impl Cli {
+    /// Parses the command line; a usage error comes back as one line, the
+    /// way every other error is printed (help and version are printed here).
+    pub fn parse_args() -> Result<Cli> {
+        Cli::try_parse().map_err(|e| {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+            match e.kind() {
+                DisplayHelp | DisplayVersion => e.exit(),
+                _ => Error::Usage(usage_line(&e.render().to_string())),
+            }
+        })
+    }
+
     /// True for a `listen` that can have many TCP clients at once; a UDP
     /// listener has one socket to read and gains nothing from more threads.
     pub fn serves_many(&self) -> bool {
@@ -482,6 +519,20 @@ impl Cli {
         };
         job.await
     }
+}
+
+/// clap's usage error in one line: its message and tips, without the
+/// usage block and the help hint, pointing to `--help` instead.
+fn usage_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more")
+        })
+        .map(|line| line.trim_start_matches("error: "))
+        .collect();
+    format!("{} (see --help)", parts.join("; "))
 }
 
 #[cfg(test)]

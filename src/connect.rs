@@ -42,14 +42,18 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
 async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
     match endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await? {
-        Stream::Plain(stream, peer) => session(stream, peer).await,
-        Stream::Tls(stream, peer) => session(*stream, peer).await,
+        Stream::Plain(stream, peer) => session(stream, PeerOutput::plain_tcp(), peer).await,
+        Stream::Tls(stream, peer) => session(*stream, PeerOutput::default(), peer).await,
     }
 }
 
-async fn session(stream: impl AsyncRead + AsyncWrite, peer: SocketAddr) -> Result<()> {
+async fn session(
+    stream: impl AsyncRead + AsyncWrite,
+    output: PeerOutput,
+    peer: SocketAddr,
+) -> Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
-    let mut download = std::pin::pin!(PeerOutput::default().copy_from(reader, peer));
+    let mut download = std::pin::pin!(output.copy_from(reader, peer));
     let mut upload = std::pin::pin!(async {
         upload(tokio::io::stdin(), &mut writer, peer).await?;
         writer

@@ -14,8 +14,9 @@ pub enum Framing {
     /// Each read, except that a UTF-8 character cut at the end of a read
     /// waits for its rest; used when escaping for a terminal.
     RawWholeChars,
-    /// One message per line, `\n` included; a line longer than `max_line`
-    /// comes out in pieces of at most `max_line` bytes.
+    /// One message per line, `\n` included; a line of up to `max_line`
+    /// bytes (its newline not counted) is one message, a longer one comes
+    /// out in pieces of at most `max_line` bytes.
     Lines { max_line: usize },
 }
 
@@ -23,7 +24,8 @@ pub enum Framing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub bytes: Bytes,
-    /// A piece of a line longer than `max_line`: the rest of the line follows.
+    /// A piece of a line longer than `max_line`: the rest of the line follows
+    /// (never set on the last bytes of a stream, nor on a line of exactly `max_line`).
     pub cut: bool,
 }
 
@@ -77,10 +79,11 @@ impl Framer {
             return None;
         };
         let newline = self.pending.iter().position(|&b| b == b'\n');
-        if let Some(end) = newline.filter(|&at| at < max_line) {
+        if let Some(end) = newline.filter(|&at| at <= max_line) {
             return Some(Frame::whole(self.pending.split_to(end + 1).freeze()));
         }
-        if self.pending.len() >= max_line {
+        // Exactly `max_line` bytes may still be a whole line: its newline may come next.
+        if self.pending.len() > max_line {
             let cut = max_line - incomplete_char_len(&self.pending[..max_line]);
             let cut = if cut == 0 { max_line } else { cut };
             let bytes = self.pending.split_to(cut).freeze();
@@ -160,6 +163,20 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_exactly_max_line_bytes_is_one_message() {
+        let frames = frames(Framing::Lines { max_line: 4 }, b"abcd\nefgh", &[2, 4, 5]);
+        let got: Vec<(&[u8], bool)> = frames.iter().map(|f| (&f.bytes[..], f.cut)).collect();
+        assert_eq!(got, [(&b"abcd\n"[..], false), (&b"efgh"[..], false)]);
+    }
+
+    #[test]
+    fn the_last_piece_of_a_stream_is_never_flagged_cut() {
+        let frames = frames(Framing::Lines { max_line: 4 }, b"abcdefgh", &[]);
+        let got: Vec<(&[u8], bool)> = frames.iter().map(|f| (&f.bytes[..], f.cut)).collect();
+        assert_eq!(got, [(&b"abcd"[..], true), (&b"efgh"[..], false)]);
+    }
+
+    #[test]
     fn long_lines_are_cut_between_characters() {
         // "é" is two bytes; a cut at 3 would split the second one.
         let frames = frame(Framing::Lines { max_line: 3 }, "éé\n".as_bytes(), &[]);
@@ -199,7 +216,8 @@ mod tests {
             for framing in [Framing::RawWholeChars, Framing::Lines { max_line }] {
                 for frame in frame(framing, text.as_bytes(), &cuts) {
                     prop_assert!(std::str::from_utf8(&frame).is_ok());
-                    prop_assert!(frame.len() <= max_line || framing == Framing::RawWholeChars);
+                    let limit = max_line + usize::from(frame.ends_with(b"\n"));
+                    prop_assert!(frame.len() <= limit || framing == Framing::RawWholeChars);
                 }
             }
         }

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use portier::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors exit with 2 here
+    let cli = match Cli::parse_args() {
+        Ok(cli) => cli,
+        Err(e) => return fail(&e),
+    };
     // A server spreads its clients over every core; a one-connection client
     // starts faster on one thread.
     let mut builder = if cli.serves_many() {
@@ -17,7 +19,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("portier: cannot start: {e}");
+            portier::sink::say(&format!("cannot start: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -26,11 +28,14 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("portier: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => fail(&e),
     }
+}
+
+/// Says what went wrong in one line and picks the exit code (2 for usage).
+fn fail(error: &portier::error::Error) -> ExitCode {
+    portier::sink::say(&error.to_string());
+    ExitCode::from(error.exit_code())
 }
 
 /// `pow` from Rust's own libm, in place of the system's: it is the only libm

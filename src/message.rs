@@ -35,8 +35,12 @@ impl fmt::Display for Proto {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A socket is bound and waiting, on this local address.
-    Listening { local: SocketAddr },
+    /// A socket is bound and waiting, on this local address; `note` says
+    /// what the mode changes about it (e.g. a chat is TCP only).
+    Listening {
+        local: SocketAddr,
+        note: Option<&'static str>,
+    },
     /// A TCP peer connected.
     Connect,
     /// Bytes arrived: one read (raw), one line (lines/json) or one datagram.
@@ -49,6 +53,9 @@ pub enum Event {
     Drops { new: u64, total: u64 },
     /// Something failed; the server goes on.
     Error(String),
+    /// Something the operator asked for or must see (statistics, the
+    /// summary, a certificate fingerprint): shown on stderr even with `-q`.
+    Notice(String),
 }
 
 impl Event {
@@ -61,6 +68,7 @@ impl Event {
             Event::Disconnect { .. } => "disconnect",
             Event::Drops { .. } => "drops",
             Event::Error(_) => "error",
+            Event::Notice(_) => "notice",
         }
     }
 }
@@ -101,15 +109,5 @@ impl Message {
     pub fn with_subject(mut self, subject: Option<Arc<str>>) -> Self {
         self.subject = subject;
         self
-    }
-
-    /// The peer as shown in text: `127.0.0.1:40312`, `127.0.0.1:40312/CN=alice`
-    /// with a certificate (spaces as `\x20`, so it stays one field), `-` for none.
-    pub fn peer_label(&self) -> String {
-        match (self.peer, &self.subject) {
-            (None, _) => "-".into(),
-            (Some(peer), None) => peer.to_string(),
-            (Some(peer), Some(subject)) => format!("{peer}/{}", subject.replace(' ', "\\x20")),
-        }
     }
 }

@@ -59,7 +59,7 @@ impl Tally {
 
 fn no_reply(seq: u64, reply_timeout: Duration) {
     let after = humantime::format_duration(reply_timeout);
-    eprintln!("portier: no reply to request {seq} within {after}");
+    crate::sink::say(&format!("no reply to request {seq} within {after}"));
 }
 
 fn ms(duration: Duration) -> String {
@@ -80,7 +80,7 @@ pub async fn run(
     reply_timeout: Duration,
 ) -> Result<()> {
     let tally = exchange(socket, peer, datagram, repeat, reply_timeout).await?;
-    eprintln!("portier: {peer}: {}", tally.summary());
+    crate::sink::say(&format!("{peer}: {}", tally.summary()));
     if tally.received() == 0 {
         return Err(Error::NoReply {
             addr: peer,
@@ -137,11 +137,11 @@ async fn exchange(
                     Some((seq, sent)) => {
                         let rtt = sent.elapsed();
                         tally.rtts.push(rtt);
-                        eprintln!("portier: reply {seq} from {from}: {len} bytes, time {} ms", ms(rtt));
+                        crate::sink::say(&format!("reply {seq} from {from}: {len} bytes, time {} ms", ms(rtt)));
                     }
                     None => {
                         tally.extra += 1;
-                        eprintln!("portier: extra reply from {from}: {len} bytes");
+                        crate::sink::say(&format!("extra reply from {from}: {len} bytes"));
                     }
                 }
                 output.write(reply).await?;

@@ -53,11 +53,11 @@ impl Progress {
         let bytes = self.bar.position();
         let elapsed = self.started.elapsed();
         let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-6);
-        eprintln!(
-            "portier: sent {} in {:.2}s ({}/s)",
+        crate::sink::say(&format!(
+            "sent {} in {:.2}s ({}/s)",
             HumanBytes(bytes),
             elapsed.as_secs_f64(),
             HumanBytes(rate as u64)
-        );
+        ));
     }
 }

@@ -105,8 +105,12 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
             exchange_spliced(stream, input.reader, input.spliceable, peer).await?
         }
         #[cfg(not(target_os = "linux"))]
-        Stream::Plain(stream, peer) => exchange(stream, input.reader, peer).await?,
-        Stream::Tls(stream, peer) => exchange(*stream, input.reader, peer).await?,
+        Stream::Plain(stream, peer) => {
+            exchange(stream, input.reader, PeerOutput::plain_tcp(), peer).await?
+        }
+        Stream::Tls(stream, peer) => {
+            exchange(*stream, input.reader, PeerOutput::default(), peer).await?
+        }
     }
     if let Some(progress) = input.progress {
         progress.finish();
@@ -124,7 +128,7 @@ async fn exchange_spliced(
     peer: SocketAddr,
 ) -> Result<()> {
     let Some(from) = from else {
-        return exchange(stream, fallback, peer).await;
+        return exchange(stream, fallback, PeerOutput::plain_tcp(), peer).await;
     };
     let socket = stream.as_fd().try_clone_to_owned().context(|| lost(peer))?;
     let (reader, mut writer) = stream.split();
@@ -140,15 +144,16 @@ async fn exchange_spliced(
         }
         writer.shutdown().await.context(|| lost(peer))
     };
-    let download = PeerOutput::default().copy_from(reader, peer);
+    let download = PeerOutput::plain_tcp().copy_from(reader, peer);
     tokio::try_join!(upload, download)?;
     Ok(())
 }
 
-/// Sends `input`, half-closes, and copies the answer to stdout until the peer closes.
+/// Sends `input`, half-closes, and copies the answer to `output` until the peer closes.
 async fn exchange(
     stream: impl AsyncRead + AsyncWrite,
     input: impl AsyncRead + Unpin,
+    output: PeerOutput,
     peer: SocketAddr,
 ) -> Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
@@ -156,7 +161,7 @@ async fn exchange(
         upload(input, &mut writer, peer).await?;
         writer.shutdown().await.context(|| lost(peer))
     };
-    let download = PeerOutput::default().copy_from(reader, peer);
+    let download = output.copy_from(reader, peer);
     tokio::try_join!(upload, download)?;
     Ok(())
 }
@@ -235,7 +240,12 @@ impl SendConfig {
             Source::File(path) => {
                 let cannot = || format!("cannot read {}", path.display());
                 let file = tokio::fs::File::open(path).await.context(cannot)?;
-                let size = file.metadata().await.context(cannot)?.len();
+                let metadata = file.metadata().await.context(cannot)?;
+                // Opening a directory works; reading it fails, once connected: say it now.
+                if metadata.is_dir() {
+                    return Err(Error::io(cannot(), std::io::ErrorKind::IsADirectory.into()));
+                }
+                let size = metadata.len();
                 #[cfg(target_os = "linux")]
                 {
                     descriptor = file.as_fd().try_clone_to_owned().ok();

@@ -124,6 +124,28 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// A certificate chain to present, its first certificate checked for what
+/// TLS refuses with a misleading error ("the certificate and key do not fit").
+fn read_identity(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = read_certs(path)?;
+    if chain.first().is_some_and(is_version_1) {
+        return Err(Error::Tls(format!(
+            "{}: {VERSION_1}; make a version 3 one, e.g. add -extfile <(printf 'basicConstraints=CA:FALSE') to `openssl x509 -req`",
+            path.display()
+        )));
+    }
+    Ok(chain)
+}
+
+const VERSION_1: &str = "an X.509 version 1 certificate (it has no extensions), which TLS refuses";
+
+/// True for a version 1 certificate: what `openssl x509 -req` makes (OpenSSL
+/// 3.0) when it is given no extension to add.
+fn is_version_1(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert)
+        .is_ok_and(|(_, parsed)| parsed.version() == x509_parser::x509::X509Version::V1)
+}
+
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
         tls_error(
@@ -152,7 +174,7 @@ pub struct ServerTls {
 impl ServerTls {
     pub fn new(config: &ServerTlsConfig) -> Result<ServerTls> {
         let (chain, key, self_signed) = match &config.identity {
-            ServerIdentity::Files { cert, key } => (read_certs(cert)?, read_key(key)?, None),
+            ServerIdentity::Files { cert, key } => (read_identity(cert)?, read_key(key)?, None),
             ServerIdentity::SelfSigned => {
                 let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
                 let made = rcgen::generate_simple_self_signed(names)
@@ -298,8 +320,8 @@ pub fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
     let mut pins = config.pins.clone();
     let roots = match (&config.ca, config.pins.is_empty(), config.insecure) {
         (_, _, true) => {
-            eprintln!(
-                "portier: warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection"
+            crate::sink::say(
+                "warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection",
             );
             None
         }
@@ -332,7 +354,7 @@ pub fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
         .with_custom_certificate_verifier(verifier);
     let config = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .with_client_auth_cert(read_identity(cert)?, read_key(key)?)
             .map_err(|e| tls_error("the client certificate and key do not fit", e))?,
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(Error::Usage("--cert and --key go together".into())),
@@ -376,6 +398,9 @@ pub fn describe(err: &std::io::Error) -> String {
             }
             CertificateError::UnknownIssuer => {
                 "unknown issuer: the certificate is not signed by a trusted CA (give --ca FILE, or --pin)".into()
+            }
+            CertificateError::Other(other) if other.to_string().contains("UnsupportedCertVersion") => {
+                format!("the certificate is {VERSION_1}; it must be issued again as version 3")
             }
             CertificateError::Other(other) => other.to_string(),
             other => format!("invalid certificate: {other:?}"),

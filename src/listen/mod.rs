@@ -5,6 +5,7 @@
 //! is shared.
 
 mod batch;
+mod echo_guard;
 mod relay;
 mod tcp;
 mod udp;
@@ -18,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use echo_guard::DEFAULT_ECHO_RATE;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 
 use crate::access::AccessList;
@@ -68,8 +70,11 @@ pub struct ListenConfig {
     pub access: AccessList,
     /// TCP clients served at once; more are told the server is full.
     pub max_conns: usize,
-    /// Close TCP clients that send nothing for this long.
+    /// Close TCP clients that send nothing, or take nothing written to
+    /// them (echo, broker, chat), for this long.
     pub idle_timeout: Option<Duration>,
+    /// UDP echo: replies per second to any one peer, at most.
+    pub echo_rate: u32,
     /// UDP: multicast groups to join.
     pub join: Vec<IpAddr>,
     /// UDP: the interface to join them on.
@@ -104,6 +109,7 @@ impl Default for ListenConfig {
             access: AccessList::default(),
             max_conns: DEFAULT_MAX_CONNS,
             idle_timeout: None,
+            echo_rate: DEFAULT_ECHO_RATE,
             join: Vec::new(),
             iface: None,
             recv_buffer: DEFAULT_RECV_BUFFER,
@@ -128,6 +134,10 @@ pub struct Summary {
     pub dropped_slow: u64,
     /// Datagrams the kernel dropped because a receive buffer was full.
     pub kernel_drops: u64,
+    /// UDP echo replies not sent: to a looping source, or over a peer's budget.
+    pub echo_withheld: u64,
+    /// Datagrams still queued in the kernel at shutdown, taken off and not read.
+    pub unread: u64,
 }
 
 impl Summary {
@@ -152,6 +162,11 @@ impl Summary {
                 self.kernel_drops,
                 "datagrams dropped by the kernel (receive buffer full)",
             ),
+            (
+                self.echo_withheld,
+                "echo replies not sent (looping source or over --echo-rate)",
+            ),
+            (self.unread, "datagrams not read (still queued at shutdown)"),
         ]
         .iter()
         .filter(|(count, _)| *count > 0)
@@ -174,6 +189,16 @@ pub struct Listener {
 impl Listener {
     /// Binds every socket `config` asks for, all on one port. Must run inside a tokio runtime.
     pub fn bind(config: &ListenConfig) -> Result<Listener> {
+        // Certificates and keys are read before any socket is opened.
+        let tls = match &config.tls {
+            Some(_) if config.protocols != Protocols::Tcp => {
+                return Err(Error::Usage(
+                    "TLS is for TCP: add -t (UDP cannot do TLS)".into(),
+                ));
+            }
+            Some(tls) => Some(ServerTls::new(tls)?),
+            None => None,
+        };
         let ips = endpoint::listen_ips(config.bind.as_deref())?;
         if ips.is_empty() {
             return Err(Error::Usage(format!(
@@ -193,15 +218,7 @@ impl Listener {
             }
         };
         listener.set_up_udp(config)?;
-        listener.tls = match &config.tls {
-            Some(_) if config.protocols != Protocols::Tcp => {
-                return Err(Error::Usage(
-                    "TLS is for TCP: add -t (UDP cannot do TLS)".into(),
-                ));
-            }
-            Some(tls) => Some(ServerTls::new(tls)?),
-            None => None,
-        };
+        listener.tls = tls;
         Ok(listener)
     }
 
@@ -278,6 +295,7 @@ impl Listener {
             max_conns: config.max_conns,
             connections: Arc::new(Semaphore::new(config.max_conns)),
             idle_timeout: config.idle_timeout,
+            echo_rate: config.echo_rate,
             hub: relay::Hub::default(),
             tls: self.tls.map(|tls| tls.acceptor),
             straight_to_stdout: config.straight_to_stdout,
@@ -289,9 +307,15 @@ impl Listener {
             shutdown,
             tasks: TaskTracker::new(),
         });
+        let note = match config.mode {
+            Mode::Broker | Mode::Chat => {
+                Some("TCP only: broker and chat relay between TCP clients")
+            }
+            _ => None,
+        };
         for socket in self.sockets {
             if let Ok(local) = socket.local_addr() {
-                let listening = Event::Listening { local };
+                let listening = Event::Listening { local, note };
                 context
                     .emit(Message::new(socket.proto(), None, listening))
                     .await;
@@ -322,6 +346,8 @@ struct Counters {
     over_limit: AtomicU64,
     dropped_slow: AtomicU64,
     kernel_drops: AtomicU64,
+    echo_withheld: AtomicU64,
+    unread: AtomicU64,
 }
 
 impl Counters {
@@ -333,6 +359,8 @@ impl Counters {
             over_limit: self.over_limit.load(Ordering::Relaxed),
             dropped_slow: self.dropped_slow.load(Ordering::Relaxed),
             kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
+            echo_withheld: self.echo_withheld.load(Ordering::Relaxed),
+            unread: self.unread.load(Ordering::Relaxed),
         }
     }
 }
@@ -349,13 +377,14 @@ async fn report_stats(context: Arc<Context>, every: Duration) {
         let clients = context.max_conns - context.connections.available_permits();
         let rate = (now.bytes - last_bytes) as f64 / every.as_secs_f64();
         last_bytes = now.bytes;
-        eprintln!(
-            "portier: stats: {clients} clients, {} messages, {}, {}/s, {} drops",
+        let stats = format!(
+            "stats: {clients} clients, {} messages, {}, {}/s, {} drops",
             now.messages,
             indicatif::HumanBytes(now.bytes),
             indicatif::HumanBytes(rate as u64),
             now.kernel_drops
         );
+        context.notice(stats).await;
     }
 }
 
@@ -371,6 +400,7 @@ struct Context {
     /// One permit per TCP client being served.
     connections: Arc<Semaphore>,
     idle_timeout: Option<Duration>,
+    echo_rate: u32,
     hub: relay::Hub,
     tls: Option<TlsAcceptor>,
     straight_to_stdout: bool,
@@ -393,6 +423,17 @@ impl Context {
         self.count(&message);
         // Fails only once the writer is gone, and then it has cancelled `shutdown`.
         let _ = self.events.send(message).await;
+    }
+
+    /// Counts a client dropped because it does not take what is written to it.
+    fn count_dropped_slow(&self) {
+        self.counters.dropped_slow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Says something on stderr, even with `-q`.
+    async fn notice(&self, text: String) {
+        let notice = Message::new(Proto::Tcp, None, Event::Notice(text));
+        self.emit(notice).await;
     }
 
     /// [`Context::emit`] for the UDP receivers, which run on threads of their own.
@@ -430,27 +471,32 @@ impl Context {
 pub async fn run(mut config: ListenConfig, output: OutputConfig) -> Result<()> {
     raise_open_file_limit();
     config.straight_to_stdout = straight_to_stdout_fits(&config, &output);
-    let listener = Listener::bind(&config)?;
-    if let Some(fingerprint) = listener.self_signed_fingerprint() {
-        // Printed even with -q: clients need it to trust this listener.
-        eprintln!("portier: TLS certificate made for this run, SHA-256 fingerprint {fingerprint}");
-        eprintln!("portier: clients: portier send --tls --pin {fingerprint} HOST PORT");
-    }
     let shutdown = CancellationToken::new();
-    shutdown::cancel_on_signal(shutdown.clone());
     let quiet = output.quiet;
+    // Every input (the -o file, certificates) is checked before a socket opens.
     let output = Output::to_stdio(output, shutdown.clone())?;
+    let listener = Listener::bind(&config)?;
+    shutdown::cancel_on_signal(shutdown.clone());
+    let say = |text: String| Message::new(Proto::Tcp, None, Event::Notice(text));
+    let events = output.sender();
+    if let Some(fingerprint) = listener.self_signed_fingerprint() {
+        // A notice, so shown even with -q: clients need it to trust this listener.
+        let made = format!("TLS certificate made for this run, SHA-256 fingerprint {fingerprint}");
+        let pin = format!("clients: portier send --tls --pin {fingerprint} HOST PORT");
+        for text in [made, pin] {
+            let _ = events.send(say(text)).await;
+        }
+    }
     let started = std::time::Instant::now();
-    let summary = listener.serve(&config, output.sender(), shutdown).await;
-    output.finish()?;
-    match summary.line() {
-        Some(line) if !quiet => eprintln!("portier: {line}"),
-        _ => {}
+    let summary = listener.serve(&config, events.clone(), shutdown).await;
+    if let Some(line) = summary.line().filter(|_| !quiet) {
+        let _ = events.send(say(line)).await;
     }
     if config.stats.is_some() {
-        eprintln!("portier: {}", summary.totals(started.elapsed()));
+        let _ = events.send(say(summary.totals(started.elapsed()))).await;
     }
-    Ok(())
+    drop(events);
+    output.finish()
 }
 
 /// True when every received byte goes to stdout as is, nowhere else, from one reader.

@@ -104,18 +104,16 @@ async fn serve_connection(
     context.emit(message(Event::Connect)).await;
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
-    let mut replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone());
+    let idle = context.idle_timeout;
+    let mut replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone(), idle);
     let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
         Some(done) => done,
         None => read_loop(&mut reader, &context, &mut replies, &kick, message).await,
     };
     let ended_by = match ended_by {
         None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
-            context
-                .counters
-                .dropped_slow
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Some("dropped: too slow to take what the others send (queue full)".to_string())
+            context.count_dropped_slow();
+            Some("dropped: too slow to take what the others send (queue full, or nothing taken for --idle-timeout)".to_string())
         }
         other => other,
     };
@@ -158,8 +156,14 @@ async fn read_loop(
             Ok(Some(chunk)) => {
                 received += chunk.len() as u64;
                 framer.push(chunk);
+                let mut stalled = None;
                 while let Some(frame) = framer.next_frame() {
-                    deliver(context, replies, kick, message, frame).await;
+                    if let Err(why) = deliver(context, replies, kick, message, frame).await {
+                        stalled = Some(why);
+                    }
+                }
+                if stalled.is_some() {
+                    break stalled;
                 }
             }
             Ok(None) => break None,
@@ -167,7 +171,8 @@ async fn read_loop(
         }
     };
     if let Some(rest) = framer.finish() {
-        deliver(context, replies, kick, message, rest).await;
+        // The client is ending; a reply it does not take changes nothing now.
+        let _ = deliver(context, replies, kick, message, rest).await;
     }
     (received, ended_by)
 }
@@ -224,16 +229,18 @@ async fn spliced_to_stdout(
     None
 }
 
-/// Hands one message to the sinks and to whoever the mode writes it to.
+/// Hands one message to the sinks and to whoever the mode writes it to;
+/// `Err` when the client takes no reply for the idle timeout (it is dropped).
 async fn deliver(
     context: &Context,
     replies: &mut Replies,
     kick: &tokio_util::sync::CancellationToken,
     message: impl Fn(Event) -> Message,
     Frame { bytes, cut }: Frame,
-) {
-    replies.pass_on(&context.hub, &bytes, kick).await;
+) -> Result<(), String> {
+    let passed_on = replies.pass_on(&context.hub, &bytes, kick).await;
     context.emit(message(Event::Data { bytes, cut })).await;
+    passed_on.inspect_err(|_| context.count_dropped_slow())
 }
 
 /// Never ends without a timeout; ends after it otherwise.

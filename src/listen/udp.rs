@@ -9,11 +9,12 @@ use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
 use super::batch::{BATCH, Batch};
+use super::echo_guard::EchoGuard;
 use super::{Context, Mode};
 use crate::datagram::kernel_drops;
 use crate::endpoint::natural;
@@ -31,8 +32,14 @@ const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// (4 MiB by default, [`super::DEFAULT_RECV_BUFFER`]).
 const FLOOD_PAUSE: Duration = Duration::from_micros(50);
 
-/// Serves one socket until shutdown, then until what the kernel already
-/// holds is handed over; reads the kernel's drop counter meanwhile.
+/// After shutdown, what the kernel already holds is still delivered for this
+/// long; a flood can keep the queue full for ever, and SIGTERM must still win.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// Then what is left is taken off the queue and counted as not read, for at most this long.
+const UNREAD_COUNT_LIMIT: Duration = Duration::from_millis(200);
+
+/// Serves one socket until shutdown, then hands over what the kernel already
+/// holds (for [`SHUTDOWN_GRACE`] at most); reads the kernel's drop counter meanwhile.
 pub(super) async fn receive_loop(socket: tokio::net::UdpSocket, context: Arc<Context>) {
     let socket = match blocking(socket) {
         Ok(socket) => Arc::new(socket),
@@ -90,11 +97,28 @@ fn wake(socket: &UdpSocket) {
 /// The receiving thread.
 fn receive(socket: &UdpSocket, context: &Context) {
     let mut batch = Batch::new();
+    let mut echo = match (context.mode, socket.local_addr()) {
+        (Mode::Echo, Ok(local)) => Some(EchoGuard::new(local.port(), context.echo_rate)),
+        _ => None,
+    };
+    let mut stop_by = None;
     loop {
+        if context.shutdown.is_cancelled() {
+            let deadline = *stop_by.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+            if Instant::now() >= deadline {
+                count_unread(socket, context, &mut batch);
+                return;
+            }
+        }
         match batch.receive(socket) {
             Ok(0) => return, // shut down, and nothing left
             Ok(count) => {
-                if deliver(socket, context, &batch, count) == Flow::Stop {
+                let receiver = Receiver {
+                    socket,
+                    context,
+                    echo: echo.as_mut(),
+                };
+                if receiver.deliver(&batch, count) == Flow::Stop {
                     return;
                 }
                 if count > 1 && count < BATCH && context.mode != Mode::Echo {
@@ -118,6 +142,21 @@ fn receive(socket: &UdpSocket, context: &Context) {
     }
 }
 
+/// Takes what is still queued off the socket, uncounted by anyone else, and
+/// counts it as not read (bounded in time: a flood does not stop for us).
+fn count_unread(socket: &UdpSocket, context: &Context, batch: &mut Batch) {
+    let started = Instant::now();
+    while started.elapsed() < UNREAD_COUNT_LIMIT {
+        match batch.receive(socket) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => {
+                let unread = &context.counters.unread;
+                unread.fetch_add(count as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 fn is_retry(e: &io::Error) -> bool {
     use io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
     matches!(e.kind(), Interrupted | TimedOut | WouldBlock)
@@ -129,76 +168,122 @@ enum Flow {
     Stop,
 }
 
-/// Hands over the `count` datagrams of the last batch.
-fn deliver(socket: &UdpSocket, context: &Context, batch: &Batch, count: usize) -> Flow {
-    match &context.stdout {
-        Some(stdout) => deliver_straight(socket, context, stdout, batch, count),
-        None => deliver_messages(socket, context, batch, count),
-    }
+/// What one batch is delivered with: the socket (for echoes), the shared
+/// context and, in echo mode, the socket's echo guard.
+struct Receiver<'a> {
+    socket: &'a UdpSocket,
+    context: &'a Context,
+    echo: Option<&'a mut EchoGuard>,
 }
 
-/// As messages for the writer, copied out together: one allocation per
-/// batch, not one per datagram.
-fn deliver_messages(socket: &UdpSocket, context: &Context, batch: &Batch, count: usize) -> Flow {
-    let size = (0..count).map(|i| batch.payload(i).len()).sum();
-    let mut copied = BytesMut::with_capacity(size);
-    for i in 0..count {
-        copied.extend_from_slice(batch.payload(i));
-    }
-    let mut copied = copied.freeze();
-    for i in 0..count {
-        let bytes = copied.split_to(batch.payload(i).len());
-        let Some(from) = batch.source(i) else {
-            continue; // not an IP address: cannot happen on an IP socket
-        };
-        let Some(peer) = admit(socket, context, &bytes, from) else {
-            continue;
-        };
-        let data = Event::data(bytes);
-        context.emit_blocking(Message::new(Proto::Udp, Some(peer), data));
-        if context.once == Some(Proto::Udp) {
-            context.shutdown.cancel();
-            return Flow::Stop;
+impl Receiver<'_> {
+    /// Hands over the `count` datagrams of the last batch.
+    fn deliver(self, batch: &Batch, count: usize) -> Flow {
+        match &self.context.stdout {
+            Some(stdout) => self.deliver_straight(stdout, batch, count),
+            None => self.deliver_messages(batch, count),
         }
     }
-    Flow::Go
-}
 
-/// Straight to stdout (`ListenConfig::straight_to_stdout`): the admitted
-/// datagrams of a batch in one write, from where they were received.
-fn deliver_straight(
-    socket: &UdpSocket,
-    context: &Context,
-    mut stdout: &std::fs::File,
-    batch: &Batch,
-    count: usize,
-) -> Flow {
-    let mut slices = [IoSlice::new(&[]); BATCH];
-    let mut admitted = 0;
-    let mut flow = Flow::Go;
-    for (payload, from) in (0..count).filter_map(|i| batch.get(i)) {
-        if admit(socket, context, payload, from).is_none() {
-            continue;
+    /// As messages for the writer, copied out together: one allocation per
+    /// batch, not one per datagram.
+    fn deliver_messages(mut self, batch: &Batch, count: usize) -> Flow {
+        let context = self.context;
+        let size = (0..count).map(|i| batch.payload(i).len()).sum();
+        let mut copied = BytesMut::with_capacity(size);
+        for i in 0..count {
+            copied.extend_from_slice(batch.payload(i));
         }
-        slices[admitted] = IoSlice::new(payload);
-        admitted += 1;
-        context.count_data(payload.len() as u64);
-        if context.once == Some(Proto::Udp) {
-            context.shutdown.cancel();
-            flow = Flow::Stop;
-            break;
+        let mut copied = copied.freeze();
+        for i in 0..count {
+            let bytes = copied.split_to(batch.payload(i).len());
+            let Some(from) = batch.source(i) else {
+                continue; // not an IP address: cannot happen on an IP socket
+            };
+            let Some(peer) = self.admit(&bytes, from) else {
+                continue;
+            };
+            let data = Event::data(bytes);
+            context.emit_blocking(Message::new(Proto::Udp, Some(peer), data));
+            if context.once == Some(Proto::Udp) {
+                context.shutdown.cancel();
+                return Flow::Stop;
+            }
         }
+        Flow::Go
     }
-    let mut pending = &mut slices[..admitted];
-    while !pending.is_empty() {
-        match stdout.write_vectored(pending) {
-            Ok(0) => return stop_writing(context, io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut pending, written),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return stop_writing(context, e),
+
+    /// Straight to stdout (`ListenConfig::straight_to_stdout`): the admitted
+    /// datagrams of a batch in one write, from where they were received.
+    fn deliver_straight(mut self, mut stdout: &std::fs::File, batch: &Batch, count: usize) -> Flow {
+        let context = self.context;
+        let mut slices = [IoSlice::new(&[]); BATCH];
+        let mut admitted = 0;
+        let mut flow = Flow::Go;
+        for (payload, from) in (0..count).filter_map(|i| batch.get(i)) {
+            if self.admit(payload, from).is_none() {
+                continue;
+            }
+            slices[admitted] = IoSlice::new(payload);
+            admitted += 1;
+            context.count_data(payload.len() as u64);
+            if context.once == Some(Proto::Udp) {
+                context.shutdown.cancel();
+                flow = Flow::Stop;
+                break;
+            }
         }
+        let mut pending = &mut slices[..admitted];
+        while !pending.is_empty() {
+            match stdout.write_vectored(pending) {
+                Ok(0) => return stop_writing(context, io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut pending, written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return stop_writing(context, e),
+            }
+        }
+        flow
     }
-    flow
+
+    /// Checks one datagram: a refused peer is counted and ignored, an echo is
+    /// sent back if the guard allows. The peer, in its natural form, when the
+    /// datagram is to be delivered.
+    fn admit(&mut self, payload: &[u8], from: SocketAddr) -> Option<SocketAddr> {
+        let context = self.context;
+        let peer = natural(from);
+        if let Some(why) = context.access.refusal(peer.ip()) {
+            let counter = &context.counters.refused;
+            if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, why) {
+                context.emit_blocking(notice);
+            }
+            return None;
+        }
+        let Some(guard) = self.echo.as_deref_mut() else {
+            return Some(peer);
+        };
+        match guard.check(peer, Instant::now()) {
+            // Back to the address as the socket saw it (a dual-stack socket needs the mapped form).
+            Ok(()) => {
+                if let Err(e) = self.socket.send_to(payload, from) {
+                    let error = Event::Error(format!("cannot echo: {}", describe(&e)));
+                    context.emit_blocking(Message::new(Proto::Udp, Some(peer), error));
+                }
+            }
+            Err(withheld) => {
+                let counter = &context.counters.echo_withheld;
+                // Said once, when it first bites; the summary has the count.
+                if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let notice = format!(
+                        "udp {peer}: {}; further ones are only counted (summary)",
+                        withheld.describe()
+                    );
+                    let notice = Message::new(Proto::Udp, Some(peer), Event::Notice(notice));
+                    context.emit_blocking(notice);
+                }
+            }
+        }
+        Some(peer)
+    }
 }
 
 /// stdout failed: a reader that left (`| head`) ends the server quietly, anything else is said.
@@ -209,32 +294,6 @@ fn stop_writing(context: &Context, err: io::Error) -> Flow {
     }
     context.shutdown.cancel();
     Flow::Stop
-}
-
-/// Checks one datagram: a refused peer is counted and ignored, an echo is
-/// sent back. The peer, in its natural form, when the datagram is to be delivered.
-fn admit(
-    socket: &UdpSocket,
-    context: &Context,
-    payload: &[u8],
-    from: SocketAddr,
-) -> Option<SocketAddr> {
-    let peer = natural(from);
-    if let Some(why) = context.access.refusal(peer.ip()) {
-        let counter = &context.counters.refused;
-        if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, why) {
-            context.emit_blocking(notice);
-        }
-        return None;
-    }
-    if context.mode == Mode::Echo {
-        // Back to the address as the socket saw it (a dual-stack socket needs the mapped form).
-        if let Err(e) = socket.send_to(payload, from) {
-            let error = Event::Error(format!("cannot echo: {}", describe(&e)));
-            context.emit_blocking(Message::new(Proto::Udp, Some(peer), error));
-        }
-    }
-    Some(peer)
 }
 
 /// The kernel's drop counter for one socket, as last reported.

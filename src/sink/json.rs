@@ -40,6 +40,8 @@ struct Record<'a> {
     new_drops: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
 }
 
 /// Writes `message` as one JSON line; `scratch` is reused between calls.
@@ -65,9 +67,13 @@ pub fn write_json(
         drops: None,
         new_drops: None,
         error: None,
+        note: None,
     };
     match &message.event {
-        Event::Listening { local } => record.local = Some(local.to_string()),
+        Event::Listening { local, note } => {
+            record.local = Some(local.to_string());
+            record.note = *note;
+        }
         Event::Connect => {}
         Event::Data { bytes: data, cut } => {
             record.len = Some(data.len());
@@ -88,6 +94,7 @@ pub fn write_json(
             record.new_drops = Some(*new);
         }
         Event::Error(error) => record.error = Some(error),
+        Event::Notice(notice) => record.note = Some(notice),
     }
     scratch.clear();
     serde_json::to_writer(&mut *scratch, &record)?;

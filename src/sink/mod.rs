@@ -1,6 +1,10 @@
 //! Sinks: where messages go. One writer thread owns stdout and stderr, so
 //! reads from many clients never interleave inside one message, and a slow
 //! stdout pushes back on the readers through a bounded channel.
+//!
+//! Every line portier writes on stderr goes through [`write_event`] (the
+//! writer thread's events, and [`say`] for the clients and `main`): one write
+//! per line, every control and invisible character in it escaped.
 
 mod hex;
 mod json;
@@ -22,7 +26,7 @@ use crate::message::{Event, Message};
 
 pub use hex::write_hex;
 pub use json::write_json;
-pub use text::{Escape, write_escaped, write_line, write_raw};
+pub use text::{Escape, peer_label, write_escaped, write_line, write_raw};
 
 /// Messages waiting for the writer; when full, readers wait (TCP then pushes back on the peer).
 const QUEUE_LEN: usize = 256;
@@ -188,11 +192,11 @@ impl<D: Write, E: Write> Writer<D, E> {
     }
 
     fn write(&mut self, message: &Message) -> io::Result<()> {
-        let line = event_line(message).filter(|_| !self.config.quiet);
-        if let Some(line) = line {
+        let shown = !self.config.quiet || matches!(message.event, Event::Notice(_));
+        if let Some(line) = event_line(message).filter(|_| shown) {
             // Data written before the event must show first when both share a terminal.
             self.data.flush()?;
-            writeln!(self.events, "portier: {line}")?;
+            write_event(&mut self.events, &line)?;
         }
         let format = self.config.format;
         let ts = match format {
@@ -225,7 +229,7 @@ fn render(
             _ => Ok(()),
         };
     };
-    let (proto, peer) = (message.proto.as_str(), &message.peer_label());
+    let (proto, peer) = (message.proto.as_str(), &peer_label(message));
     match format {
         Format::Json => write_json(out, scratch, ts, message),
         Format::Raw => write_raw(out, bytes, terminal),
@@ -237,13 +241,19 @@ fn render(
 /// The plain-words line for stderr, for every event but data.
 pub fn event_line(message: &Message) -> Option<String> {
     let proto = message.proto;
-    let peer = message.peer_label();
+    let peer = peer_label(message);
     Some(match &message.event {
         Event::Data { .. } => return None,
-        Event::Listening { local } if local.ip() == Ipv6Addr::UNSPECIFIED => {
-            format!("listening on {proto} {local} (IPv4 and IPv6)")
+        Event::Listening { local, note } => {
+            let mut line = format!("listening on {proto} {local}");
+            if local.ip() == Ipv6Addr::UNSPECIFIED {
+                line += " (IPv4 and IPv6)";
+            }
+            if let Some(note) = note {
+                line = format!("{line}; {note}");
+            }
+            line
         }
-        Event::Listening { local } => format!("listening on {proto} {local}"),
         Event::Connect => format!("connect {proto} {peer}"),
         Event::Disconnect { bytes, duration } => format!(
             "disconnect {proto} {peer} ({bytes} bytes in {:.3}s)",
@@ -253,7 +263,25 @@ pub fn event_line(message: &Message) -> Option<String> {
             "{proto}: the kernel dropped {new} datagrams (receive buffer full; {total} in all)"
         ),
         Event::Error(error) => format!("error {proto} {peer}: {error}"),
+        Event::Notice(notice) => notice.clone(),
     })
+}
+
+/// Writes `portier: LINE` and its newline in one call, every control and
+/// invisible character in `line` escaped: lines from several tasks never
+/// interleave, and none carries a live escape sequence.
+pub fn write_event(out: &mut impl Write, line: &str) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(line.len() + 16);
+    buf.extend_from_slice(b"portier: ");
+    write_escaped(&mut buf, line.as_bytes(), Escape::Event)?;
+    buf.push(b'\n');
+    out.write_all(&buf)
+}
+
+/// One event line on stderr, for the code that has no writer thread (the
+/// clients, `main`). A stderr that cannot be written to has nobody to tell.
+pub fn say(line: &str) {
+    let _ = write_event(&mut io::stderr().lock(), line);
 }
 
 /// Writes a peer's bytes to stdout as they arrive, escaped when stdout is a
@@ -262,6 +290,9 @@ pub struct PeerOutput {
     terminal: bool,
     stdout: tokio::io::Stdout,
     escaped: Vec<u8>,
+    /// The peer was reached over plain TCP: an answer that is a TLS record
+    /// means we spoke clear text to a TLS server.
+    plain_tcp: bool,
 }
 
 impl Default for PeerOutput {
@@ -270,11 +301,26 @@ impl Default for PeerOutput {
             terminal: io::stdout().is_terminal(),
             stdout: tokio::io::stdout(),
             escaped: Vec::new(),
+            plain_tcp: false,
         }
     }
 }
 
+/// True when `bytes` start like a TLS record a server sends first: a
+/// handshake or an alert, in TLS 1.0-1.3 framing.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
 impl PeerOutput {
+    /// For a peer reached over plain TCP, which must not answer in TLS.
+    pub fn plain_tcp() -> Self {
+        PeerOutput {
+            plain_tcp: true,
+            ..PeerOutput::default()
+        }
+    }
+
     /// Writes and flushes `bytes`; `Ok(false)` when nobody reads stdout any
     /// more (`portier connect ... | head`), which ends a session normally.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<bool> {
@@ -311,6 +357,12 @@ impl PeerOutput {
             };
             if n == 0 {
                 return Ok(total);
+            }
+            if total == 0 && self.plain_tcp && looks_like_tls(&buf[..n]) {
+                // Its alert is not for a person's eyes, and nothing was delivered.
+                return Err(Error::Tls(format!(
+                    "{peer} speaks TLS: add --tls (with --pin or --ca to trust it)"
+                )));
             }
             total += n as u64;
             if !self.write(&buf[..n]).await? {

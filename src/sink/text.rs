@@ -1,7 +1,11 @@
 //! The `raw` and `lines` formats, and the escaping that keeps a peer from
-//! driving the terminal: no control byte from the network is ever written live.
+//! driving the terminal: no control byte from the network is ever written
+//! live, and no invisible formatting character (bidi overrides, zero-width
+//! characters) can make text read other than it is.
 
 use std::io::{self, Write};
+
+use crate::message::Message;
 
 /// What escaping keeps readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,9 +14,23 @@ pub enum Escape {
     Terminal,
     /// For one-line text: every control, and `\` itself, is escaped, so the line decodes back.
     Line,
+    /// For an event line on stderr, made of our words and already escaped
+    /// peer strings: every control is escaped, `\` is left as it is.
+    Event,
 }
 
-/// Writes `bytes` with controls (C0, DEL, C1) and invalid UTF-8 shown as escapes (`\x1b`).
+/// Unicode formatting characters that change how the text around them is
+/// shown without showing themselves: bidi embeddings, overrides and isolates
+/// (`left\u{202e}right` displays reversed), zero-width characters, separators.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}' | '\u{e0001}' | '\u{e0020}'..='\u{e007f}')
+}
+
+/// Writes `bytes` with controls (C0, DEL, C1), invisible formatting
+/// characters and invalid UTF-8 shown as escapes (`\x1b`, `\u{202e}`).
 pub fn write_escaped(out: &mut impl Write, bytes: &[u8], escape: Escape) -> io::Result<()> {
     for chunk in bytes.utf8_chunks() {
         let text = chunk.valid();
@@ -20,12 +38,14 @@ pub fn write_escaped(out: &mut impl Write, bytes: &[u8], escape: Escape) -> io::
         for (at, c) in text.char_indices() {
             let replacement = match (c, escape) {
                 ('\n' | '\t' | '\r', Escape::Terminal) => continue,
-                ('\n', Escape::Line) => "\\n".into(),
-                ('\t', Escape::Line) => "\\t".into(),
-                ('\r', Escape::Line) => "\\r".into(),
+                ('\n', _) => "\\n".into(),
+                ('\t', _) => "\\t".into(),
+                ('\r', _) => "\\r".into(),
                 ('\\', Escape::Line) => "\\\\".into(),
                 (c, _) if (c as u32) < 0x20 || c == '\x7f' => format!("\\x{:02x}", c as u32),
-                (c, _) if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+                (c, _) if c.is_control() || is_invisible_format(c) => {
+                    format!("\\u{{{:x}}}", c as u32)
+                }
                 _ => continue,
             };
             out.write_all(&text.as_bytes()[clean_from..at])?;
@@ -69,6 +89,23 @@ pub fn write_line(
     out.write_all(if cut { b"\\\n" } else { b"\n" })
 }
 
+/// The peer as shown in text: `127.0.0.1:40312`, `127.0.0.1:40312/CN=alice`
+/// with a certificate, `-` for none. The subject is the peer's own text: it is
+/// escaped like a `lines` line, spaces too (`\x20`), so it stays one field.
+pub fn peer_label(message: &Message) -> String {
+    let (Some(peer), subject) = (message.peer, &message.subject) else {
+        return "-".into();
+    };
+    let Some(subject) = subject else {
+        return peer.to_string();
+    };
+    let mut escaped = Vec::with_capacity(subject.len());
+    // Writing into a Vec cannot fail.
+    let _ = write_escaped(&mut escaped, subject.as_bytes(), Escape::Line);
+    let escaped = String::from_utf8_lossy(&escaped).replace(' ', "\\x20");
+    format!("{peer}/{escaped}")
+}
+
 /// `TIME PROTO PEER`, the start of a `lines` line and of a `hex` dump (`-` for no peer).
 pub fn write_heading(out: &mut impl Write, time: &str, proto: &str, peer: &str) -> io::Result<()> {
     write!(out, "{time} {proto} {peer}")
@@ -96,6 +133,43 @@ mod tests {
         );
         assert_eq!(escaped(b"\xff\xfeok", Escape::Terminal), "\\xff\\xfeok");
         assert_eq!(escaped("héllo €".as_bytes(), Escape::Terminal), "héllo €");
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_escaped() {
+        assert_eq!(
+            escaped(
+                "left\u{202e}right\u{2066}\u{200b}".as_bytes(),
+                Escape::Terminal
+            ),
+            "left\\u{202e}right\\u{2066}\\u{200b}"
+        );
+        assert_eq!(
+            escaped("a\u{2069}b".as_bytes(), Escape::Line),
+            "a\\u{2069}b"
+        );
+    }
+
+    #[test]
+    fn event_escaping_keeps_backslashes_and_defuses_the_rest() {
+        assert_eq!(
+            escaped(b"CN=evil\x1b]0;owned\x07\x1b[2J\r\\x20", Escape::Event),
+            "CN=evil\\x1b]0;owned\\x07\\x1b[2J\\r\\x20"
+        );
+    }
+
+    #[test]
+    fn a_certificate_subject_cannot_drive_the_terminal() {
+        let message = Message::new(
+            crate::message::Proto::Tcp,
+            "127.0.0.1:5".parse().ok(),
+            crate::message::Event::Connect,
+        )
+        .with_subject(Some("CN=evil\x1b]0;owned\x07\x1b[2J\r O=x".into()));
+        assert_eq!(
+            peer_label(&message),
+            "127.0.0.1:5/CN=evil\\x1b]0;owned\\x07\\x1b[2J\\r\\x20O=x"
+        );
     }
 
     #[test]

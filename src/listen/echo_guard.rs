@@ -1,0 +1,161 @@
+//! What keeps a UDP echo from becoming a weapon. A UDP source address is
+//! whatever the sender wrote, so one spoofed datagram can name the listener
+//! itself, or another echo service, as its source: answering it starts a loop
+//! that never ends on its own. The guard refuses the sources that make such
+//! loops, and gives every peer a budget of replies per second, so any loop
+//! that gets past the first rule dies out as soon as its budget is spent.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Replies per second to any one peer unless told otherwise (`--echo-rate`).
+pub const DEFAULT_ECHO_RATE: u32 = 200;
+
+/// Source ports that are never answered: 0 is no port, and 7, 9, 13, 17, 19
+/// and 37 are the small services (echo, discard, daytime, qotd, chargen,
+/// time) that answer every datagram; replying to them is the classic loop.
+/// inetd refuses the same ones.
+const LOOPING_PORTS: [u16; 7] = [0, 7, 9, 13, 17, 19, 37];
+
+/// Peers tracked at once; each slot is taken by whoever hashes to it, so
+/// memory stays bounded whatever addresses a flood claims to come from.
+const SLOTS: usize = 4096;
+
+/// Why a reply was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// The source is this listener's own port, or a service port that answers everything.
+    LoopingSource,
+    /// The peer has had its replies for this second.
+    OverBudget,
+}
+
+impl Withheld {
+    /// The reason, as said once on stderr.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Withheld::LoopingSource => {
+                "echo not sent: the source port is this listener's own or an echo-like service's (a spoofed loop)"
+            }
+            Withheld::OverBudget => "echo not sent: over the peer's --echo-rate budget",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    peer: SocketAddr,
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The guard of one UDP socket (used by its one receiving thread).
+pub struct EchoGuard {
+    own_port: u16,
+    rate: f64,
+    slots: Vec<Option<Slot>>,
+}
+
+impl EchoGuard {
+    /// A guard for a socket bound to `own_port` that answers each peer at
+    /// most `rate` times a second (with a burst of as many).
+    pub fn new(own_port: u16, rate: u32) -> EchoGuard {
+        EchoGuard {
+            own_port,
+            rate: f64::from(rate.max(1)),
+            slots: vec![None; SLOTS],
+        }
+    }
+
+    /// May `peer` be answered now? Takes one reply from its budget if so.
+    pub fn check(&mut self, peer: SocketAddr, now: Instant) -> Result<(), Withheld> {
+        if peer.port() == self.own_port || LOOPING_PORTS.contains(&peer.port()) {
+            return Err(Withheld::LoopingSource);
+        }
+        let rate = self.rate;
+        let slot = &mut self.slots[slot_of(peer)];
+        let entry = match slot {
+            Some(entry) => {
+                let elapsed = now.saturating_duration_since(entry.refilled).as_secs_f64();
+                entry.tokens = (entry.tokens + elapsed * rate).min(rate);
+                entry.refilled = now;
+                // A slot whose peer has been quiet for a full second is free
+                // to take; otherwise a newcomer shares the budget in it.
+                if entry.peer != peer && entry.tokens >= rate {
+                    entry.peer = peer;
+                }
+                entry
+            }
+            None => slot.insert(Slot {
+                peer,
+                tokens: rate,
+                refilled: now,
+            }),
+        };
+        if entry.tokens < 1.0 {
+            return Err(Withheld::OverBudget);
+        }
+        entry.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+fn slot_of(peer: SocketAddr) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    // Seeded per process, so nobody can aim many addresses at one slot.
+    thread_local!(static SEED: RandomState = RandomState::new());
+    SEED.with(|seed| seed.hash_one(peer) as usize % SLOTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn its_own_port_and_echo_services_are_never_answered() {
+        let mut guard = EchoGuard::new(8888, 100);
+        let now = Instant::now();
+        for source in ["127.0.0.1:8888", "10.0.0.2:8888", "127.0.0.1:7", "[::1]:19"] {
+            assert_eq!(
+                guard.check(addr(source), now),
+                Err(Withheld::LoopingSource),
+                "{source}"
+            );
+        }
+        assert_eq!(guard.check(addr("127.0.0.1:40000"), now), Ok(()));
+    }
+
+    #[test]
+    fn a_peer_gets_its_budget_then_waits_for_it_to_refill() {
+        let mut guard = EchoGuard::new(8888, 10);
+        let peer = addr("127.0.0.1:40000");
+        let start = Instant::now();
+        let sent = (0..100)
+            .filter(|_| guard.check(peer, start).is_ok())
+            .count();
+        assert_eq!(sent, 10);
+        assert_eq!(guard.check(peer, start), Err(Withheld::OverBudget));
+        // Another peer has a budget of its own.
+        assert_eq!(guard.check(addr("127.0.0.1:40001"), start), Ok(()));
+        let later = start + Duration::from_millis(500);
+        let sent = (0..100)
+            .filter(|_| guard.check(peer, later).is_ok())
+            .count();
+        assert_eq!(sent, 5);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_flood_of_sources() {
+        let mut guard = EchoGuard::new(8888, 1);
+        let now = Instant::now();
+        for port in 1024..u16::MAX {
+            let _ = guard.check(SocketAddr::from(([127, 0, 0, 1], port)), now);
+        }
+        assert_eq!(guard.slots.len(), SLOTS);
+    }
+}
