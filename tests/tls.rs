@@ -5,72 +5,8 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::pki::Pki;
 use common::{Running, Server, free_port, have_peer, portier, run_with_input, wait_bound};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-
-/// A private CA with certificates it issued, as PEM files in a temporary folder.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "portier test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        pki.write("ca.pem", &ca.pem());
-
-        let issue = |name: &str, params: CertificateParams| {
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &ca).unwrap();
-            pki.write(&format!("{name}.pem"), &cert.pem());
-            pki.write(&format!("{name}.key"), &key.serialize_pem());
-        };
-        issue(
-            "server",
-            CertificateParams::new(vec!["localhost".into()]).unwrap(),
-        );
-        let mut expired = CertificateParams::new(vec!["localhost".into()]).unwrap();
-        expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        issue("expired", expired);
-        let mut alice = CertificateParams::new(Vec::<String>::new()).unwrap();
-        alice.distinguished_name.push(DnType::CommonName, "alice");
-        alice.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        issue("alice", alice);
-
-        let own = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        pki.write("own.pem", &own.cert.pem());
-        pki.write("own.key", &own.signing_key.serialize_pem());
-        pki
-    }
-
-    fn write(&self, name: &str, pem: &str) {
-        std::fs::write(self.dir.path().join(name), pem).unwrap();
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-
-    /// `--cert NAME.pem --key NAME.key`
-    fn identity(&self, name: &str) -> Vec<String> {
-        let (cert, key) = (
-            self.path(&format!("{name}.pem")),
-            self.path(&format!("{name}.key")),
-        );
-        vec!["--cert".into(), cert, "--key".into(), key]
-    }
-}
 
 fn listen_tls(pki: &Pki, name: &str, extra: &[&str]) -> Server {
     let mut args = pki.identity(name);

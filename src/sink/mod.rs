@@ -250,7 +250,7 @@ pub fn event_line(message: &Message) -> Option<String> {
                 line += " (IPv4 and IPv6)";
             }
             if let Some(note) = note {
-                line = format!("{line}; {note}");
+                line = format!("{line} ({note})");
             }
             line
         }

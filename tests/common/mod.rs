@@ -2,6 +2,8 @@
 //! servers on free ports, peers that must exist in CI, the seed's programs.
 #![allow(dead_code)] // each test binary uses its own share of these helpers
 
+pub mod pki;
+
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -13,8 +15,13 @@ use std::time::{Duration, Instant};
 /// How long any wait in a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The binary under test: this build's, or `PORTIER_BIN` (to run the tests
+/// against another build, e.g. to see a regression test fail before its fix).
 pub fn portier() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_portier"))
+    match std::env::var_os("PORTIER_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_portier")),
+    }
 }
 
 /// Collects everything a child writes to one pipe, as it arrives.
@@ -328,10 +335,11 @@ fn peers_required() -> bool {
 
 /// Skips (with a printed reason) or, under `PORTIER_REQUIRE_PEERS=1`, fails.
 pub fn skip(test: &str, reason: &str) {
-    assert!(
-        !peers_required(),
-        "{test}: {reason} (PORTIER_REQUIRE_PEERS=1)"
-    );
+    skip_unless_required(test, reason, peers_required());
+}
+
+fn skip_unless_required(test: &str, reason: &str, required: bool) {
+    assert!(!required, "{test}: {reason} (PORTIER_REQUIRE_PEERS=1)");
     eprintln!("SKIPPED {test}: {reason}");
 }
 
@@ -363,9 +371,9 @@ pub fn seed_dir() -> PathBuf {
     }
 }
 
-/// The seed tutorial's text (the file with its Python programs).
-fn seed_text() -> Option<String> {
-    std::fs::read_dir(seed_dir())
+/// The seed tutorial's text (the file with its Python programs) in `dir`.
+fn seed_text(dir: &Path) -> Option<String> {
+    std::fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
         .find(|text| text.contains("```python") && text.contains("socket"))
@@ -390,13 +398,23 @@ pub fn seed_program(
     if !have_peer(test, "python3") {
         return None;
     }
-    let Some(text) = seed_text() else {
-        let dir = seed_dir();
+    seed_program_in(test, program, port, &seed_dir(), peers_required())
+}
+
+/// [`seed_program`] from the seed in `dir`; a missing seed fails the test when `required`.
+pub fn seed_program_in(
+    test: &str,
+    program: SeedProgram,
+    port: u16,
+    dir: &Path,
+    required: bool,
+) -> Option<(tempfile::TempDir, PathBuf)> {
+    let Some(text) = seed_text(dir) else {
         let why = format!(
             "no seed tutorial in {} (set PORTIER_SEED_DIR to its folder)",
             dir.display()
         );
-        skip(test, &why);
+        skip_unless_required(test, &why, required);
         return None;
     };
     let wanted: &[&str] = match program {
