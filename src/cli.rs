@@ -209,7 +209,7 @@ pub struct ListenArgs {
     /// Print a summary line on stderr every SECS (clients, messages, bytes, rate, drops), and totals at exit
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     pub stats: Option<Duration>,
-    /// Longest line kept whole in lines and json formats; longer ones come in pieces
+    /// Longest line kept whole in lines and json formats (its newline not counted); longer ones come in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
     pub max_line: usize,
