@@ -322,16 +322,8 @@ fn a_line_of_exactly_max_line_bytes_is_one_whole_message() {
     client.write_all(b"abcd\nefgh").unwrap();
     drop(client);
     assert!(server.run.wait().success());
-    let data: Vec<(String, bool)> = server
-        .run
-        .stdout
-        .json_lines()
-        .into_iter()
-        .filter(|r| r["event"] == "data")
-        .map(|r| (r["text"].as_str().unwrap().to_string(), r["cut"] == true))
-        .collect();
     assert_eq!(
-        data,
+        server.run.stdout.json_texts(),
         [("abcd\n".to_string(), false), ("efgh".to_string(), false)]
     );
 }

@@ -271,14 +271,7 @@ fn lines_longer_than_max_line_come_in_flagged_pieces() {
         .write_all(b"0123456789abcdef\nok\n")
         .unwrap();
     assert!(server.run.wait().success());
-    let pieces: Vec<(String, bool)> = server
-        .run
-        .stdout
-        .json_lines()
-        .into_iter()
-        .filter(|r| r["event"] == "data")
-        .map(|r| (r["text"].as_str().unwrap().to_string(), r["cut"] == true))
-        .collect();
+    let pieces = server.run.stdout.json_texts();
     // The last piece of the long line is exactly --max-line bytes: whole, with its newline.
     let expected = [("01234567", true), ("89abcdef\n", false), ("ok\n", false)];
     let expected: Vec<(String, bool)> = expected.iter().map(|(t, c)| (t.to_string(), *c)).collect();

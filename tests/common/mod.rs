@@ -91,6 +91,15 @@ impl Capture {
             .collect()
     }
 
+    /// The data records of the `json` format: each text and whether it is flagged `cut`.
+    pub fn json_texts(&self) -> Vec<(String, bool)> {
+        self.json_lines()
+            .into_iter()
+            .filter(|r| r["event"] == "data")
+            .map(|r| (r["text"].as_str().unwrap().to_string(), r["cut"] == true))
+            .collect()
+    }
+
     pub fn wait_for_text(&self, needle: &str) -> String {
         let found = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
         String::from_utf8_lossy(&self.wait_for(needle, found)).into_owned()
