@@ -1,12 +1,10 @@
 //! TLS: portier to portier with every option, interop with ncat, openssl and
 //! socat both ways, and one clear message for each failed check.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::pki::Pki;
-use common::{Running, Server, free_port, have_peer, portier, run_with_input, wait_bound};
+use crate::common::pki::Pki;
+use crate::common::{Running, Server, free_port, have_peer, portier, run_with_input, wait_bound};
 
 fn listen_tls(pki: &Pki, name: &str, extra: &[&str]) -> Server {
     let mut args = pki.identity(name);
@@ -186,7 +184,7 @@ fn broker_and_output_file_work_the_same_over_tls() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let heard = common::Capture::from(listener.stdout.take().unwrap());
+    let heard = crate::common::Capture::from(listener.stdout.take().unwrap());
     server.run.stderr.wait_for_text("connect tcp");
     succeeded(&send(&[
         "--tls",

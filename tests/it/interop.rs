@@ -1,11 +1,9 @@
 //! Interoperability with peers no one here wrote: the seed's own Python
 //! programs, OpenBSD nc, ncat and socat, each as client and as server.
 
-mod common;
-
 use std::process::Command;
 
-use common::{
+use crate::common::{
     Running, SeedProgram, Server, free_port, have_peer, portier, python, run_with_input,
     seed_program, wait_bound,
 };

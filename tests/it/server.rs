@@ -1,8 +1,6 @@
 //! The shared, long-running server: echo, broker, chat, output file, access
 //! control, limits, and behaviour under stress. Every loop is bounded.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
@@ -10,7 +8,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Running, Server, portier};
+use crate::common::{PATIENCE, Running, Server, portier};
 
 fn client(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();

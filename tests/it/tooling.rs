@@ -1,11 +1,9 @@
 //! What makes portier feel at home on a system: progress, statistics,
 //! completions and man pages generated from the CLI.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Running, Server, have_peer, portier};
+use crate::common::{Running, Server, have_peer, portier};
 
 #[test]
 fn send_shows_progress_on_a_terminal_and_nothing_elsewhere() {

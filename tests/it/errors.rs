@@ -1,12 +1,10 @@
 //! Every error a user meets is one clear line on stderr and a non-zero exit, never a panic.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{free_port, portier, skip};
+use crate::common::{free_port, portier, skip};
 
 /// Runs portier with `args`; asserts exit `code` and a single stderr line containing `needles`.
 fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {

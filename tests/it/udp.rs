@@ -1,10 +1,8 @@
 //! UDP on loopback: drop accounting, ping, broadcast guard, large datagrams.
 
-mod common;
-
 use std::net::UdpSocket;
 
-use common::{Server, free_port, portier, run_with_input};
+use crate::common::{Server, free_port, portier, run_with_input};
 
 #[test]
 fn every_datagram_is_either_received_or_counted_as_dropped() {

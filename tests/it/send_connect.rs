@@ -1,14 +1,12 @@
 //! `portier send` and `portier connect` against real servers.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::thread;
 
-use common::{Running, Server, portier, run_with_input, wait_output};
+use crate::common::{Running, Server, portier, run_with_input, wait_output};
 
 fn send_ok(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut command = portier();

@@ -3,14 +3,12 @@
 //! elsewhere the tests say they skipped (and fail under PORTIER_REQUIRE_PEERS=1).
 //! Addresses are private ranges that exist only inside these namespaces.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Running, skip};
+use crate::common::{Running, skip};
 
 static LABS: AtomicUsize = AtomicUsize::new(0);
 

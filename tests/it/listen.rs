@@ -1,7 +1,5 @@
 //! `portier listen` driven over real sockets.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -9,7 +7,7 @@ use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{Running, Server, portier};
+use crate::common::{Running, Server, portier};
 
 fn tcp_send(port: u16, data: &[u8]) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -310,7 +308,7 @@ fn a_reader_that_leaves_ends_a_spliced_stream_while_the_client_stays() {
 
 #[test]
 fn a_peer_cannot_drive_the_terminal() {
-    if !common::have_peer("a_peer_cannot_drive_the_terminal", "script") {
+    if !crate::common::have_peer("a_peer_cannot_drive_the_terminal", "script") {
         return;
     }
     // `script` gives portier a real pseudo-terminal as stdout and copies what it shows.

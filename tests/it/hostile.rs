@@ -3,8 +3,6 @@
 //! and time. Spoofed datagrams need a raw socket (root): without it those
 //! tests skip, and fail under `PORTIER_REQUIRE_PEERS=1`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::process::Output;
@@ -13,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::pki::{EVIL_NAME, Pki};
-use common::{PATIENCE, Running, Server, have_peer, portier, skip};
+use crate::common::pki::{EVIL_NAME, Pki};
+use crate::common::{PATIENCE, Running, Server, have_peer, portier, skip};
 
 /// Sends one UDP datagram whose source address is `from`, whatever socket
 /// owns it: what an attacker on the path does. `false` (after saying so) without a raw socket.
@@ -410,7 +408,7 @@ fn zero_periods_and_port_zero_are_usage_errors_naming_the_flag() {
         // Bounded: a build that accepts these would listen or connect on.
         let mut command = portier();
         command.args(args);
-        one_line_usage_error(&common::run_with_input(command, b""), flag);
+        one_line_usage_error(&crate::common::run_with_input(command, b""), flag);
     }
 }
 
@@ -471,7 +469,7 @@ fn plain_send_to_a_tls_listener_says_to_add_tls() {
 /// The README's openssl recipe for a private CA, a server and a client
 /// certificate, run as written, in `dir`.
 fn run_readme_recipe(dir: &std::path::Path) {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let recipe: String = readme
         .split("```sh\n")
         .skip(1)
@@ -639,9 +637,9 @@ fn no_code_writes_to_stderr_but_the_event_writer() {
 fn a_missing_seed_fails_when_peers_are_required_and_skips_otherwise() {
     let empty = tempfile::tempdir().unwrap();
     let missing = |required| {
-        common::seed_program_in(
+        crate::common::seed_program_in(
             "seed_check",
-            common::SeedProgram::TcpClient,
+            crate::common::SeedProgram::TcpClient,
             9,
             empty.path(),
             required,

@@ -1,6 +1,5 @@
 //! Helpers for tests that drive the real `portier` binary over real sockets:
 //! servers on free ports, peers that must exist in CI, the seed's programs.
-#![allow(dead_code)] // each test binary uses its own share of these helpers
 
 pub mod pki;
 
@@ -231,10 +230,6 @@ impl Server {
         };
         let port = listening_port(&run.stderr.wait_for_listening(expected));
         Server { run, port }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
     }
 
     /// Waits until stdout holds `n` lines.

@@ -1,0 +1,16 @@
+//! The integration tests: one binary, one module per area, each driving the
+//! real `portier` binary (or the library in-process) over real sockets, with
+//! real peers (nc, ncat, socat, openssl, the seed's Python programs).
+
+mod common;
+
+mod errors;
+mod hostile;
+mod interop;
+mod listen;
+mod netns;
+mod send_connect;
+mod server;
+mod tls;
+mod tooling;
+mod udp;
