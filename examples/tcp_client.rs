@@ -2,8 +2,8 @@
 //!
 //! `cargo run --example tcp_client -- 9000`
 
+use portier::client::{SendConfig, send};
 use portier::message::Proto;
-use portier::send::{SendConfig, send};
 
 #[tokio::main]
 async fn main() {

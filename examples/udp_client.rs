@@ -3,8 +3,8 @@
 //! Unlike the seed, it says so when nothing listens there (ICMP port unreachable).
 //! `cargo run --example udp_client -- 9000`
 
+use portier::client::{SendConfig, send};
 use portier::message::Proto;
-use portier::send::{SendConfig, send};
 
 #[tokio::main]
 async fn main() -> Result<(), portier::error::Error> {

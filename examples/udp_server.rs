@@ -5,6 +5,7 @@
 
 use portier::listen::{self, ListenConfig, Protocols};
 use portier::sink::{Format, OutputConfig};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> Result<(), portier::error::Error> {
@@ -20,5 +21,12 @@ async fn main() -> Result<(), portier::error::Error> {
         framing: format.framing(output.terminal, 64 * 1024),
         ..ListenConfig::default()
     };
-    listen::run(config, output).await
+    // The library stops when told to; here, on Ctrl-C, after flushing what came.
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    listen::run(config, output, shutdown).await
 }

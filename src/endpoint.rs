@@ -10,10 +10,10 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::datagram::{self, SendOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
 use crate::tls::{self, ClientTlsConfig};
+use crate::udp_options::{self, SendOptions};
 use tokio_rustls::client::TlsStream;
 
 /// Backlog of pending TCP connections: large, so that a burst of thousands
@@ -240,7 +240,7 @@ pub async fn connect_udp(
         };
         let context = || format!("cannot send to udp {addr}");
         let socket = UdpSocket::bind(local).await.context(context)?;
-        datagram::prepare_sender(&socket, addr, options)?;
+        udp_options::prepare_sender(&socket, addr, options)?;
         if !options.broadcast && !addr.ip().is_multicast() {
             socket
                 .connect(addr)

@@ -17,26 +17,22 @@
 //! A UDP client, as in the seed:
 //!
 //! ```no_run
-//! use portier::{message::Proto, send::{send, SendConfig}};
+//! use portier::{message::Proto, client::{send, SendConfig}};
 //! # async fn demo() -> portier::error::Result<()> {
 //! send(&SendConfig::message(Proto::Udp, "127.0.0.1", 8888, "abcdefg!")).await
 //! # }
 //! ```
 
 pub mod access;
-pub mod cli;
-pub mod connect;
-pub mod datagram;
+pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod framing;
 pub mod listen;
 pub mod message;
-pub mod ping;
-pub mod progress;
-pub mod send;
-pub mod shutdown;
 pub mod sink;
 #[cfg(target_os = "linux")]
 pub mod splice;
+mod sys;
 pub mod tls;
+pub mod udp_options;

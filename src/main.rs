@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use portier::cli::Cli;
+mod cli;
+mod signals;
+
+use cli::Cli;
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_args() {
@@ -36,14 +39,4 @@ fn main() -> ExitCode {
 fn fail(error: &portier::error::Error) -> ExitCode {
     portier::sink::say(&error.to_string());
     ExitCode::from(error.exit_code())
-}
-
-/// `pow` from Rust's own libm, in place of the system's: it is the only libm
-/// function portier calls (the progress bar's rate estimate), and loading the
-/// system libm for it maps half a MiB of code into every process (measured:
-/// idle listener RSS, BENCHMARKS.md).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[unsafe(no_mangle)]
-pub extern "C" fn pow(x: f64, y: f64) -> f64 {
-    libm::pow(x, y)
 }

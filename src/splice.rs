@@ -5,8 +5,13 @@
 //! (read, frame, format, write) is used.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{FileType, OFlags, fcntl_getfl, fstat};
+use rustix::io::Errno;
+use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 
 /// How much one splice call asks for, and the pipe size asked for.
 const CHUNK: usize = 1 << 20;
@@ -14,98 +19,79 @@ const CHUNK: usize = 1 << 20;
 /// True when `fd` can take part in a splice: a pipe, a socket, a character
 /// device such as /dev/null, or a regular file not opened for appending.
 pub fn spliceable(fd: BorrowedFd<'_>) -> bool {
-    let fd = fd.as_raw_fd();
     match file_type(fd) {
-        Some(libc::S_IFIFO | libc::S_IFSOCK) => true,
-        Some(libc::S_IFREG) => !status_flag(fd, libc::O_APPEND),
-        // SAFETY: isatty only reads the descriptor's state.
-        Some(libc::S_IFCHR) => (unsafe { libc::isatty(fd) }) == 0,
+        Some(FileType::Fifo | FileType::Socket) => true,
+        Some(FileType::RegularFile) => !status_flag(fd, OFlags::APPEND),
+        Some(FileType::CharacterDevice) => !rustix::termios::isatty(fd),
         _ => false,
     }
 }
 
 /// True when `flag` (O_APPEND, O_NONBLOCK...) is set on the open file `fd`.
-fn status_flag(fd: RawFd, flag: libc::c_int) -> bool {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    flags >= 0 && flags & flag != 0
+fn status_flag(fd: BorrowedFd<'_>, flag: OFlags) -> bool {
+    fcntl_getfl(fd).is_ok_and(|flags| flags.contains(flag))
 }
 
-fn is_pipe(fd: RawFd) -> bool {
-    file_type(fd) == Some(libc::S_IFIFO)
+fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    file_type(fd) == Some(FileType::Fifo)
 }
 
-/// The `S_IFMT` bits of what `fd` is open on; `None` if fstat fails.
-fn file_type(fd: RawFd) -> Option<libc::mode_t> {
-    // SAFETY: fstat only writes the descriptor's state into `stat`.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(stat.st_mode & libc::S_IFMT)
+/// What `fd` is open on; `None` if fstat fails.
+fn file_type(fd: BorrowedFd<'_>) -> Option<FileType> {
+    fstat(fd)
+        .ok()
+        .map(|stat| FileType::from_raw_mode(stat.st_mode))
 }
 
 /// Waits until `fd` is ready for `events` (it is non-blocking and said
 /// EAGAIN). A splice whose destination breaks meanwhile (its reader gone)
 /// stops waiting for its source: then `unless_broken` makes it a broken pipe.
-fn wait(fd: RawFd, events: libc::c_short, unless_broken: Option<RawFd>) -> io::Result<()> {
-    let ready = |fd, events| libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
+fn wait(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    unless_broken: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     // Errors and hang-ups are always reported, so asking for no events waits for those.
-    let mut polls = [ready(fd, events), ready(unless_broken.unwrap_or(-1), 0)];
+    let other = unless_broken.unwrap_or(fd);
+    let mut polls = [
+        PollFd::new(&fd, events),
+        PollFd::new(&other, PollFlags::empty()),
+    ];
+    let watched = if unless_broken.is_some() { 2 } else { 1 };
     loop {
-        // SAFETY: two valid pollfds (poll skips a negative descriptor), no timeout.
-        match unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) } {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            -1 => return Err(io::Error::last_os_error()),
-            _ if polls[1].revents != 0 => return Err(io::ErrorKind::BrokenPipe.into()),
-            _ => return Ok(()),
+        match poll(&mut polls[..watched], None) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) if watched == 2 && !polls[1].revents().is_empty() => {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            Ok(_) => return Ok(()),
         }
     }
 }
 
 /// One splice of up to `len` bytes; waits and retries while an end is not ready.
-fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+fn splice_once(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     loop {
-        // SAFETY: both descriptors are open for the duration of the call; null
-        // offsets mean "the current file position".
-        let moved = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        if moved >= 0 {
-            return Ok(moved as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
+        // No offsets: from and to the current file positions.
+        match splice(from, None, to, None, len, SpliceFlags::MOVE) {
+            Ok(moved) => return Ok(moved),
+            Err(Errno::INTR) => continue,
             // A non-blocking socket end is not ready: wait for it, in both directions.
-            Some(libc::EAGAIN) => {
-                wait(from, libc::POLLIN, Some(to))?;
-                wait(to, libc::POLLOUT, None)?;
+            Err(Errno::AGAIN) => {
+                wait(from, PollFlags::IN, Some(to))?;
+                wait(to, PollFlags::OUT, None)?;
             }
-            _ => return Err(err),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// A pipe to splice through, as large as the kernel allows us (up to [`CHUNK`]).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both are fresh descriptors we now own.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = pipe_with(PipeFlags::CLOEXEC)?;
     // Best effort: a bigger pipe means fewer calls; the default (64 KiB) works too.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+    let _ = fcntl_setpipe_size(&write, CHUNK);
     Ok((read, write))
 }
 
@@ -139,7 +125,7 @@ fn after(moved: u64) -> impl FnOnce(io::Error) -> SpliceError {
 /// with poll(2). Returns the bytes moved, or `Ok(None)` if the kernel refused
 /// to splice these files before any byte moved (use the ordinary path then).
 pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceError> {
-    let (from, to) = (from.as_fd().as_raw_fd(), to.as_fd().as_raw_fd());
+    let (from, to) = (from.as_fd(), to.as_fd());
     if is_pipe(from) || is_pipe(to) {
         return match splice_until_end(from, to) {
             Err(failed) if failed.refused_at_once() => Ok(None),
@@ -149,11 +135,11 @@ pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceE
     // Two threads only from a non-blocking source: a splice from a blocking
     // socket waits for data holding the pipe's lock, so the other thread could
     // not take what the pipe already holds meanwhile.
-    if file_type(to) == Some(libc::S_IFREG) && status_flag(from, libc::O_NONBLOCK) {
+    if file_type(to) == Some(FileType::RegularFile) && status_flag(from, OFlags::NONBLOCK) {
         return splice_into_file(from, to);
     }
     let (pipe_read, pipe_write) = pipe().map_err(after(0))?;
-    let (pipe_read, pipe_write) = (pipe_read.as_raw_fd(), pipe_write.as_raw_fd());
+    let (pipe_read, pipe_write) = (pipe_read.as_fd(), pipe_write.as_fd());
     let mut to = Destination::new(to);
     loop {
         let filled = match splice_once(from, pipe_write, CHUNK) {
@@ -171,14 +157,14 @@ pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceE
 
 /// Where the bytes go, and how many have arrived: spliced into it until the
 /// kernel refuses, copied the ordinary way from then on.
-struct Destination {
-    fd: RawFd,
+struct Destination<'fd> {
+    fd: BorrowedFd<'fd>,
     written: u64,
     splicing: bool,
 }
 
-impl Destination {
-    fn new(fd: RawFd) -> Destination {
+impl<'fd> Destination<'fd> {
+    fn new(fd: BorrowedFd<'fd>) -> Destination<'fd> {
         Destination {
             fd,
             written: 0,
@@ -189,7 +175,7 @@ impl Destination {
     /// Moves the `len` bytes waiting in `pipe` here. If the kernel refuses to
     /// splice before any byte has arrived, they are still in the pipe: they,
     /// and all that follows, are copied the ordinary way.
-    fn take_from(&mut self, pipe: RawFd, len: usize) -> Result<(), SpliceError> {
+    fn take_from(&mut self, pipe: BorrowedFd<'_>, len: usize) -> Result<(), SpliceError> {
         let mut left = len;
         while left > 0 && self.splicing {
             match splice_once(pipe, self.fd, left) {
@@ -212,11 +198,11 @@ impl Destination {
 
 /// The kernel says EINVAL when it cannot splice between these two files.
 fn refused(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EINVAL)
+    err.raw_os_error() == Some(Errno::INVAL.raw_os_error())
 }
 
 /// Splices until `from` ends.
-fn splice_until_end(from: RawFd, to: RawFd) -> Result<u64, SpliceError> {
+fn splice_until_end(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<u64, SpliceError> {
     let mut total = 0u64;
     loop {
         match splice_once(from, to, CHUNK) {
@@ -235,7 +221,7 @@ const PIPES: usize = 4;
 /// and the file's run on two cores instead of taking turns on one. Each holds
 /// a pipe of its own at a time: a splice holds its pipe's lock throughout, and
 /// with one shared pipe the filler spun on that lock while the file was written.
-fn splice_into_file(from: RawFd, to: RawFd) -> Result<Option<u64>, SpliceError> {
+fn splice_into_file(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<Option<u64>, SpliceError> {
     let pipes = (0..PIPES).map(|_| pipe()).collect::<io::Result<Vec<_>>>();
     let (reads, writes): (Vec<OwnedFd>, Vec<OwnedFd>) =
         pipes.map_err(after(0))?.into_iter().unzip();
@@ -262,14 +248,14 @@ fn splice_into_file(from: RawFd, to: RawFd) -> Result<Option<u64>, SpliceError> 
 /// The filling thread: takes an empty pipe, splices what `from` has into it,
 /// and hands it on with the count; ends with `from`, or when the writer is gone.
 fn fill_pipes(
-    from: RawFd,
+    from: BorrowedFd<'_>,
     writes: &[OwnedFd],
     empty: mpsc::Receiver<usize>,
     full: mpsc::SyncSender<(usize, usize)>,
 ) -> Result<u64, SpliceError> {
     let mut total = 0u64;
     for pipe in empty {
-        match splice_once(from, writes[pipe].as_raw_fd(), CHUNK) {
+        match splice_once(from, writes[pipe].as_fd(), CHUNK) {
             Ok(0) => break,
             Ok(filled) => {
                 total += filled as u64;
@@ -289,25 +275,25 @@ fn write_pipes(
     reads: Vec<OwnedFd>,
     full: mpsc::Receiver<(usize, usize)>,
     empty: mpsc::Sender<usize>,
-    to: RawFd,
+    to: BorrowedFd<'_>,
 ) -> Result<u64, SpliceError> {
     let mut to = Destination::new(to);
     for (pipe, filled) in full {
-        to.take_from(reads[pipe].as_raw_fd(), filled)?;
+        to.take_from(reads[pipe].as_fd(), filled)?;
         let _ = empty.send(pipe);
     }
     Ok(to.written)
 }
 
 /// Reads `len` bytes from a pipe and writes them to `to`.
-fn copy_pipe(pipe: RawFd, to: RawFd, len: usize) -> io::Result<()> {
+fn copy_pipe(pipe: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let mut buf = vec![0u8; len];
     read_exact(pipe, &mut buf)?;
     write_all(to, &buf)
 }
 
 /// Copies the rest of `from` to `to` with read and write; `so_far` bytes already moved.
-fn copy_rest(from: RawFd, to: RawFd, so_far: u64) -> Result<u64, SpliceError> {
+fn copy_rest(from: BorrowedFd<'_>, to: BorrowedFd<'_>, so_far: u64) -> Result<u64, SpliceError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = so_far;
     loop {
@@ -320,23 +306,18 @@ fn copy_rest(from: RawFd, to: RawFd, so_far: u64) -> Result<u64, SpliceError> {
     }
 }
 
-fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => wait(fd, libc::POLLIN, None)?,
-            _ => return Err(err),
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => wait(fd, PollFlags::IN, None)?,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
+fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match read(fd, buf)? {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -346,19 +327,13 @@ fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf = &buf[n as usize..];
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EAGAIN) => wait(fd, libc::POLLOUT, None)?,
-            _ => return Err(err),
+        match rustix::io::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => wait(fd, PollFlags::OUT, None)?,
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -417,18 +392,14 @@ mod tests {
 
     #[test]
     fn a_failed_file_write_ends_without_waiting_for_the_peer() {
-        use std::os::fd::FromRawFd;
+        use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         b.write_all(b"more than nothing").unwrap();
         // A file that may not grow: the first write fails once bytes have come.
-        // SAFETY: a fresh descriptor we own, sealed before use.
-        let file = unsafe {
-            let fd = libc::memfd_create(c"sealed".as_ptr(), libc::MFD_ALLOW_SEALING);
-            assert!(fd >= 0);
-            assert_eq!(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_GROW), 0);
-            std::fs::File::from_raw_fd(fd)
-        };
+        let file = memfd_create(c"sealed", MemfdFlags::ALLOW_SEALING).unwrap();
+        fcntl_add_seals(&file, SealFlags::GROW).unwrap();
+        let file = std::fs::File::from(file);
         // The peer stays open and quiet: the filler must be stopped, not awaited.
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || done.send(splice_all(&a, &file).is_err()));

@@ -4,7 +4,6 @@
 //! clients (echo, broker, chat) is in `relay.rs`; everything after the socket
 //! is shared.
 
-mod batch;
 mod echo_guard;
 mod relay;
 mod tcp;
@@ -23,14 +22,13 @@ pub use echo_guard::DEFAULT_ECHO_RATE;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 
 use crate::access::AccessList;
-use crate::datagram::{self, Interface};
 use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
-use crate::shutdown;
 use crate::sink::{Format, Output, OutputConfig};
 use crate::tls::{Fingerprint, ServerTls, ServerTlsConfig};
+use crate::udp_options::{self, Interface};
 use tokio_rustls::TlsAcceptor;
 
 /// TCP clients served at once unless told otherwise.
@@ -234,7 +232,7 @@ impl Listener {
         }
         for socket in &self.sockets {
             let Bound::Udp(socket) = socket else { continue };
-            datagram::set_receive_buffer(socket, config.recv_buffer)?;
+            udp_options::set_receive_buffer(socket, config.recv_buffer)?;
             let local = socket
                 .local_addr()
                 .context(|| "cannot listen on udp".into())?;
@@ -244,7 +242,7 @@ impl Listener {
                         "--join {group}: not a multicast group"
                     )));
                 }
-                datagram::join(socket, local, group, config.iface.as_ref())?;
+                udp_options::join(socket, local, group, config.iface.as_ref())?;
             }
         }
         Ok(())
@@ -468,15 +466,17 @@ impl Context {
 
 /// Runs `portier listen`: binds, serves until Ctrl-C, SIGTERM or `--once`,
 /// flushes everything received, then says what it turned away.
-pub async fn run(mut config: ListenConfig, output: OutputConfig) -> Result<()> {
+pub async fn run(
+    mut config: ListenConfig,
+    output: OutputConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
     raise_open_file_limit();
     config.straight_to_stdout = straight_to_stdout_fits(&config, &output);
-    let shutdown = CancellationToken::new();
     let quiet = output.quiet;
     // Every input (the -o file, certificates) is checked before a socket opens.
     let output = Output::to_stdio(output, shutdown.clone())?;
     let listener = Listener::bind(&config)?;
-    shutdown::cancel_on_signal(shutdown.clone());
     let say = |text: String| Message::new(Proto::Tcp, None, Event::Notice(text));
     let events = output.sender();
     if let Some(fingerprint) = listener.self_signed_fingerprint() {

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::batch::{BATCH, Batch};
 use super::echo_guard::EchoGuard;
 use super::{Context, Mode};
-use crate::datagram::kernel_drops;
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::message::{Event, Message, Proto};
+use crate::sys::kernel_drops;
+use crate::sys::udp_batch::{BATCH, Batch};
 
 /// How often the kernel's drop counter is read while datagrams flow.
 const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -81,17 +81,10 @@ fn blocking(socket: tokio::net::UdpSocket) -> io::Result<UdpSocket> {
 }
 
 /// Makes the receiving thread finish: shut for reading, a Linux socket hands
-/// over what it holds, then says there is no more.
+/// over what it holds, then says there is no more. On an unconnected socket
+/// shutdown says "not connected", yet still wakes the reader.
 fn wake(socket: &UdpSocket) {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: shutdown only changes the state of a descriptor we own. On an
-        // unconnected socket it says ENOTCONN, yet still wakes the reader.
-        unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RD) };
-    }
-    #[cfg(not(unix))]
-    let _ = socket;
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
 }
 
 /// The receiving thread.

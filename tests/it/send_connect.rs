@@ -229,7 +229,7 @@ fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
         assert!(status.success(), "{client}");
         server.stdout.wait_for_text("abcdefg!");
         if runs_until_stopped {
-            server.stop();
+            server.signal("-INT"); // Ctrl-C, as the seed's server is stopped
         }
         assert!(server.wait().success());
     }

@@ -6,13 +6,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-use crate::datagram::SendOptions;
+use super::datagram::{check_unreachable, send_lines};
+use super::output::PeerOutput;
+use super::stream::upload;
 use crate::endpoint::{self, Stream};
 use crate::error::{IoContext, Result};
 use crate::message::Proto;
-use crate::send::{check_unreachable, send_lines, upload};
-use crate::sink::PeerOutput;
 use crate::tls::ClientTlsConfig;
+use crate::udp_options::SendOptions;
 
 /// How long a UDP session waits for more replies once stdin has ended, unless told otherwise.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);

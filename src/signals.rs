@@ -1,6 +1,7 @@
 //! Ctrl-C and SIGTERM end a server cleanly: the first one cancels a token so
 //! every task flushes what it received; a second one exits at once, for when
-//! the output itself is stuck.
+//! the output itself is stuck. The binary's own: the library never ends the
+//! process, it takes a token to stop on.
 
 use tokio_util::sync::CancellationToken;
 
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 /// The handlers are installed before this returns, so a signal that comes
 /// right after start (a service manager stopping us) is not lost to the
 /// default action, which would end the process without a flush.
-pub fn cancel_on_signal(token: CancellationToken) {
+pub(crate) fn cancel_on_signal(token: CancellationToken) {
     let Ok(mut signals) = Signals::install() else {
         return; // no signal handling here; the default action still ends us
     };

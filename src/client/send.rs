@@ -7,17 +7,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::datagram::SendOptions;
+use super::datagram::{check_size, check_unreachable, send_datagram, send_lines};
+use super::output::PeerOutput;
+use super::ping::{self, Repeat};
+use super::progress::Progress;
+use super::stream::{lost, upload};
 use crate::endpoint::{self, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
-use crate::ping;
-use crate::progress::Progress;
-use crate::sink::PeerOutput;
 use crate::tls::ClientTlsConfig;
+use crate::udp_options::SendOptions;
 
 /// What to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +51,6 @@ pub struct SendConfig {
     pub reply_timeout: Option<Duration>,
     /// TCP: speak TLS.
     pub tls: Option<ClientTlsConfig>,
-}
-
-/// How often a UDP message is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repeat {
-    pub count: u64,
-    pub interval: Duration,
-}
-
-impl Default for Repeat {
-    fn default() -> Self {
-        Repeat {
-            count: 1,
-            interval: Duration::from_secs(1),
-        }
-    }
 }
 
 impl SendConfig {
@@ -164,31 +149,6 @@ async fn exchange(
     let download = output.copy_from(reader, peer);
     tokio::try_join!(upload, download)?;
     Ok(())
-}
-
-/// Streams `input` to `socket` in constant memory; returns the bytes sent.
-pub(crate) async fn upload(
-    mut input: impl AsyncRead + Unpin,
-    socket: &mut (impl AsyncWrite + Unpin),
-    peer: SocketAddr,
-) -> Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    loop {
-        let n = input
-            .read(&mut buf)
-            .await
-            .context(|| "cannot read input".into())?;
-        if n == 0 {
-            return Ok(sent);
-        }
-        socket.write_all(&buf[..n]).await.context(|| lost(peer))?;
-        sent += n as u64;
-    }
-}
-
-fn lost(peer: SocketAddr) -> String {
-    format!("connection to {peer} lost while sending")
 }
 
 fn with_newline(message: &[u8], newline: bool) -> Vec<u8> {
@@ -313,67 +273,4 @@ async fn send_udp(config: &SendConfig) -> Result<()> {
         send_datagram(&socket, peer, &datagram).await?;
     }
     check_unreachable(&socket, peer)
-}
-
-/// Sends `input` one datagram per line, never holding more than one datagram in memory.
-pub(crate) async fn send_lines(
-    socket: &UdpSocket,
-    peer: SocketAddr,
-    input: impl AsyncRead + Unpin,
-    newline: bool,
-) -> Result<()> {
-    let max = endpoint::max_datagram(peer);
-    let mut input = BufReader::new(input);
-    let mut line = Vec::new();
-    for number in 1.. {
-        line.clear();
-        // One byte over the limit, plus the newline, tells a too-long line apart.
-        let mut limited = (&mut input).take(max as u64 + 2);
-        let read = limited
-            .read_until(b'\n', &mut line)
-            .await
-            .context(|| "cannot read input".into())?;
-        if read == 0 {
-            break;
-        }
-        if !newline && line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        check_size(peer, &line, || format!("line {number}"))?;
-        send_datagram(socket, peer, &line).await?;
-    }
-    Ok(())
-}
-
-/// A datagram over the protocol's limit is an error, never a silent cut.
-fn check_size(peer: SocketAddr, datagram: &[u8], what: impl FnOnce() -> String) -> Result<()> {
-    let max = endpoint::max_datagram(peer);
-    if datagram.len() > max {
-        return Err(Error::DatagramTooLarge {
-            what: what(),
-            max,
-            addr: peer,
-        });
-    }
-    Ok(())
-}
-
-pub(crate) async fn send_datagram(
-    socket: &UdpSocket,
-    peer: SocketAddr,
-    datagram: &[u8],
-) -> Result<()> {
-    socket
-        .send_to(datagram, peer)
-        .await
-        .map(drop)
-        .map_err(|e| endpoint::udp_send_error(peer, e))
-}
-
-/// Reports an ICMP "port unreachable" the kernel has already received for this socket.
-pub(crate) fn check_unreachable(socket: &UdpSocket, peer: SocketAddr) -> Result<()> {
-    match socket.take_error() {
-        Ok(Some(e)) => Err(endpoint::udp_send_error(peer, e)),
-        _ => Ok(()),
-    }
 }

@@ -2,7 +2,7 @@
 //! receive buffer, and the kernel's count of datagrams it dropped.
 //!
 //! socket2 sets the options; the drop counter (`SO_MEMINFO`) and interface
-//! names need two small libc calls that socket2 does not offer.
+//! names come from [`crate::sys`], which socket2 does not offer.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,22 +38,9 @@ impl Interface {
     }
 }
 
-#[cfg(unix)]
 fn index_of(name: &str) -> Result<u32> {
-    let unknown = || Error::Usage(format!("no network interface named '{name}'"));
-    let c_name = std::ffi::CString::new(name).map_err(|_| unknown())?;
-    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
-    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
-        0 => Err(unknown()),
-        index => Ok(index),
-    }
-}
-
-#[cfg(not(unix))]
-fn index_of(name: &str) -> Result<u32> {
-    Err(Error::Usage(format!(
-        "interface names ('{name}') are not supported here; give an address"
-    )))
+    crate::sys::interface_index(name)
+        .ok_or_else(|| Error::Usage(format!("no network interface named '{name}'")))
 }
 
 /// How a sending UDP socket is set up before it connects.
@@ -183,43 +170,6 @@ pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> Result<usize> {
     sock.recv_buffer_size().map_err(failed)
 }
 
-/// How many datagrams the kernel has dropped on this socket because its
-/// receive buffer was full; `None` where the system does not say.
-#[cfg(target_os = "linux")]
-pub fn kernel_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
-    // 55 in asm-generic/socket.h; the few architectures that number it otherwise are left out.
-    if cfg!(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )) {
-        return None;
-    }
-    const SO_MEMINFO: libc::c_int = 55;
-    const SK_MEMINFO_VARS: usize = 9;
-    let mut info = [0u32; SK_MEMINFO_VARS];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: `info` and `len` are valid for writes of `len` bytes, and the
-    // kernel writes at most `len` bytes and updates `len`.
-    let status = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    let drops = libc::SK_MEMINFO_DROPS as usize;
-    (status == 0 && len as usize > drops * 4).then(|| u64::from(info[drops]))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn kernel_drops<S>(_socket: &S) -> Option<u64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn the_kernel_counts_drops_from_zero() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Some(drops) = kernel_drops(&socket) {
+        if let Some(drops) = crate::sys::kernel_drops(&socket) {
             assert_eq!(drops, 0);
         }
     }

@@ -9,10 +9,26 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
+use super::datagram::send_datagram;
+use super::output::PeerOutput;
 use crate::endpoint::{natural, udp_send_error};
 use crate::error::{Error, Result};
-use crate::send::{Repeat, send_datagram};
-use crate::sink::PeerOutput;
+
+/// How often a UDP message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    pub count: u64,
+    pub interval: Duration,
+}
+
+impl Default for Repeat {
+    fn default() -> Self {
+        Repeat {
+            count: 1,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
 
 /// What a ping run saw.
 #[derive(Debug, Default, Clone, PartialEq)]

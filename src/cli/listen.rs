@@ -1,0 +1,203 @@
+//! `portier listen`: its flags, checked into a [`ListenConfig`] and an [`OutputConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use clap::builder::TypedValueParser;
+use ipnet::IpNet;
+use portier::access::{AccessList, parse_range};
+use portier::error::{Error, Result};
+use portier::framing::Framing;
+use portier::listen::{
+    DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols,
+};
+use portier::sink::{Format, OutputConfig};
+use portier::tls::{ServerIdentity, ServerTlsConfig};
+use portier::udp_options::Interface;
+
+use super::parse_positive_duration;
+
+pub(super) const LISTEN_EXAMPLES: &str = "\
+Examples:
+  portier listen                     TCP and UDP on port 8888, print what arrives
+  portier listen 9000 -u             UDP only, port 9000
+  portier listen -t --once           one TCP client, then exit (the seed's server)
+  portier listen -f lines            one line per message: TIME PROTO PEER TEXT
+  portier listen -f json | jq .text  JSON for scripts
+  portier listen > capture.bin       every byte, exactly as received
+  portier listen -o readings.log     print and keep a log, flushed per message
+  portier listen --echo              a test partner: everything comes back
+  portier listen -t --chat           a chat room for everyone who connects
+  portier listen --allow 192.168.1.0/24 --idle-timeout 5m
+  portier listen -u --join 239.1.2.3 --iface eth0     a multicast group";
+
+#[derive(Debug, Args)]
+pub(super) struct ListenArgs {
+    /// Port to listen on; 0 picks a free one (shown on stderr)
+    #[arg(default_value_t = 8888)]
+    port: u16,
+    /// TCP only
+    #[arg(short, long, conflicts_with = "udp")]
+    tcp: bool,
+    /// UDP only
+    #[arg(short, long)]
+    pub(super) udp: bool,
+    /// Local address or name to listen on [default: all, IPv4 and IPv6]
+    #[arg(short, long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Exit after the first TCP client disconnects (UDP only: after the first datagram)
+    #[arg(long)]
+    once: bool,
+    /// How data is written to stdout [default: raw; lines with --chat]
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    /// Also append everything received to FILE, in the same format, flushed per message
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Send every message back to its sender (TCP: on its connection; UDP: to its source,
+    /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
+    #[arg(long, group = "mode")]
+    echo: bool,
+    /// UDP echo: replies per second to any one peer, at most; the rest are counted, not sent
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    echo_rate: u32,
+    /// Relay every TCP client's data to all the other clients (not back to the sender); TCP only
+    #[arg(long, group = "mode")]
+    broker: bool,
+    /// Like --broker, line by line, each line prefixed by its sender's address; TCP only
+    #[arg(long, group = "mode")]
+    chat: bool,
+    /// Accept only peers in this range (e.g. 192.168.1.0/24, ::1/128); repeatable
+    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    allow: Vec<IpNet>,
+    /// Refuse peers in this range; repeatable, and wins over --allow
+    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    deny: Vec<IpNet>,
+    /// Serve at most N TCP clients at once; more are told the server is full
+    #[arg(short, long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_conns: usize,
+    /// Close TCP clients that send nothing, or take nothing we write, for this long (e.g. 30, 5m)
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
+    idle_timeout: Option<Duration>,
+    /// UDP: join this multicast group (e.g. 239.1.2.3, ff02::1234); repeatable
+    #[arg(long, value_name = "GROUP")]
+    join: Vec<std::net::IpAddr>,
+    /// UDP: the interface to join groups on, a name (eth0) or one of its addresses
+    #[arg(long, value_name = "NAME|ADDR", requires = "join")]
+    iface: Option<String>,
+    /// UDP: receive buffer to ask the kernel for (SO_RCVBUF)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RECV_BUFFER)]
+    recv_buffer: usize,
+    /// Speak TLS (TCP only), with --cert and --key, or --tls-self-signed
+    #[arg(long)]
+    tls: bool,
+    /// TLS: the certificate chain (PEM)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "tls_self_signed"
+    )]
+    cert: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS with a certificate made at start; its fingerprint is printed for clients to --pin
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// TLS: require client certificates issued by this CA (PEM)
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Print a summary line on stderr every SECS (clients, messages, bytes, rate, drops), and totals at exit
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
+    stats: Option<Duration>,
+    /// Longest line kept whole in lines and json formats (its newline not counted); longer ones come in pieces
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
+    max_line: usize,
+    /// No event lines (listening, connect, disconnect) on stderr
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl ListenArgs {
+    pub(super) fn configs(&self) -> Result<(ListenConfig, OutputConfig)> {
+        let default_format = if self.chat {
+            Format::Lines
+        } else {
+            Format::Raw
+        };
+        let format = self.format.unwrap_or(default_format);
+        let mut output = OutputConfig::for_stdout(format, self.quiet);
+        output.file = self.output.clone();
+        let mode = match (self.echo, self.broker, self.chat) {
+            (true, _, _) => Mode::Echo,
+            (_, true, _) => Mode::Broker,
+            (_, _, true) => Mode::Chat,
+            _ => Mode::Print,
+        };
+        // A chat relays whole lines, whatever stdout shows.
+        let framing = match mode {
+            Mode::Chat => Framing::Lines {
+                max_line: self.max_line,
+            },
+            _ => format.framing(output.terminal, self.max_line),
+        };
+        let tls = self.server_tls()?;
+        // Broker and chat relay between connected clients: UDP has none.
+        let relays = matches!(mode, Mode::Broker | Mode::Chat);
+        if relays && self.udp {
+            return Err(Error::Usage(
+                "--broker and --chat relay between TCP clients; drop -u".into(),
+            ));
+        }
+        let protocols = match (self.tcp, self.udp) {
+            (true, _) => Protocols::Tcp,
+            (_, true) => Protocols::Udp,
+            _ if tls.is_some() || relays => Protocols::Tcp,
+            _ => Protocols::Both,
+        };
+        let listen = ListenConfig {
+            port: self.port,
+            bind: self.bind.clone(),
+            protocols,
+            once: self.once,
+            framing,
+            mode,
+            access: AccessList::new(self.allow.clone(), self.deny.clone()),
+            max_conns: self.max_conns,
+            idle_timeout: self.idle_timeout,
+            echo_rate: self.echo_rate,
+            join: self.join.clone(),
+            iface: self.iface.as_deref().map(Interface::parse),
+            recv_buffer: self.recv_buffer,
+            tls,
+            stats: self.stats,
+            straight_to_stdout: false, // decided by `listen::run`, which sees the output too
+        };
+        Ok((listen, output))
+    }
+
+    fn server_tls(&self) -> Result<Option<ServerTlsConfig>> {
+        let identity = match (&self.cert, &self.key, self.tls_self_signed) {
+            (Some(cert), Some(key), _) => ServerIdentity::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (_, _, true) => ServerIdentity::SelfSigned,
+            _ if self.tls || self.client_ca.is_some() => {
+                return Err(Error::Usage(
+                    "TLS needs a certificate: --cert FILE --key FILE, or --tls-self-signed".into(),
+                ));
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ServerTlsConfig {
+            identity,
+            client_ca: self.client_ca.clone(),
+        }))
+    }
+}

@@ -1,0 +1,244 @@
+//! The command line: clap definitions, and their translation into checked
+//! library configs (one file per subcommand). Nothing here does network work;
+//! it lives in the binary, apart from the library, as in ripgrep.
+
+mod connect;
+mod listen;
+mod send;
+
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use clap::builder::Resettable;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use portier::error::{Error, Result};
+use portier::message::Proto;
+
+use crate::signals;
+use connect::{CONNECT_EXAMPLES, ConnectArgs};
+use listen::{LISTEN_EXAMPLES, ListenArgs};
+use send::{SEND_EXAMPLES, SendArgs};
+
+/// Send and receive messages over TCP and UDP: a friendlier, safer netcat.
+#[derive(Debug, Parser)]
+#[command(name = "portier", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive on a port (TCP and UDP) and print what arrives
+    #[command(after_help = LISTEN_EXAMPLES)]
+    Listen(Deferred<ListenArgs>),
+    /// Send a message, stdin or a file to a host, then wait for the peer to close
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(Deferred<SendArgs>),
+    /// Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)
+    #[command(after_help = CONNECT_EXAMPLES)]
+    Connect(Deferred<ConnectArgs>),
+    /// Print a shell completion script (e.g. `portier completions bash > /etc/bash_completion.d/portier`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (portier.1, portier-listen.1, ...) into DIR
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+/// A subcommand's arguments, added to the parser only when that subcommand is
+/// the one used (`Command::defer`). The derive builds every subcommand's
+/// arguments at every start: 100 KiB of code run before a listener idles,
+/// resident for as long as it runs (BENCHMARKS.md, idle RSS).
+#[derive(Debug)]
+struct Deferred<T>(T);
+
+impl<T: Args> Args for Deferred<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args_for_update))
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+/// Adds the arguments, keeping the subcommand's own about text: deferred, they
+/// come after it, and the doc comment of a struct flattened among them (the
+/// TLS options) would replace it.
+fn keeping_about(cmd: clap::Command, add: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    add(cmd)
+        .about(Resettable::from(about))
+        .long_about(Resettable::from(long_about))
+}
+
+impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Self)
+    }
+    fn update_from_arg_matches(
+        &mut self,
+        matches: &ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+/// [`parse_duration`], refusing zero: for periods where zero would close
+/// every client at once or print without end.
+pub(crate) fn parse_positive_duration(text: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text}: must be more than zero")),
+        duration => Ok(duration),
+    }
+}
+
+/// Plain seconds (`0.5`) or a duration with units (`500ms`, `2s`).
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text}: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
+}
+
+pub(crate) fn proto(udp: bool) -> Proto {
+    if udp { Proto::Udp } else { Proto::Tcp }
+}
+
+impl Cli {
+    /// Parses the command line; a usage error comes back as one line, the
+    /// way every other error is printed (help and version are printed here).
+    pub(crate) fn parse_args() -> Result<Cli> {
+        Cli::try_parse().map_err(|e| {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+            match e.kind() {
+                DisplayHelp | DisplayVersion => e.exit(),
+                _ => Error::Usage(usage_line(&e.render().to_string())),
+            }
+        })
+    }
+
+    /// True for a `listen` that can have many TCP clients at once; a UDP
+    /// listener has one socket to read and gains nothing from more threads.
+    pub(crate) fn serves_many(&self) -> bool {
+        matches!(&self.command, Command::Listen(Deferred(args)) if !args.udp)
+    }
+
+    /// Runs the chosen subcommand. Each network subcommand's future is boxed
+    /// apart: awaited inline they made one 49 KiB function, all of it kept
+    /// resident by a listener that only runs its `listen` part.
+    pub(crate) async fn run(self) -> Result<()> {
+        let job: Pin<Box<dyn Future<Output = Result<()>>>> = match self.command {
+            Command::Listen(Deferred(args)) => {
+                let (listen, output) = args.configs()?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                signals::cancel_on_signal(shutdown.clone());
+                Box::pin(portier::listen::run(listen, output, shutdown))
+            }
+            Command::Send(Deferred(args)) => {
+                Box::pin(async move { portier::client::send(&args.config()).await })
+            }
+            Command::Connect(Deferred(args)) => {
+                Box::pin(async move { portier::client::connect(&args.config()).await })
+            }
+            Command::Completions { shell } => {
+                // Into memory first: clap_complete panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "portier", &mut script);
+                return match std::io::stdout().write_all(&script) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(Error::io("cannot write the completion script", e))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            Command::Man { dir } => {
+                return clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                    Error::io(format!("cannot write man pages to {}", dir.display()), e)
+                });
+            }
+        };
+        job.await
+    }
+}
+
+/// clap's usage error in one line: its message and tips, without the
+/// usage block and the help hint, pointing to `--help` instead.
+fn usage_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more")
+        })
+        .map(|line| line.trim_start_matches("error: "))
+        .collect();
+    format!("{} (see --help)", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use portier::client::Source;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deferred_arguments_keep_each_subcommand_about() {
+        let mut cli = Cli::command();
+        cli.build(); // adds the deferred arguments, TLS options included
+        let about = |name: &str| {
+            let subcommand = cli.find_subcommand(name).unwrap();
+            subcommand.get_about().unwrap().to_string()
+        };
+        assert_eq!(
+            about("send"),
+            "Send a message, stdin or a file to a host, then wait for the peer to close"
+        );
+        assert_eq!(
+            about("connect"),
+            "Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)"
+        );
+        assert_eq!(
+            about("listen"),
+            "Receive on a port (TCP and UDP) and print what arrives"
+        );
+    }
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn send_joins_words_with_a_newline_by_default() {
+        let cli = Cli::parse_from(["portier", "send", "::1", "9", "abc", "defg!"]);
+        let Command::Send(Deferred(args)) = cli.command else {
+            panic!("not send")
+        };
+        let config = args.config();
+        assert_eq!(
+            config.source,
+            Source::Message(Bytes::from_static(b"abc defg!"))
+        );
+        assert!(config.newline);
+        assert_eq!(config.host, "::1");
+    }
+}

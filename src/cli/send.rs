@@ -1,0 +1,142 @@
+//! `portier send`: its flags (and the TLS ones it shares with `connect`), as a [`SendConfig`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use portier::client::{Repeat, SendConfig, Source};
+use portier::tls::{ClientTlsConfig, Fingerprint};
+use portier::udp_options::{Interface, SendOptions};
+
+use super::{parse_duration, parse_positive_duration, proto};
+
+pub(super) const SEND_EXAMPLES: &str = "\
+Examples:
+  portier send                           stdin to 127.0.0.1:8888 over TCP
+  portier send 127.0.0.1 8888 abcdefg!   the seed's client: sends \"abcdefg!\\n\"
+  portier send -u pi.local 8888 22.5C    one UDP datagram
+  sensor | portier send -u pi.local 8888 one datagram per line
+  portier send ::1 8888 --file photo.jpg a file over TCP, IPv6
+  portier send -u --broadcast 192.168.1.255 8888 hello   every host on the LAN
+  portier send -u 239.1.2.3 8888 --ttl 1 hello           a multicast group
+  portier send -u --reply --count 5 --interval 0.2 pi.local 7 ping   a UDP ping";
+
+#[derive(Debug, Args)]
+pub(super) struct SendArgs {
+    /// Host: a name, an IPv4 or an IPv6 address
+    #[arg(default_value = "127.0.0.1")]
+    host: String,
+    /// Port (1-65535)
+    #[arg(default_value_t = 8888, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// Message words, joined by spaces and ended by a newline; without them, stdin is sent
+    #[arg(value_name = "MESSAGE")]
+    message: Vec<OsString>,
+    /// Use UDP (one datagram per message, or per line of stdin or the file)
+    #[arg(short, long)]
+    udp: bool,
+    /// Leave out the newline at the end of the message (UDP: of each line)
+    #[arg(short = 'n', long)]
+    no_newline: bool,
+    /// Send this file
+    #[arg(long, value_name = "PATH", conflicts_with = "message")]
+    file: Option<PathBuf>,
+    /// Give up connecting after this long (e.g. 3, 0.5, 500ms, 2s)
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// UDP: allow a broadcast address (e.g. 255.255.255.255 or 192.168.1.255)
+    #[arg(long, requires = "udp")]
+    broadcast: bool,
+    /// UDP: hops the datagram may take (multicast TTL for a multicast group)
+    #[arg(long, value_name = "N", requires = "udp")]
+    ttl: Option<u32>,
+    /// UDP: the interface to send by, a name (eth0) or one of its addresses
+    #[arg(long, value_name = "NAME|ADDR", requires = "udp")]
+    iface: Option<String>,
+    /// UDP: wait for answers and print them (with --count, a ping)
+    #[arg(long, requires = "udp", requires = "message")]
+    reply: bool,
+    /// How long to wait for each answer
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "1",
+          requires = "reply")]
+    reply_timeout: Duration,
+    /// UDP: send the message N times
+    #[arg(long, value_name = "N", requires = "udp", requires = "message",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Time between two sends of --count
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration, default_value = "1",
+          requires = "count")]
+    interval: Duration,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// TLS options of `send` and `connect`.
+#[derive(Debug, Args)]
+pub(super) struct ClientTlsArgs {
+    /// Speak TLS; the server is checked against the system's trusted CAs
+    #[arg(long, conflicts_with = "udp")]
+    tls: bool,
+    /// TLS: trust this CA (PEM); a server's own self-signed certificate works too
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// TLS: accept exactly the certificate with this SHA-256 fingerprint (as the listener printed it)
+    #[arg(long, value_name = "SHA256", requires = "tls", value_parser = Fingerprint::parse)]
+    pin: Vec<Fingerprint>,
+    /// TLS: check nothing about the server (you are warned)
+    #[arg(long, requires = "tls", conflicts_with_all = ["ca", "pin"])]
+    insecure: bool,
+    /// TLS: a client certificate (PEM), for listeners that require one
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS: the client certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    pub(super) fn config(&self) -> Option<ClientTlsConfig> {
+        self.tls.then(|| ClientTlsConfig {
+            ca: self.ca.clone(),
+            pins: self.pin.clone(),
+            insecure: self.insecure,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
+}
+
+impl SendArgs {
+    pub(super) fn config(&self) -> SendConfig {
+        let source = match (&self.file, self.message.is_empty()) {
+            (Some(path), _) => Source::File(path.clone()),
+            (None, true) => Source::Stdin,
+            (None, false) => {
+                let words: Vec<&[u8]> = self.message.iter().map(|w| w.as_encoded_bytes()).collect();
+                Source::Message(Bytes::from(words.join(&b' ')))
+            }
+        };
+        SendConfig {
+            host: self.host.clone(),
+            port: self.port,
+            proto: proto(self.udp),
+            source,
+            newline: !self.no_newline,
+            timeout: self.timeout,
+            udp: SendOptions {
+                broadcast: self.broadcast,
+                ttl: self.ttl,
+                iface: self.iface.as_deref().map(Interface::parse),
+            },
+            repeat: Repeat {
+                count: self.count.unwrap_or(1),
+                interval: self.interval,
+            },
+            reply_timeout: self.reply.then_some(self.reply_timeout),
+            tls: self.tls.config(),
+        }
+    }
+}

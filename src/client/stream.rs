@@ -1,0 +1,32 @@
+//! TCP for the clients: a stream uploaded in constant memory.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{IoContext, Result};
+
+/// Streams `input` to `socket` in constant memory; returns the bytes sent.
+pub async fn upload(
+    mut input: impl AsyncRead + Unpin,
+    socket: &mut (impl AsyncWrite + Unpin),
+    peer: SocketAddr,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .await
+            .context(|| "cannot read input".into())?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        socket.write_all(&buf[..n]).await.context(|| lost(peer))?;
+        sent += n as u64;
+    }
+}
+
+pub fn lost(peer: SocketAddr) -> String {
+    format!("connection to {peer} lost while sending")
+}

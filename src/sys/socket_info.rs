@@ -1,0 +1,59 @@
+//! Two facts about sockets and interfaces that socket2 and rustix do not give:
+//! the kernel's count of datagrams dropped on a socket, and an interface's index.
+
+/// The index of the network interface `name` (`eth0`), which IPv6 multicast
+/// needs; `None` when there is no such interface.
+#[cfg(unix)]
+pub fn interface_index(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call,
+    // which only reads it.
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => None,
+        index => Some(index),
+    }
+}
+
+/// Interface names are not looked up here.
+#[cfg(not(unix))]
+pub fn interface_index(_name: &str) -> Option<u32> {
+    None
+}
+
+/// How many datagrams the kernel has dropped on this socket because its
+/// receive buffer was full; `None` where the system does not say.
+#[cfg(target_os = "linux")]
+pub fn kernel_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    // 55 in asm-generic/socket.h; the few architectures that number it otherwise are left out.
+    if cfg!(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )) {
+        return None;
+    }
+    const SO_MEMINFO: libc::c_int = 55;
+    const SK_MEMINFO_VARS: usize = 9;
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of `len` bytes, the
+    // descriptor is borrowed for the call, and the kernel writes at most
+    // `len` bytes and updates `len`.
+    let status = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    (status == 0 && len as usize > drops * 4).then(|| u64::from(info[drops]))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn kernel_drops<S>(_socket: &S) -> Option<u64> {
+    None
+}
