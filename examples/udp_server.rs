@@ -28,5 +28,5 @@ async fn main() -> Result<(), portier::error::Error> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    listen::run(config, output, shutdown).await
+    listen::run(config, output, Vec::new(), shutdown).await
 }

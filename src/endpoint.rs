@@ -139,6 +139,22 @@ pub enum Bound {
 }
 
 impl Bound {
+    /// A socket bound elsewhere, made non-blocking for tokio. Must run inside a tokio runtime.
+    pub fn from_std(socket: crate::listen::Socket) -> Result<Bound> {
+        use crate::listen::Socket;
+        let cannot = || "cannot serve a socket handed in".to_string();
+        Ok(match socket {
+            Socket::Tcp(listener) => {
+                listener.set_nonblocking(true).context(cannot)?;
+                Bound::Tcp(TcpListener::from_std(listener).context(cannot)?)
+            }
+            Socket::Udp(socket) => {
+                socket.set_nonblocking(true).context(cannot)?;
+                Bound::Udp(UdpSocket::from_std(socket).context(cannot)?)
+            }
+        })
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Bound::Tcp(l) => l.local_addr(),

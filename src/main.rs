@@ -12,6 +12,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return fail(&e),
     };
+    // Sockets systemd (or a parent) bound for us, taken before any thread starts.
+    let handed_in = match cli.takes_sockets() {
+        true => match portier::listen::sockets_from_env() {
+            Ok(sockets) => sockets,
+            Err(e) => return fail(&e),
+        },
+        false => Vec::new(),
+    };
     // A server spreads its clients over every core; a one-connection client
     // starts faster on one thread.
     let mut builder = if cli.serves_many() {
@@ -26,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cli.run());
+    let result = runtime.block_on(cli.run(handed_in));
     // A read of stdin may still be blocking a thread; do not wait for it.
     runtime.shutdown_background();
     match result {

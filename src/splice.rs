@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -123,11 +124,16 @@ fn after(moved: u64) -> impl FnOnce(io::Error) -> SpliceError {
 /// Moves everything from `from` to `to` until `from` ends, inside the kernel.
 /// Blocks: run it on a thread of its own. Non-blocking sockets are waited for
 /// with poll(2). Returns the bytes moved, or `Ok(None)` if the kernel refused
-/// to splice these files before any byte moved (use the ordinary path then).
-pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceError> {
+/// to splice these files before any byte moved (use the ordinary path then);
+/// meanwhile `moved` counts the bytes that have reached `to`, for statistics.
+pub fn splice_all(
+    from: impl AsFd,
+    to: impl AsFd,
+    moved: &AtomicU64,
+) -> Result<Option<u64>, SpliceError> {
     let (from, to) = (from.as_fd(), to.as_fd());
     if is_pipe(from) || is_pipe(to) {
-        return match splice_until_end(from, to) {
+        return match splice_until_end(from, to, moved) {
             Err(failed) if failed.refused_at_once() => Ok(None),
             other => other.map(Some),
         };
@@ -136,11 +142,11 @@ pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceE
     // socket waits for data holding the pipe's lock, so the other thread could
     // not take what the pipe already holds meanwhile.
     if file_type(to) == Some(FileType::RegularFile) && status_flag(from, OFlags::NONBLOCK) {
-        return splice_into_file(from, to);
+        return splice_into_file(from, to, moved);
     }
     let (pipe_read, pipe_write) = pipe().map_err(after(0))?;
     let (pipe_read, pipe_write) = (pipe_read.as_fd(), pipe_write.as_fd());
-    let mut to = Destination::new(to);
+    let mut to = Destination::new(to, moved);
     loop {
         let filled = match splice_once(from, pipe_write, CHUNK) {
             Ok(0) => return Ok(Some(to.written)),
@@ -150,7 +156,7 @@ pub fn splice_all(from: impl AsFd, to: impl AsFd) -> Result<Option<u64>, SpliceE
         };
         to.take_from(pipe_read, filled)?;
         if !to.splicing {
-            return copy_rest(from, to.fd, to.written).map(Some);
+            return copy_rest(from, to.fd, to.written, moved).map(Some);
         }
     }
 }
@@ -161,15 +167,23 @@ struct Destination<'fd> {
     fd: BorrowedFd<'fd>,
     written: u64,
     splicing: bool,
+    /// Shared with whoever reports progress.
+    moved: &'fd AtomicU64,
 }
 
 impl<'fd> Destination<'fd> {
-    fn new(fd: BorrowedFd<'fd>) -> Destination<'fd> {
+    fn new(fd: BorrowedFd<'fd>, moved: &'fd AtomicU64) -> Destination<'fd> {
         Destination {
             fd,
             written: 0,
             splicing: true,
+            moved,
         }
+    }
+
+    fn arrived(&mut self, len: usize) {
+        self.written += len as u64;
+        self.moved.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     /// Moves the `len` bytes waiting in `pipe` here. If the kernel refuses to
@@ -182,7 +196,7 @@ impl<'fd> Destination<'fd> {
                 Ok(0) => return Err(after(self.written)(io::ErrorKind::WriteZero.into())),
                 Ok(moved) => {
                     left -= moved;
-                    self.written += moved as u64;
+                    self.arrived(moved);
                 }
                 Err(e) if self.written == 0 && refused(&e) => self.splicing = false,
                 Err(e) => return Err(after(self.written)(e)),
@@ -190,7 +204,7 @@ impl<'fd> Destination<'fd> {
         }
         if left > 0 {
             copy_pipe(pipe, self.fd, left).map_err(after(self.written))?;
-            self.written += left as u64;
+            self.arrived(left);
         }
         Ok(())
     }
@@ -202,13 +216,17 @@ fn refused(err: &io::Error) -> bool {
 }
 
 /// Splices until `from` ends.
-fn splice_until_end(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<u64, SpliceError> {
-    let mut total = 0u64;
+fn splice_until_end(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    moved: &AtomicU64,
+) -> Result<u64, SpliceError> {
+    let mut to = Destination::new(to, moved);
     loop {
-        match splice_once(from, to, CHUNK) {
-            Ok(0) => return Ok(total),
-            Ok(moved) => total += moved as u64,
-            Err(e) => return Err(after(total)(e)),
+        match splice_once(from, to.fd, CHUNK) {
+            Ok(0) => return Ok(to.written),
+            Ok(len) => to.arrived(len),
+            Err(e) => return Err(after(to.written)(e)),
         }
     }
 }
@@ -221,7 +239,11 @@ const PIPES: usize = 4;
 /// and the file's run on two cores instead of taking turns on one. Each holds
 /// a pipe of its own at a time: a splice holds its pipe's lock throughout, and
 /// with one shared pipe the filler spun on that lock while the file was written.
-fn splice_into_file(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<Option<u64>, SpliceError> {
+fn splice_into_file(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    moved: &AtomicU64,
+) -> Result<Option<u64>, SpliceError> {
     let pipes = (0..PIPES).map(|_| pipe()).collect::<io::Result<Vec<_>>>();
     let (reads, writes): (Vec<OwnedFd>, Vec<OwnedFd>) =
         pipes.map_err(after(0))?.into_iter().unzip();
@@ -235,7 +257,7 @@ fn splice_into_file(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<Option<u
             .name("splice-fill".into())
             .spawn_scoped(scope, move || fill_pipes(from, &writes, empty_rx, full_tx))
             .map_err(after(0))?;
-        let written = write_pipes(reads, full_rx, empty_tx, to);
+        let written = write_pipes(reads, full_rx, empty_tx, Destination::new(to, moved));
         match (filler.join().expect("the filling thread panicked"), written) {
             (Err(failed), _) if failed.refused_at_once() => Ok(None),
             (_, Err(failed)) => Err(failed),
@@ -275,9 +297,8 @@ fn write_pipes(
     reads: Vec<OwnedFd>,
     full: mpsc::Receiver<(usize, usize)>,
     empty: mpsc::Sender<usize>,
-    to: BorrowedFd<'_>,
+    mut to: Destination<'_>,
 ) -> Result<u64, SpliceError> {
-    let mut to = Destination::new(to);
     for (pipe, filled) in full {
         to.take_from(reads[pipe].as_fd(), filled)?;
         let _ = empty.send(pipe);
@@ -293,7 +314,12 @@ fn copy_pipe(pipe: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result
 }
 
 /// Copies the rest of `from` to `to` with read and write; `so_far` bytes already moved.
-fn copy_rest(from: BorrowedFd<'_>, to: BorrowedFd<'_>, so_far: u64) -> Result<u64, SpliceError> {
+fn copy_rest(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    so_far: u64,
+    moved: &AtomicU64,
+) -> Result<u64, SpliceError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = so_far;
     loop {
@@ -303,6 +329,7 @@ fn copy_rest(from: BorrowedFd<'_>, to: BorrowedFd<'_>, so_far: u64) -> Result<u6
         }
         write_all(to, &buf[..n]).map_err(after(total))?;
         total += n as u64;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -356,7 +383,7 @@ mod tests {
             b.read_to_end(&mut got).unwrap();
             got
         });
-        let moved = splice_all(&file, &a).unwrap();
+        let moved = splice_all(&file, &a, &AtomicU64::new(0)).unwrap();
         drop(a);
         assert_eq!(moved, Some(data.len() as u64));
         assert!(reader.join().unwrap() == data);
@@ -372,7 +399,12 @@ mod tests {
             move || b.write_all(&data).unwrap()
         });
         let mut file = tempfile::tempfile().unwrap();
-        assert_eq!(splice_all(&a, &file).unwrap(), Some(data.len() as u64));
+        let moved = AtomicU64::new(0);
+        assert_eq!(
+            splice_all(&a, &file, &moved).unwrap(),
+            Some(data.len() as u64)
+        );
+        assert_eq!(moved.into_inner(), data.len() as u64);
         writer.join().unwrap();
         std::io::Seek::rewind(&mut file).unwrap();
         let mut got = Vec::new();
@@ -402,7 +434,7 @@ mod tests {
         let file = std::fs::File::from(file);
         // The peer stays open and quiet: the filler must be stopped, not awaited.
         let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || done.send(splice_all(&a, &file).is_err()));
+        std::thread::spawn(move || done.send(splice_all(&a, &file, &AtomicU64::new(0)).is_err()));
         let failed = finished.recv_timeout(std::time::Duration::from_secs(20));
         assert_eq!(failed, Ok(true), "the splice should fail, and not hang");
         drop(b);

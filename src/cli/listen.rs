@@ -176,7 +176,6 @@ impl ListenArgs {
             recv_buffer: self.recv_buffer,
             tls,
             stats: self.stats,
-            straight_to_stdout: false, // decided by `listen::run`, which sees the output too
         };
         Ok((listen, output))
     }

@@ -127,6 +127,11 @@ impl Cli {
         })
     }
 
+    /// True for `listen`, which serves sockets handed in through `LISTEN_FDS`.
+    pub(crate) fn takes_sockets(&self) -> bool {
+        matches!(self.command, Command::Listen(_))
+    }
+
     /// True for a `listen` that can have many TCP clients at once; a UDP
     /// listener has one socket to read and gains nothing from more threads.
     pub(crate) fn serves_many(&self) -> bool {
@@ -136,13 +141,13 @@ impl Cli {
     /// Runs the chosen subcommand. Each network subcommand's future is boxed
     /// apart: awaited inline they made one 49 KiB function, all of it kept
     /// resident by a listener that only runs its `listen` part.
-    pub(crate) async fn run(self) -> Result<()> {
+    pub(crate) async fn run(self, handed_in: Vec<portier::listen::Socket>) -> Result<()> {
         let job: Pin<Box<dyn Future<Output = Result<()>>>> = match self.command {
             Command::Listen(Deferred(args)) => {
                 let (listen, output) = args.configs()?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 signals::cancel_on_signal(shutdown.clone());
-                Box::pin(portier::listen::run(listen, output, shutdown))
+                Box::pin(portier::listen::run(listen, output, handed_in, shutdown))
             }
             Command::Send(Deferred(args)) => {
                 Box::pin(async move { portier::client::send(&args.config()).await })

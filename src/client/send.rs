@@ -118,11 +118,13 @@ async fn exchange_spliced(
     let socket = stream.as_fd().try_clone_to_owned().context(|| lost(peer))?;
     let (reader, mut writer) = stream.split();
     let upload = async {
-        let moved = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &socket))
-            .await
-            .map_err(|e| Error::io(lost(peer), std::io::Error::other(e)))?
-            .map_err(std::io::Error::from)
-            .context(|| lost(peer))?;
+        let moved = tokio::task::spawn_blocking(move || {
+            crate::splice::splice_all(&from, &socket, &Default::default())
+        })
+        .await
+        .map_err(|e| Error::io(lost(peer), std::io::Error::other(e)))?
+        .map_err(std::io::Error::from)
+        .context(|| lost(peer))?;
         if moved.is_none() {
             // The kernel would not splice these: nothing moved, send the ordinary way.
             upload(fallback, &mut writer, peer).await?;

@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
-use super::Context;
 use super::relay::{ClientWriter, Replies};
+use super::{Context, Delivery};
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::framing::{Frame, Framer};
@@ -177,22 +177,26 @@ async fn read_loop(
     (received, ended_by)
 }
 
-/// The zero-copy path (`ListenConfig::straight_to_stdout`): the client's bytes
-/// go from the socket to stdout inside the kernel. `None` when it does not apply.
+/// The zero-copy path ([`Delivery::Spliced`]): the client's bytes go from the
+/// socket to stdout inside the kernel. `None` when it does not apply.
 #[cfg(target_os = "linux")]
 async fn spliced_to_stdout(
     reader: &Reader,
-    context: &Context,
+    context: &Arc<Context>,
     kick: &tokio_util::sync::CancellationToken,
 ) -> Option<(u64, Option<String>)> {
     use std::os::fd::AsFd;
-    let (Reader::Plain(reader), true) = (reader, context.straight_to_stdout) else {
+    let (Reader::Plain(reader), Delivery::Spliced) = (reader, context.delivery) else {
         return None;
     };
     let socket: &TcpStream = reader.as_ref();
     let from = socket.as_fd().try_clone_to_owned().ok()?;
-    let to = super::straight_stdout()?;
-    let mut moving = tokio::task::spawn_blocking(move || crate::splice::splice_all(&from, &to));
+    let to = context.stdout.as_ref()?.try_clone().ok()?;
+    // The bytes are counted as they move, so --stats follows a long splice.
+    let counting = context.clone();
+    let mut moving = tokio::task::spawn_blocking(move || {
+        crate::splice::splice_all(&from, &to, &counting.counters.bytes)
+    });
     let moved = tokio::select! {
         moved = &mut moving => moved,
         _ = kick.cancelled() => {
@@ -203,12 +207,12 @@ async fn spliced_to_stdout(
     };
     match moved {
         Ok(Ok(Some(bytes))) => {
-            context.count_data(bytes);
+            context.count_message();
             Some((bytes, None))
         }
         Ok(Ok(None)) => None, // refused before any byte moved: the ordinary path
         Ok(Err(failed)) => {
-            context.count_data(failed.moved);
+            context.count_message();
             // The reader of stdout left (`| head`): the server ends quietly, as elsewhere.
             if failed.error.kind() == std::io::ErrorKind::BrokenPipe {
                 context.shutdown.cancel();
@@ -223,7 +227,7 @@ async fn spliced_to_stdout(
 #[cfg(not(target_os = "linux"))]
 async fn spliced_to_stdout(
     _reader: &Reader,
-    _context: &Context,
+    _context: &Arc<Context>,
     _kick: &tokio_util::sync::CancellationToken,
 ) -> Option<(u64, Option<String>)> {
     None

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::echo_guard::EchoGuard;
-use super::{Context, Mode};
+use super::{Context, Delivery, Mode};
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::message::{Event, Message, Proto};
@@ -172,9 +172,9 @@ struct Receiver<'a> {
 impl Receiver<'_> {
     /// Hands over the `count` datagrams of the last batch.
     fn deliver(self, batch: &Batch, count: usize) -> Flow {
-        match &self.context.stdout {
-            Some(stdout) => self.deliver_straight(stdout, batch, count),
-            None => self.deliver_messages(batch, count),
+        match (self.context.delivery, &self.context.stdout) {
+            (Delivery::Straight, Some(stdout)) => self.deliver_straight(stdout, batch, count),
+            _ => self.deliver_messages(batch, count),
         }
     }
 
@@ -206,7 +206,7 @@ impl Receiver<'_> {
         Flow::Go
     }
 
-    /// Straight to stdout (`ListenConfig::straight_to_stdout`): the admitted
+    /// Straight to stdout ([`Delivery::Straight`]): the admitted
     /// datagrams of a batch in one write, from where they were received.
     fn deliver_straight(mut self, mut stdout: &std::fs::File, batch: &Batch, count: usize) -> Flow {
         let context = self.context;

@@ -4,7 +4,9 @@
 
 mod common;
 
+mod delivery;
 mod errors;
+mod handed_in;
 mod hostile;
 mod interop;
 mod listen;

@@ -1,0 +1,100 @@
+//! What `portier listen` is asked to do, checked once by the CLI (or built
+//! by a library user) and never re-checked below.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::echo_guard::DEFAULT_ECHO_RATE;
+use super::relay::Mode;
+use crate::access::AccessList;
+use crate::framing::Framing;
+use crate::message::Proto;
+use crate::tls::ServerTlsConfig;
+use crate::udp_options::Interface;
+
+/// TCP clients served at once unless told otherwise.
+pub const DEFAULT_MAX_CONNS: usize = 1024;
+
+/// Which protocols to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocols {
+    /// TCP and UDP on the same port.
+    #[default]
+    Both,
+    /// TCP only.
+    Tcp,
+    /// UDP only.
+    Udp,
+}
+
+impl Protocols {
+    pub(super) fn list(self) -> &'static [Proto] {
+        match self {
+            Protocols::Both => &[Proto::Tcp, Proto::Udp],
+            Protocols::Tcp => &[Proto::Tcp],
+            Protocols::Udp => &[Proto::Udp],
+        }
+    }
+}
+
+/// What `portier listen` does, checked and ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// 0 picks a free port (the same one for TCP and UDP).
+    pub port: u16,
+    /// The local address or name; `None` is dual-stack `[::]`.
+    pub bind: Option<String>,
+    /// TCP, UDP or both.
+    pub protocols: Protocols,
+    /// Stop after the first TCP client leaves (or, UDP only, the first datagram).
+    pub once: bool,
+    /// How a TCP stream is cut into messages.
+    pub framing: Framing,
+    /// What is written back to clients, besides printing.
+    pub mode: Mode,
+    /// `--allow` and `--deny`.
+    pub access: AccessList,
+    /// TCP clients served at once; more are told the server is full.
+    pub max_conns: usize,
+    /// Close TCP clients that send nothing, or take nothing written to
+    /// them (echo, broker, chat), for this long.
+    pub idle_timeout: Option<Duration>,
+    /// UDP echo: replies per second to any one peer, at most.
+    pub echo_rate: u32,
+    /// UDP: multicast groups to join.
+    pub join: Vec<IpAddr>,
+    /// UDP: the interface to join them on.
+    pub iface: Option<Interface>,
+    /// UDP: the receive buffer to ask for (`SO_RCVBUF`).
+    pub recv_buffer: usize,
+    /// TCP: speak TLS.
+    pub tls: Option<ServerTlsConfig>,
+    /// Print a summary line on stderr this often, and totals at exit.
+    pub stats: Option<Duration>,
+}
+
+/// The UDP receive buffer asked for unless told otherwise: room for bursts
+/// (the kernel caps it at `net.core.rmem_max`).
+pub const DEFAULT_RECV_BUFFER: usize = 4 << 20;
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            port: 8888,
+            bind: None,
+            protocols: Protocols::Both,
+            once: false,
+            framing: Framing::Raw,
+            mode: Mode::Print,
+            access: AccessList::default(),
+            max_conns: DEFAULT_MAX_CONNS,
+            idle_timeout: None,
+            echo_rate: DEFAULT_ECHO_RATE,
+            join: Vec::new(),
+            iface: None,
+            recv_buffer: DEFAULT_RECV_BUFFER,
+            tls: None,
+            stats: None,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Sockets handed in: the library serving sockets a test bound itself (no
+//! stderr to parse for a port), and the binary under systemd socket
+//! activation (`systemd-socket-activate`, stream and datagram).
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+
+use portier::listen::{ListenConfig, Listener, Socket};
+use portier::message::{Event, Message, Proto};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Running, free_port, have_peer, portier};
+
+/// The next data message's bytes, skipping events.
+async fn next_data(messages: &mut mpsc::Receiver<Message>) -> (Proto, Vec<u8>) {
+    loop {
+        let message = messages.recv().await.expect("the listener ended");
+        if let Event::Data { bytes, .. } = message.event {
+            return (message.proto, bytes.to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_library_serves_sockets_it_is_given() {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (tcp_addr, udp_addr) = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
+    let config = ListenConfig::default();
+    let listener =
+        Listener::from_sockets(vec![Socket::Tcp(tcp), Socket::Udp(udp)], &config).unwrap();
+    let local: Vec<_> = listener
+        .local_addrs()
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .collect();
+    assert_eq!(local, [tcp_addr, udp_addr]);
+    let (events, mut messages) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { listener.serve(&config, events, shutdown).await }
+    });
+    tokio::task::spawn_blocking(move || {
+        TcpStream::connect(tcp_addr)
+            .unwrap()
+            .write_all(b"over tcp")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        next_data(&mut messages).await,
+        (Proto::Tcp, b"over tcp".to_vec())
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"over udp", udp_addr).unwrap();
+    assert_eq!(
+        next_data(&mut messages).await,
+        (Proto::Udp, b"over udp".to_vec())
+    );
+    shutdown.cancel();
+    let summary = serving.await.unwrap();
+    assert_eq!((summary.messages, summary.bytes), (2, 16));
+}
+
+#[tokio::test]
+async fn tls_is_refused_for_a_udp_socket_handed_in() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = ListenConfig {
+        tls: Some(portier::tls::ServerTlsConfig {
+            identity: portier::tls::ServerIdentity::SelfSigned,
+            client_ca: None,
+        }),
+        ..ListenConfig::default()
+    };
+    let refused = Listener::from_sockets(vec![Socket::Udp(udp)], &config);
+    assert!(refused.is_err_and(|e| e.to_string().contains("UDP cannot do TLS")));
+}
+
+/// `systemd-socket-activate [--datagram] -l 127.0.0.1:PORT portier listen ARGS`.
+fn activated(test: &str, datagram: bool, args: &[&str]) -> Option<(Running, u16)> {
+    if !have_peer(test, "systemd-socket-activate") {
+        return None;
+    }
+    let port = free_port();
+    let mut command = Command::new("systemd-socket-activate");
+    if datagram {
+        command.arg("--datagram");
+    }
+    command
+        .args(["-l", &format!("127.0.0.1:{port}")])
+        .arg(portier().get_program())
+        .arg("listen")
+        .args(args);
+    let run = Running::spawn(command);
+    crate::common::wait_bound(datagram, port);
+    Some((run, port))
+}
+
+#[test]
+fn systemd_socket_activation_serves_the_passed_tcp_socket() {
+    let test = "systemd_socket_activation_serves_the_passed_tcp_socket";
+    // The port given is ignored: the socket handed in is served.
+    let Some((mut run, port)) = activated(test, false, &["9", "-f", "lines"]) else {
+        return;
+    };
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .write_all(b"activated\n")
+        .unwrap();
+    run.stdout.wait_for_text("activated");
+    run.stop();
+    let events = run.stderr.text();
+    assert!(
+        events.contains(&format!("listening on tcp 127.0.0.1:{port}")),
+        "{events}"
+    );
+    assert!(!events.contains("udp"), "{events}");
+}
+
+#[test]
+fn systemd_socket_activation_serves_the_passed_udp_socket() {
+    let test = "systemd_socket_activation_serves_the_passed_udp_socket";
+    let Some((mut run, port)) = activated(test, true, &["-f", "lines"]) else {
+        return;
+    };
+    // systemd-socket-activate starts portier on the first datagram, which then waits for it.
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"datagram\n", ("127.0.0.1", port))
+        .unwrap();
+    run.stdout.wait_for_text("datagram");
+    run.stop();
+    let events = run.stderr.text();
+    assert!(
+        events.contains(&format!("listening on udp 127.0.0.1:{port}")),
+        "{events}"
+    );
+}
