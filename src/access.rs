@@ -13,6 +13,7 @@ pub struct AccessList {
 }
 
 impl AccessList {
+    /// Ranges allowed and denied; both empty let everyone in.
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>) -> Self {
         AccessList { allow, deny }
     }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use crate::message::Proto;
 
+/// A result whose error is one of portier's [`Error`]s.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong, each with its one-line message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line asked for something impossible (exit code 2).
@@ -22,41 +24,87 @@ pub enum Error {
         port = addr.port(),
         suggest = addr.port().wrapping_add(1).max(1024)
     )]
-    AddrInUse { proto: Proto, addr: SocketAddr },
+    /// Another socket holds the port.
+    AddrInUse {
+        /// The protocol of the socket asked for.
+        proto: Proto,
+        /// Where it was to listen.
+        addr: SocketAddr,
+    },
 
     #[error(
         "cannot listen on {proto} {addr}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE, try a port above 1023, e.g. `portier listen 8888`"
     )]
-    PermissionDenied { proto: Proto, addr: SocketAddr },
+    /// A port below 1024 without the right to bind it.
+    PermissionDenied {
+        /// The protocol of the socket asked for.
+        proto: Proto,
+        /// Where it was to listen.
+        addr: SocketAddr,
+    },
 
     #[error("cannot resolve host '{host}': {reason}")]
-    Resolve { host: String, reason: String },
+    /// A host name that does not resolve.
+    Resolve {
+        /// The name as given.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
 
     #[error("connection refused by {addr}: is a server listening on {addr}?")]
-    Refused { addr: SocketAddr },
+    /// Nothing listens there (TCP).
+    Refused {
+        /// The address that refused.
+        addr: SocketAddr,
+    },
 
     #[error("timed out after {} connecting to {target}", humantime::format_duration(*.after))]
-    Timeout { target: String, after: Duration },
+    /// Connecting took longer than allowed.
+    Timeout {
+        /// The host and port tried.
+        target: String,
+        /// The time allowed.
+        after: Duration,
+    },
 
     #[error(
         "{addr} answered 'port unreachable': no UDP server is listening there (the datagram was lost)"
     )]
-    PortUnreachable { addr: SocketAddr },
+    /// Nothing listens there (UDP, said by ICMP).
+    PortUnreachable {
+        /// The address that answered so.
+        addr: SocketAddr,
+    },
 
     #[error(
         "cannot send to {addr}: it is a broadcast address (or sending there is not permitted); add --broadcast to send to every host on the network"
     )]
-    NeedsBroadcast { addr: SocketAddr },
+    /// A broadcast address without `--broadcast`.
+    NeedsBroadcast {
+        /// The broadcast address.
+        addr: SocketAddr,
+    },
 
     #[error("no reply from {addr} within {}", humantime::format_duration(*.after))]
-    NoReply { addr: SocketAddr, after: Duration },
+    /// No answer to a UDP request.
+    NoReply {
+        /// Who was asked.
+        addr: SocketAddr,
+        /// How long portier waited.
+        after: Duration,
+    },
 
     #[error(
         "{what} is over the UDP limit of {max} bytes for one datagram to {addr}; split it, or send it over TCP"
     )]
+    /// A message too large for one datagram: never cut silently.
     DatagramTooLarge {
+        /// Which message or line.
         what: String,
+        /// The largest datagram to `addr`.
         max: usize,
+        /// Where it was to go.
         addr: SocketAddr,
     },
 
@@ -65,8 +113,11 @@ pub enum Error {
     Tls(String),
 
     #[error("{context}: {}", describe(.source))]
+    /// A system call failed while doing `context`.
     Io {
+        /// What was being done.
         context: String,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
@@ -101,6 +152,7 @@ pub fn describe(err: &io::Error) -> String {
 
 /// Adds context to `io::Result`s.
 pub trait IoContext<T> {
+    /// Wraps the error with what was being done.
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

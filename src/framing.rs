@@ -17,12 +17,16 @@ pub enum Framing {
     /// One message per line, `\n` included; a line of up to `max_line`
     /// bytes (its newline not counted) is one message, a longer one comes
     /// out in pieces of at most `max_line` bytes.
-    Lines { max_line: usize },
+    Lines {
+        /// The longest line kept whole, its newline not counted.
+        max_line: usize,
+    },
 }
 
 /// One message cut from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The message's bytes.
     pub bytes: Bytes,
     /// A piece of a line longer than `max_line`: the rest of the line follows
     /// (never set on the last bytes of a stream, nor on a line of exactly `max_line`).
@@ -44,6 +48,7 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// A framer for one stream.
     pub fn new(framing: Framing) -> Self {
         Framer {
             framing,

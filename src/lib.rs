@@ -25,14 +25,14 @@
 
 pub mod access;
 pub mod client;
-pub mod endpoint;
+mod endpoint;
 pub mod error;
 pub mod framing;
 pub mod listen;
 pub mod message;
 pub mod sink;
 #[cfg(target_os = "linux")]
-pub mod splice;
+mod splice;
 mod sys;
 pub mod tls;
 pub mod udp_options;

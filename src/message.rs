@@ -13,11 +13,14 @@ use bytes::Bytes;
 /// The transport a message came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
+    /// A TCP connection (plain or TLS).
     Tcp,
+    /// UDP datagrams.
     Udp,
 }
 
 impl Proto {
+    /// `tcp` or `udp`, as written in every output.
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
@@ -38,19 +41,36 @@ pub enum Event {
     /// A socket is bound and waiting, on this local address; `note` says
     /// what the mode changes about it (e.g. a chat is TCP only).
     Listening {
+        /// The bound address.
         local: SocketAddr,
+        /// A remark on the mode.
         note: Option<&'static str>,
     },
     /// A TCP peer connected.
     Connect,
     /// Bytes arrived: one read (raw), one line (lines/json) or one datagram.
     /// `cut`: a piece of a line longer than `--max-line`; the rest follows.
-    Data { bytes: Bytes, cut: bool },
+    Data {
+        /// What came.
+        bytes: Bytes,
+        /// Part of a longer line.
+        cut: bool,
+    },
     /// A TCP peer went away after sending `bytes` over `duration`.
-    Disconnect { bytes: u64, duration: Duration },
+    Disconnect {
+        /// The bytes received in all.
+        bytes: u64,
+        /// How long the connection lasted.
+        duration: Duration,
+    },
     /// The kernel dropped `new` more datagrams on a UDP socket (its receive
     /// buffer was full), `total` since it was opened.
-    Drops { new: u64, total: u64 },
+    Drops {
+        /// Dropped since the last report.
+        new: u64,
+        /// Dropped in all.
+        total: u64,
+    },
     /// Something failed; the server goes on.
     Error(String),
     /// Something the operator asked for or must see (statistics, the
@@ -76,13 +96,16 @@ impl Event {
 /// One event, stamped with when, over what, and from whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// When it happened.
     pub time: SystemTime,
+    /// The transport.
     pub proto: Proto,
     /// The remote end in its natural form (`127.0.0.1:40312`, never
     /// `[::ffff:127.0.0.1]:40312`); `None` for events of the listener itself.
     pub peer: Option<SocketAddr>,
     /// The subject of the peer's TLS client certificate, when one was required.
     pub subject: Option<Arc<str>>,
+    /// What happened.
     pub event: Event,
 }
 

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,7 +27,12 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerIdentity {
     /// PEM files: the certificate chain and its private key.
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
     /// A certificate made at start; its fingerprint is printed for clients to pin.
     SelfSigned,
 }
@@ -34,6 +40,7 @@ pub enum ServerIdentity {
 /// How a listener speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTlsConfig {
+    /// The listener's certificate.
     pub identity: ServerIdentity,
     /// Require client certificates issued by this CA (PEM).
     pub client_ca: Option<PathBuf>,
@@ -50,6 +57,7 @@ pub struct ClientTlsConfig {
     pub insecure: bool,
     /// A client certificate and key, for listeners that require one.
     pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
     pub key: Option<PathBuf>,
 }
 
@@ -58,6 +66,7 @@ pub struct ClientTlsConfig {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
+    /// The fingerprint of a DER certificate.
     pub fn of(cert: &[u8]) -> Fingerprint {
         let digest = ring::digest::digest(&ring::digest::SHA256, cert);
         let mut bytes = [0u8; 32];
@@ -166,13 +175,13 @@ fn roots(certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<RootCertSto
 }
 
 /// A ready TLS listener side, and the fingerprint to print when it made its own certificate.
-pub struct ServerTls {
-    pub acceptor: TlsAcceptor,
-    pub self_signed: Option<Fingerprint>,
+pub(crate) struct ServerTls {
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) self_signed: Option<Fingerprint>,
 }
 
 impl ServerTls {
-    pub fn new(config: &ServerTlsConfig) -> Result<ServerTls> {
+    pub(crate) fn new(config: &ServerTlsConfig) -> Result<ServerTls> {
         let (chain, key, self_signed) = match &config.identity {
             ServerIdentity::Files { cert, key } => (read_identity(cert)?, read_key(key)?, None),
             ServerIdentity::SelfSigned => {
@@ -315,7 +324,7 @@ fn system_roots() -> Result<RootCertStore> {
 }
 
 /// A TLS client side for `send` and `connect`.
-pub fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
+pub(crate) fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
     let provider = provider();
     let mut pins = config.pins.clone();
     let roots = match (&config.ca, config.pins.is_empty(), config.insecure) {
@@ -363,7 +372,7 @@ pub fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
 }
 
 /// Starts TLS over a connected stream to `host`, turning a failed check into one clear line.
-pub async fn connect(
+pub(crate) async fn connect(
     connector: &TlsConnector,
     stream: TcpStream,
     host: &str,
@@ -377,8 +386,32 @@ pub async fn connect(
         .map_err(|e| Error::Tls(format!("cannot set up TLS with {host}: {}", describe(&e))))
 }
 
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of a handshake, bounded in time (a client that never
+/// finishes cannot hold its slot); the stream and the subject of the client's
+/// certificate, if it showed one, or why it failed, in words.
+pub(crate) async fn accept(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> std::result::Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), String> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {}", describe(&e))),
+        Err(_) => return Err("TLS handshake timed out".into()),
+    };
+    let subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(subject);
+    Ok((tls, subject))
+}
+
 /// A failed handshake in words: the rustls reason when there is one.
-pub fn describe(err: &std::io::Error) -> String {
+pub(crate) fn describe(err: &std::io::Error) -> String {
     let Some(tls) = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -417,12 +450,12 @@ pub fn describe(err: &std::io::Error) -> String {
 /// True when the peer closed the connection without TLS's `close_notify`.
 /// Most TLS tools (ncat, openssl, socat) close that way, so it ends a
 /// session like a normal close.
-pub fn is_unannounced_close(err: &std::io::Error) -> bool {
+pub(crate) fn is_unannounced_close(err: &std::io::Error) -> bool {
     err.kind() == std::io::ErrorKind::UnexpectedEof
 }
 
 /// The subject of a client certificate, as `CN=alice,O=Pi Lab`.
-pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
+pub(crate) fn subject(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     Some(parsed.subject().to_string().replace(", ", ","))
 }

@@ -15,11 +15,14 @@ use crate::error::{Error, Result};
 /// A network interface, by name (`eth0`, `wlan0`) or by one of its addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interface {
+    /// By name (`eth0`).
     Name(String),
+    /// By one of its addresses.
     Addr(IpAddr),
 }
 
 impl Interface {
+    /// An address if `text` is one, a name otherwise.
     pub fn parse(text: &str) -> Interface {
         match text.parse() {
             Ok(addr) => Interface::Addr(addr),

@@ -21,8 +21,11 @@ pub const UDP_LINGER: Duration = Duration::from_secs(2);
 /// What `portier connect` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
+    /// A name, an IPv4 or an IPv6 address.
     pub host: String,
+    /// The peer's port.
     pub port: u16,
+    /// TCP or UDP.
     pub proto: Proto,
     /// Bounds the connection attempt; for UDP also how long to wait for
     /// replies after stdin ends (default [`UDP_LINGER`]).

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 /// How often a UDP message is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeat {
+    /// How many times.
     pub count: u64,
+    /// The time between two sends.
     pub interval: Duration,
 }
 

@@ -34,9 +34,13 @@ pub enum Source {
 /// What `portier send` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendConfig {
+    /// A name, an IPv4 or an IPv6 address.
     pub host: String,
+    /// The peer's port.
     pub port: u16,
+    /// TCP or UDP.
     pub proto: Proto,
+    /// What to send.
     pub source: Source,
     /// End a message with `\n` (the seed's "abcdefg!\n"); for UDP lines,
     /// keep each line's `\n` in its datagram.

@@ -255,9 +255,6 @@ async fn idle(timeout: Option<Duration>) {
     }
 }
 
-/// How long a TLS client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The read side of a client connection.
 enum Reader {
     Plain(OwnedReadHalf),
@@ -295,18 +292,8 @@ async fn open(
         let (reader, writer) = stream.into_split();
         return Ok((Reader::Plain(reader), Box::new(writer), None));
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {}", tls::describe(&e))),
-        Err(_) => return Err("TLS handshake timed out".into()),
-    };
-    let subject = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(tls::subject)
-        .map(Arc::from);
+    let (tls, subject) = tls::accept(acceptor, stream).await?;
+    let subject = subject.map(Arc::from);
     let (reader, writer) = tokio::io::split(tls);
     Ok((Reader::Tls(reader), Box::new(writer), subject))
 }

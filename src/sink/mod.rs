@@ -60,6 +60,7 @@ impl Format {
 /// Settings of the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutputConfig {
+    /// How data is written.
     pub format: Format,
     /// No event lines on stderr.
     pub quiet: bool,
@@ -238,7 +239,7 @@ fn render(
 }
 
 /// The plain-words line for stderr, for every event but data.
-pub fn event_line(message: &Message) -> Option<String> {
+pub(crate) fn event_line(message: &Message) -> Option<String> {
     let proto = message.proto;
     let peer = peer_label(message);
     Some(match &message.event {
@@ -288,7 +289,7 @@ fn cannot_write() -> String {
 }
 
 /// The time a message is stamped with, as written in `lines`, `json` and `hex`.
-pub fn timestamp(time: SystemTime) -> String {
+pub(crate) fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 

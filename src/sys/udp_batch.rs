@@ -42,10 +42,11 @@ impl Batch {
     /// Waits for datagrams, then takes as many as are queued (up to
     /// [`BATCH`]). 0 once the socket is shut for reading and its queue is empty.
     pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        // On the stack: no allocation per call.
-        // SAFETY: all zeros is a valid iovec and mmsghdr; the pointers set
-        // below point into `self`, which outlives the recvmmsg call.
+        // On the stack: no allocation per call. The pointers set below point
+        // into `self`, which outlives the recvmmsg call.
+        // SAFETY: all zeros is a valid iovec (null base, zero length).
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: all zeros is a valid mmsghdr (null pointers, zero lengths).
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let slots = self.payloads.chunks_mut(SLOT);
         for (((iovec, header), slot), address) in iovecs
