@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::error::{Error, IoContext, Result};
@@ -100,12 +100,12 @@ fn ipv6_unavailable(err: &io::Error) -> bool {
 }
 
 /// Creates and binds a non-blocking socket; `[::]` is made dual-stack.
-fn bound_socket(proto: Proto, addr: SocketAddr) -> io::Result<Socket> {
+fn bound_socket(proto: Proto, addr: SocketAddr) -> io::Result<socket2::Socket> {
     let (ty, protocol) = match proto {
         Proto::Tcp => (Type::STREAM, Protocol::TCP),
         Proto::Udp => (Type::DGRAM, Protocol::UDP),
     };
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    let socket = socket2::Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }
@@ -131,6 +131,16 @@ fn bind_error(proto: Proto, addr: SocketAddr, err: io::Error) -> Error {
     }
 }
 
+/// A socket bound by someone else (systemd, a parent, a test), for
+/// [`crate::listen::Listener::from_sockets`].
+#[derive(Debug)]
+pub enum Socket {
+    /// A listening TCP socket.
+    Tcp(std::net::TcpListener),
+    /// A bound UDP socket.
+    Udp(std::net::UdpSocket),
+}
+
 /// A bound listening socket of either protocol.
 #[derive(Debug)]
 pub enum Bound {
@@ -140,8 +150,7 @@ pub enum Bound {
 
 impl Bound {
     /// A socket bound elsewhere, made non-blocking for tokio. Must run inside a tokio runtime.
-    pub fn from_std(socket: crate::listen::Socket) -> Result<Bound> {
-        use crate::listen::Socket;
+    pub fn from_std(socket: Socket) -> Result<Bound> {
         let cannot = || "cannot serve a socket handed in".to_string();
         Ok(match socket {
             Socket::Tcp(listener) => {

@@ -2,18 +2,10 @@
 //! parent that follows the same protocol (`systemd-socket-activate`): the
 //! listener serves them instead of binding its own.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 
+use crate::endpoint::Socket;
 use crate::error::{Error, Result};
-
-/// A socket bound by someone else, for [`super::Listener::from_sockets`].
-#[derive(Debug)]
-pub enum Socket {
-    /// A listening TCP socket.
-    Tcp(TcpListener),
-    /// A bound UDP socket.
-    Udp(UdpSocket),
-}
 
 /// The sockets passed in `LISTEN_FDS`, if any were (none: bind as usual).
 ///

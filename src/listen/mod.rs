@@ -26,7 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use activation::{Socket, sockets_from_env};
+pub use crate::endpoint::Socket;
+pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
 pub use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
