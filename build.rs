@@ -1,10 +1,15 @@
-//! Link-time layout of the release binary. The functions a listener runs
-//! before its first client are placed side by side (`link/startup.order`),
-//! and so are the constants it reads (`link/startup-rodata.ld`), both made by
-//! `bench/startup_order.py`: the kernel maps a file in 64 KiB blocks around
-//! each page touched, so scattered start-up code and data make most of the
-//! binary resident in every process. Only where rust-lld links (the default
-//! for x86_64 Linux); other linkers do not know the options.
+//! Link-time layout of the release binary, for packaging only: applied when
+//! `PORTIER_STARTUP_LAYOUT=1` (set by `packaging/deb.sh`), so an ordinary
+//! `cargo build` works with any linker and target (a Pi, cross-compiled).
+//!
+//! The functions a listener runs before its first client are placed side by
+//! side (`link/startup.order`), and so are the constants it reads
+//! (`link/startup-rodata.ld`), both made by `bench/startup_order.py`: the
+//! kernel maps a file in 64 KiB blocks around each page touched, so scattered
+//! start-up code and data make most of the binary resident in every process.
+//! Only where rust-lld links (the default for x86_64 Linux); other linkers do
+//! not know the options. The packaging build checks that the order still
+//! matches the code (`bench/startup_order.py --check`).
 
 use std::env;
 use std::path::Path;
@@ -14,10 +19,17 @@ fn main() {
     println!("cargo:rerun-if-changed=link/startup.ld");
     println!("cargo:rerun-if-changed=link/startup-rodata.ld");
     println!("cargo:rerun-if-env-changed=PORTIER_LINK_MAP");
+    println!("cargo:rerun-if-env-changed=PORTIER_STARTUP_LAYOUT");
+    if env::var("PORTIER_STARTUP_LAYOUT").as_deref() != Ok("1") {
+        return;
+    }
     let default_linker = env::var_os("RUSTC_LINKER").is_none();
     let target = env::var("TARGET").unwrap_or_default();
     let release = env::var("PROFILE").as_deref() == Ok("release");
     if !(default_linker && release && target == "x86_64-unknown-linux-gnu") {
+        println!(
+            "cargo:warning=PORTIER_STARTUP_LAYOUT needs a release build for x86_64-unknown-linux-gnu with the default linker (rust-lld); built without the layout"
+        );
         return;
     }
     let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup.order");

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh # free_port, wait_port, now, median, gb_per_s, fresh, timed_write, timed_dd, transfer
 rounds=${1:-9}
 portier=target/release/portier
-[ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -x "$portier" ] || { echo "build first: PORTIER_STARTUP_LAYOUT=1 cargo build --release" >&2; exit 1; }
 command -v socat >/dev/null || { echo "missing peer: socat (apt-get install socat)" >&2; exit 1; }
 
 size=$((2048 * 1024 * 1024))

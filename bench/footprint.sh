@@ -2,13 +2,13 @@
 # Footprint, side by side: binary size, idle RSS of a listener (each tool in
 # turn, RUNS rounds), and the time `send` takes from start to exit for one
 # message (hyperfine, 10 x RUNS runs a tool). Loopback only; bounded.
-# Usage: bench/footprint.sh [RUNS]   (needs a release build: cargo build --release)
+# Usage: bench/footprint.sh [RUNS]   (needs a release build: PORTIER_STARTUP_LAYOUT=1 cargo build --release, as packaged)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh # free_port, median
 runs=${1:-5}
 portier=target/release/portier
-[ -x "$portier" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -x "$portier" ] || { echo "build first: PORTIER_STARTUP_LAYOUT=1 cargo build --release" >&2; exit 1; }
 for tool in nc ncat socat hyperfine python3; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install netcat-openbsd ncat socat hyperfine python3)" >&2; exit 1; }
 done

@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "missing: ${missing[*]} (Debian: apt-get install netcat-openbsd ncat socat iperf3 python3)" >&2
   exit 1
 fi
-cargo build --release --quiet
+PORTIER_STARTUP_LAYOUT=1 cargo build --release --quiet  # as packaged (build.rs)
 portier=$PWD/target/release/portier
 out=bench/results
 mkdir -p "$out"

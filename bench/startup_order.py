@@ -5,6 +5,11 @@ listener runs, then those its first clients add. And link/startup-rodata.ld:
 the read-only data an idle listener reads, placed together the same way.
 
 Usage: python3 bench/startup_order.py     (needs valgrind; about 3 minutes)
+       python3 bench/startup_order.py --check LINK_MAP
+The check (run by packaging/deb.sh on the packaging build's link map) fails
+when fewer than CHECK_MIN of the names in link/startup.order are still in the
+binary: renamed or moved code, or another toolchain, has made the layout stale,
+and it must be made again rather than quietly losing its effect.
 
 How: a release build that also writes lld's link map; that binary runs under
 valgrind's callgrind, which records every instruction address executed, and
@@ -32,7 +37,14 @@ INPUT_SECTION = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\
 PREFIXES = (".text.unlikely.", ".text.startup.", ".text.hot.", ".text.")
 
 
+# The share of the order's functions that must still exist (a few come and go
+# with inlining from one build to the next).
+CHECK_MIN = 0.9
+
+
 def build(env=None):
+    # The layout is applied only when asked for (build.rs), as the packaging build does.
+    env = dict(env or os.environ, PORTIER_STARTUP_LAYOUT="1")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, env=env, check=True)
 
 
@@ -156,5 +168,19 @@ def main():
     build()
 
 
+def check(link_map):
+    """Exits non-zero when the order file no longer matches the binary of `link_map`."""
+    present = {symbol(name) for _, _, name in input_sections(link_map, ".text.")}
+    wanted = [line.strip() for line in open(ORDER)][2:]  # _start and frame_dummy are not named
+    found = sum(name in present for name in wanted)
+    share = found / max(len(wanted), 1)
+    print(f"link/startup.order: {found} of {len(wanted)} functions found ({share:.0%})")
+    if share < CHECK_MIN:
+        sys.exit("link/startup.order is stale: run python3 bench/startup_order.py and commit it")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--check"]:
+        check(sys.argv[2])
+    else:
+        main()

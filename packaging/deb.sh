@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked
+# The start-up layout (build.rs), with the link map its freshness is checked against.
+PORTIER_STARTUP_LAYOUT=1 PORTIER_LINK_MAP="$PWD/target/release/portier.map" \
+  cargo build --release --locked
+python3 bench/startup_order.py --check target/release/portier.map
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/man" "$assets/completions"
