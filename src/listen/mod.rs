@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::endpoint::Socket;
 pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
-pub use delivery::{Delivery, Surroundings, stdout_spliceable};
+use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
@@ -174,7 +174,7 @@ impl Listener {
     }
 
     /// How received bytes would best reach this process's stdout.
-    pub fn delivery(&self, config: &ListenConfig, output: &OutputConfig) -> Delivery {
+    fn delivery(&self, config: &ListenConfig, output: &OutputConfig) -> Delivery {
         let around = Surroundings {
             sockets: self.sockets.len(),
             stdout_spliceable: stdout_spliceable(),
@@ -182,8 +182,9 @@ impl Listener {
         Delivery::choose(config, output, around)
     }
 
-    /// [`Listener::serve`], with the data delivered by `delivery` (events still go to `events`).
-    pub async fn serve_by(
+    /// [`Listener::serve`], with the data delivered by `delivery`, as
+    /// [`Listener::delivery`] chose it (events still go to `events`).
+    async fn serve_by(
         self,
         config: &ListenConfig,
         delivery: Delivery,
