@@ -4,6 +4,7 @@
 
 mod connect;
 mod listen;
+mod nc_habits;
 mod send;
 
 use std::future::Future;
@@ -122,7 +123,14 @@ impl Cli {
             use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
             match e.kind() {
                 DisplayHelp | DisplayVersion => e.exit(),
-                _ => Error::Usage(usage_line(&e.render().to_string())),
+                _ => {
+                    let args: Vec<String> = std::env::args_os()
+                        .map(|arg| arg.to_string_lossy().into_owned())
+                        .collect();
+                    let line = nc_habits::suggestion(&args)
+                        .unwrap_or_else(|| usage_line(&e.render().to_string()));
+                    Error::Usage(line)
+                }
             }
         })
     }

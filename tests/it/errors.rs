@@ -16,6 +16,7 @@ fn assert_one_line_error(output: &Output, code: i32, needles: &[&str]) -> String
     let error = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(code), "{error}");
     assert!(!error.contains("panicked"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
     for needle in needles {
         assert!(error.contains(needle), "missing {needle:?} in {error:?}");
     }
@@ -144,6 +145,18 @@ fn a_missing_file_is_named_before_any_connection() {
             &["cannot read /no/such/file: no such file or directory"],
         );
     }
+}
+
+#[test]
+fn nc_flags_get_the_portier_command_to_type() {
+    fails(&["listen", "-p", "8888"], 2, &[": portier listen 8888"]);
+    fails(&["listen", "-lk", "8888"], 2, &[": portier listen 8888"]);
+    fails(&["connect", "-l", "9000"], 2, &[": portier listen 9000"]);
+    fails(
+        &["send", "-p", "5000", "h", "1"],
+        2,
+        &["nc's -p picks the local port"],
+    );
 }
 
 #[test]
