@@ -38,10 +38,11 @@ pub(super) fn suggestion(args: &[String]) -> Option<String> {
     }
     let command = if wants_listen {
         // `nc -l HOST PORT`: the host is the address to listen on.
-        if let [host, port] = kept.as_slice() {
-            if !host.starts_with('-') && port.parse::<u16>().is_ok() {
-                kept = vec![port.clone(), "-b".into(), host.clone()];
-            }
+        if let [host, port] = kept.as_slice()
+            && !host.starts_with('-')
+            && port.parse::<u16>().is_ok()
+        {
+            kept = vec![port.clone(), "-b".into(), host.clone()];
         }
         if subcommand != "listen" {
             kept.retain(|arg| arg.parse::<u16>().is_ok() || arg.starts_with('-'));
