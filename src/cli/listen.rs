@@ -28,9 +28,14 @@ Examples:
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
   portier listen --echo              a test partner: everything comes back
-  portier listen -t --chat           a chat room for everyone who connects
+  portier listen --chat              a chat room for everyone who connects (TCP)
   portier listen --allow 192.168.1.0/24 --idle-timeout 5m
-  portier listen -u --join 239.1.2.3 --iface eth0     a multicast group";
+  portier listen -u --join 239.1.2.3 --iface eth0     a multicast group
+  systemd-socket-activate -l 8888 portier listen      serve the sockets handed in (LISTEN_FDS)
+
+Stopping: Ctrl-C or SIGTERM ends it within a second, under any load: what was received is
+flushed, datagrams still queued are delivered for 0.3 s, then counted as not read; a second
+signal exits at once. Peers' control bytes and bidi characters are shown escaped.";
 
 #[derive(Debug, Args)]
 pub(super) struct ListenArgs {
