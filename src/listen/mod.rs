@@ -92,8 +92,8 @@ impl Listener {
     /// process, a test that bound port 0 itself), with `config`'s settings
     /// for everything but the addresses. Must run inside a tokio runtime.
     pub fn from_sockets(sockets: Vec<Socket>, config: &ListenConfig) -> Result<Listener> {
-        let has = |udp: bool| sockets.iter().any(|s| matches!(s, Socket::Udp(_)) == udp);
-        if config.tls.is_some() && has(true) {
+        let has_udp = sockets.iter().any(|s| matches!(s, Socket::Udp(_)));
+        if config.tls.is_some() && has_udp {
             return Err(Error::Usage(
                 "TLS is for TCP: a UDP socket was handed in (UDP cannot do TLS)".into(),
             ));

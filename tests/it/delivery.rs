@@ -21,10 +21,10 @@ const PATHS: [(&str, &[&str]); 4] = [
 ];
 
 /// Starts the listener of one path with `extra` on a free port, sends
-/// [`PAYLOAD`] from `source`, waits for `seen` on stderr while the client is
-/// still there (a spliced client stays connected), then lets it go and stops
-/// the listener; returns it for its output.
-fn one_message(args: &[&str], extra: &[&str], source: &str, seen: &str) -> Running {
+/// [`PAYLOAD`] from `source`, waits `until` it shows what the test waits for
+/// while the client is still there (a spliced client stays connected), then
+/// lets it go and stops the listener; returns it for its output.
+fn one_message(args: &[&str], extra: &[&str], source: &str, until: impl Fn(&Running)) -> Running {
     let port = free_port();
     let udp = args.contains(&"-u");
     let mut command = portier();
@@ -46,7 +46,7 @@ fn one_message(args: &[&str], extra: &[&str], source: &str, seen: &str) -> Runni
         let _ = stream.write_all(PAYLOAD); // a refused client may be closed already
         client = Some(stream);
     }
-    run.stderr.wait_for_text(seen);
+    until(&run);
     drop(client);
     let refused = extra.contains(&"--deny");
     if args.contains(&"--once") && !refused {
@@ -61,7 +61,8 @@ fn one_message(args: &[&str], extra: &[&str], source: &str, seen: &str) -> Runni
 fn stats_count_the_same_bytes_on_every_path() {
     for (path, args) in PATHS {
         // A stats line counts the bytes while the client is still connected.
-        let run = one_message(args, &["--stats", "0.05"], "127.0.0.1", ", 11 B, ");
+        let counted = |run: &Running| drop(run.stderr.wait_for_text(", 11 B, "));
+        let run = one_message(args, &["--stats", "0.05"], "127.0.0.1", counted);
         let events = run.stderr.text();
         assert!(
             events.contains("total: 1 messages, 11 B in "),
@@ -73,10 +74,8 @@ fn stats_count_the_same_bytes_on_every_path() {
 #[test]
 fn quiet_leaves_only_the_data_on_every_path() {
     for (path, args) in PATHS {
-        let mut command = portier();
-        let port = free_port();
-        command.args(["listen", &port.to_string(), "-b", "127.0.0.1", "-q"]);
-        let run = quiet_run(command.args(args), args.contains(&"-u"), port);
+        let printed = |run: &Running| drop(run.stdout.wait_for_text("0123456789"));
+        let run = one_message(args, &["-q"], "127.0.0.1", printed);
         assert_eq!(run.stderr.text(), "", "{path}");
         assert!(run.stdout.text().contains("0123456789"), "{path}");
     }
@@ -88,7 +87,8 @@ fn an_output_file_gets_the_data_on_every_path() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("log");
         let output = ["-o", file.to_str().unwrap()];
-        let run = one_message(args, &output, "127.0.0.1", "listening on");
+        let listening = |run: &Running| drop(run.stderr.wait_for_text("listening on"));
+        let run = one_message(args, &output, "127.0.0.1", listening);
         let logged = std::fs::read_to_string(&file).unwrap();
         assert!(logged.contains("0123456789"), "{path}: {logged:?}");
         assert!(run.stdout.text().contains("0123456789"), "{path}");
@@ -99,7 +99,8 @@ fn an_output_file_gets_the_data_on_every_path() {
 fn the_summary_counts_refused_peers_on_every_path() {
     for (path, args) in PATHS {
         let deny = ["--deny", "127.0.0.2"];
-        let run = one_message(args, &deny, "127.0.0.2", "matches --deny");
+        let refused = |run: &Running| drop(run.stderr.wait_for_text("matches --deny"));
+        let run = one_message(args, &deny, "127.0.0.2", refused);
         let events = run.stderr.text();
         assert!(
             events.contains("summary: 1 refused by --allow/--deny"),
@@ -107,25 +108,4 @@ fn the_summary_counts_refused_peers_on_every_path() {
         );
         assert!(!run.stdout.text().contains("0123456789"), "{path}");
     }
-}
-
-/// With `-q` there is no event to wait for: the data on stdout says it came.
-fn quiet_run(command: &mut std::process::Command, udp: bool, port: u16) -> Running {
-    let mut run = Running::spawn(std::mem::replace(command, portier()));
-    wait_bound(udp, port);
-    let target = SocketAddr::from(([127, 0, 0, 1], port));
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .send_to(PAYLOAD, target)
-            .unwrap();
-    } else {
-        TcpStream::connect(target)
-            .unwrap()
-            .write_all(PAYLOAD)
-            .unwrap();
-    }
-    run.stdout.wait_for_text("0123456789");
-    run.stop();
-    run
 }
