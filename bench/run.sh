@@ -4,7 +4,7 @@
 # Every loop is bounded in count and every command in time.
 #
 # Usage: bench/run.sh            (RUNS=3 BULK_MIB=2048 CLIENTS="100 1000 10000" by default;
-#                                 WORKLOADS="bulk udp clients round-trip" picks some)
+#                                 WORKLOADS="bulk udp clients round-trip check" picks some)
 # Writes bench/results/results.tsv, bench/results/RESULTS.md and bench/results/chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ BULK_MIB=${BULK_MIB:-2048}
 CLIENTS=${CLIENTS:-"100 1000 10000"}
 UDP_COUNT=${UDP_COUNT:-200000}
 ROUND_TRIPS=${ROUND_TRIPS:-10000}
-WORKLOADS=${WORKLOADS:-"bulk udp clients round-trip"}
+WORKLOADS=${WORKLOADS:-"bulk udp clients round-trip check"}
 wanted() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 
 missing=()
@@ -171,6 +171,24 @@ for run in $(seq "$RUNS"); do
     record "Round trip p50 (µs)" "$tool" us "$p50"
     record "Round trip p99 (µs)" "$tool" us "$p99"
   done
+done
+fi
+
+# 5. Port check: every TCP port of 127.0.0.1, portier check against nc -z; the
+# open sets must be the same (a run where they differ is recorded as 0).
+if wanted check; then
+for run in $(seq "$RUNS"); do
+  start=$(now)
+  timeout "$LIMIT" nc -z -v 127.0.0.1 1-65535 2>&1 | awk '/succeeded/ {print $4}' | sort -n > "$tmp/nc.open"
+  end=$(now)
+  nc_s=$(echo "$start $end" | awk '{printf "%.3f", ($2 - $1) / 1e9}')
+  start=$(now)
+  timeout "$LIMIT" "$portier" check 127.0.0.1 1-65535 --open 2>/dev/null | awk '{split($2, p, "/"); print p[1]}' | sort -n > "$tmp/portier.open"
+  end=$(now)
+  portier_s=$(echo "$start $end" | awk '{printf "%.3f", ($2 - $1) / 1e9}')
+  if ! cmp -s "$tmp/nc.open" "$tmp/portier.open"; then portier_s=0; fi
+  record "Check 65,535 TCP ports (s)" nc s "$nc_s"
+  record "Check 65,535 TCP ports (s)" portier s "$portier_s"
 done
 fi
 

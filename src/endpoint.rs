@@ -131,6 +131,12 @@ fn bind_error(proto: Proto, addr: SocketAddr, err: io::Error) -> Error {
     }
 }
 
+/// Each socket is a file descriptor (a TCP client, a port checked); the usual
+/// soft limit (1024) is far below what the hard limit allows, so take what is allowed.
+pub fn raise_open_file_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
 /// A socket bound by someone else (systemd, a parent, a test), for
 /// [`crate::listen::Listener::from_sockets`].
 #[derive(Debug)]

@@ -108,6 +108,15 @@ pub enum Error {
         addr: SocketAddr,
     },
 
+    /// `check`: not every port asked is open (the list on stdout says which).
+    #[error("{open} of {asked} ports open")]
+    NotAllOpen {
+        /// Ports found open.
+        open: usize,
+        /// Ports checked.
+        asked: usize,
+    },
+
     /// TLS set-up or verification failed; the text says which check.
     #[error("{0}")]
     Tls(String),

@@ -2,6 +2,7 @@
 //! library configs (one file per subcommand). Nothing here does network work;
 //! it lives in the binary, apart from the library, as in ripgrep.
 
+mod check;
 mod connect;
 mod listen;
 mod nc_habits;
@@ -19,6 +20,7 @@ use portier::error::{Error, Result};
 use portier::message::Proto;
 
 use crate::signals;
+use check::{CHECK_EXAMPLES, CheckArgs};
 use connect::{CONNECT_EXAMPLES, ConnectArgs};
 use listen::{LISTEN_EXAMPLES, ListenArgs};
 use send::{SEND_EXAMPLES, SendArgs};
@@ -42,6 +44,9 @@ enum Command {
     /// Talk both ways: stdin to the peer, the peer to stdout (like `nc HOST PORT`)
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(Deferred<ConnectArgs>),
+    /// Check which ports are open (like `nc -z`): exit 0 if all are, 1 if not
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(Deferred<CheckArgs>),
     /// Print a shell completion script (e.g. `portier completions bash > /etc/bash_completion.d/portier`)
     Completions {
         #[arg(value_enum)]
@@ -162,6 +167,10 @@ impl Cli {
             }
             Command::Connect(Deferred(args)) => {
                 Box::pin(async move { portier::client::connect(&args.config()).await })
+            }
+            Command::Check(Deferred(args)) => {
+                let (config, output) = args.configs();
+                Box::pin(async move { portier::client::check(&config, output).await })
             }
             Command::Completions { shell } => {
                 // Into memory first: clap_complete panics on a failed write.

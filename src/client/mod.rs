@@ -1,8 +1,9 @@
 //! The clients: `send` (a message, stdin or a file, then wait for the peer
-//! to close), `connect` (both ways, like `nc HOST PORT`) and the UDP ping of
-//! `send --reply`. They share the stream and datagram helpers below them and
+//! to close), `connect` (both ways, like `nc HOST PORT`), `check` (which
+//! ports are open, like `nc -z`) and the UDP ping of `send --reply`. They share the stream and datagram helpers below them and
 //! never each other's internals: send -> ping -> datagram, connect -> datagram.
 
+mod check;
 mod connect;
 mod datagram;
 mod output;
@@ -11,6 +12,7 @@ mod progress;
 mod send;
 mod stream;
 
+pub use check::{CheckConfig, CheckOutput, PortReport, PortState, check, check_ports, parse_ports};
 pub use connect::{ConnectConfig, UDP_LINGER, connect};
 pub use ping::Repeat;
 pub use send::{SendConfig, Source, send};

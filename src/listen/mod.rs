@@ -352,7 +352,7 @@ pub async fn run(
     handed_in: Vec<Socket>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    raise_open_file_limit();
+    endpoint::raise_open_file_limit();
     let quiet = output.quiet;
     // Every input (the -o file, certificates) is checked before a socket opens.
     let writer_output = output.clone();
@@ -384,10 +384,4 @@ pub async fn run(
     }
     drop(events);
     writer.finish()
-}
-
-/// Each TCP client is a file descriptor; the usual soft limit (1024) is far
-/// below what the hard limit allows, so take what is allowed.
-fn raise_open_file_limit() {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod check;
 mod delivery;
 mod errors;
 mod handed_in;
