@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -123,6 +123,83 @@ pub async fn check_ports(config: &CheckConfig) -> Result<Vec<PortReport>> {
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 async fn check_once(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
+    match config.proto {
+        Proto::Tcp => {
+            let config = config.clone();
+            let scan = move || scan_tcp(&config, ip);
+            tokio::task::spawn_blocking(scan).await.unwrap_or_default()
+        }
+        Proto::Udp => check_udp(config, ip).await,
+    }
+}
+
+/// TCP: `concurrency` threads, each taking the next port and connecting
+/// with a blocking call (socket, connect, close and nothing else: through an
+/// event loop, registering every socket made a scan of all ports slower than nc's).
+fn scan_tcp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let reports = Mutex::new(vec![None; config.ports.len()]);
+    let threads = config.concurrency.clamp(1, config.ports.len().max(1));
+    let work = || {
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&port) = config.ports.get(index) else {
+                return;
+            };
+            let addr = SocketAddr::new(ip, port);
+            let started = Instant::now();
+            let state = probe_tcp(addr, config.timeout);
+            let report = PortReport {
+                addr,
+                state,
+                took: started.elapsed(),
+            };
+            if let Ok(mut reports) = reports.lock() {
+                reports[index] = Some(report);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        // Small stacks: a probe needs little, and there may be hundreds.
+        let spawned = (0..threads)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn_scoped(scope, work)
+            })
+            .take_while(Result::is_ok)
+            .count();
+        if spawned == 0 {
+            work(); // no thread to be had: one port after the other, here
+        }
+    });
+    let reports = reports
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    reports.into_iter().flatten().collect()
+}
+
+fn probe_tcp(addr: SocketAddr, timeout: Duration) -> PortState {
+    let connect = || {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        socket.connect_timeout(&addr.into(), timeout)?;
+        socket.local_addr()
+    };
+    match connect() {
+        // A socket whose own port the kernel picked as the one asked for
+        // connects to itself (TCP simultaneous open): nobody listens there.
+        Ok(local) if local.as_socket() == Some(addr) => PortState::Closed,
+        Ok(_) => PortState::Open, // closed at once: connect and close, like nc -z
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => PortState::Closed,
+        Err(_) => PortState::Filtered,
+    }
+}
+
+/// UDP: each probe waits for its answer in the event loop, `concurrency` at once.
+async fn check_udp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut probes = JoinSet::new();
     for (index, &port) in config.ports.iter().enumerate() {
@@ -130,16 +207,19 @@ async fn check_once(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
             break; // the semaphore is never closed
         };
         let (addr, timeout) = (SocketAddr::new(ip, port), config.timeout);
-        let (proto, payload) = (config.proto, config.payload.clone());
+        let payload = config.payload.clone();
         probes.spawn(async move {
             let started = Instant::now();
-            let state = match proto {
-                Proto::Tcp => probe_tcp(addr, timeout).await,
-                Proto::Udp => probe_udp(addr, timeout, &payload).await,
-            };
+            let state = probe_udp(addr, timeout, &payload).await;
             drop(permit);
-            let took = started.elapsed();
-            (index, PortReport { addr, state, took })
+            (
+                index,
+                PortReport {
+                    addr,
+                    state,
+                    took: started.elapsed(),
+                },
+            )
         });
     }
     let mut reports: Vec<Option<PortReport>> = vec![None; config.ports.len()];
@@ -149,14 +229,6 @@ async fn check_once(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
         }
     }
     reports.into_iter().flatten().collect()
-}
-
-async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> PortState {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => PortState::Open, // dropped at once: connect and close, like nc -z
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => PortState::Closed,
-        Ok(Err(_)) | Err(_) => PortState::Filtered,
-    }
 }
 
 async fn probe_udp(addr: SocketAddr, timeout: Duration, payload: &[u8]) -> PortState {
