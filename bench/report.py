@@ -10,7 +10,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-LOWER_IS_BETTER = ("ns", "KiB", "us", "s")
+LOWER_IS_BETTER = ("ns", "KiB", "us", "s", "ports")
 PEERS = ("nc", "ncat", "socat", "socat -b 131072")
 
 tsv, markdown_path, svg_path = sys.argv[1], sys.argv[2], sys.argv[3]
