@@ -62,6 +62,8 @@ pub enum Event {
         bytes: u64,
         /// How long the connection lasted.
         duration: Duration,
+        /// With `--exec`: how the client's program ended (`exit 0`, `killed by signal 9`).
+        exit: Option<String>,
     },
     /// The kernel dropped `new` more datagrams on a UDP socket (its receive
     /// buffer was full), `total` since it was opened.

@@ -10,7 +10,8 @@ use portier::access::{AccessList, parse_range};
 use portier::error::{Error, Result};
 use portier::framing::Framing;
 use portier::listen::{
-    DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Protocols,
+    DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Program,
+    Protocols,
 };
 use portier::sink::{Format, OutputConfig};
 use portier::tls::{ServerIdentity, ServerTlsConfig};
@@ -68,6 +69,28 @@ pub(super) struct ListenArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
           value_parser = clap::value_parser!(u32).range(1..))]
     echo_rate: u32,
+    /// Run this program for each TCP client, the connection on its stdin and stdout
+    /// (e.g. "cat -n"; split on spaces, no shell). Beyond loopback it needs --allow
+    #[arg(
+        short = 'e',
+        long,
+        value_name = "CMD",
+        group = "mode",
+        group = "program"
+    )]
+    exec: Option<String>,
+    /// Like --exec, through `sh -c` (pipes, redirections)
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "CMD",
+        group = "mode",
+        group = "program"
+    )]
+    sh_exec: Option<String>,
+    /// --exec on a listener reachable beyond this machine without --allow: anyone may run it
+    #[arg(long, requires = "program")]
+    exec_anywhere: bool,
     /// Relay every TCP client's data to all the other clients (not back to the sender); TCP only
     #[arg(long, group = "mode")]
     broker: bool,
@@ -153,10 +176,11 @@ impl ListenArgs {
         };
         let tls = self.server_tls()?;
         // Broker and chat relay between connected clients: UDP has none.
-        let relays = matches!(mode, Mode::Broker | Mode::Chat);
+        let program = self.program()?;
+        let relays = matches!(mode, Mode::Broker | Mode::Chat) || program.is_some();
         if relays && self.udp {
             return Err(Error::Usage(
-                "--broker and --chat relay between TCP clients; drop -u".into(),
+                "--broker, --chat and --exec serve TCP clients; drop -u".into(),
             ));
         }
         let protocols = match (self.tcp, self.udp) {
@@ -176,6 +200,7 @@ impl ListenArgs {
             max_conns: self.max_conns,
             idle_timeout: self.idle_timeout,
             echo_rate: self.echo_rate,
+            exec: program,
             join: self.join.clone(),
             iface: self.iface.as_deref().map(Interface::parse),
             recv_buffer: self.recv_buffer,
@@ -183,6 +208,33 @@ impl ListenArgs {
             stats: self.stats,
         };
         Ok((listen, output))
+    }
+
+    /// The program of `--exec` or `--sh-exec`, refused on a listener anyone
+    /// can reach unless `--allow` says who may run it (or `--exec-anywhere`).
+    fn program(&self) -> Result<Option<Program>> {
+        let program = match (&self.exec, &self.sh_exec) {
+            (Some(line), _) => Program::Argv(line.split_whitespace().map(String::from).collect()),
+            (_, Some(line)) => Program::Shell(line.clone()),
+            _ => return Ok(None),
+        };
+        if matches!(&program, Program::Argv(argv) if argv.is_empty()) {
+            return Err(Error::Usage("--exec needs a program".into()));
+        }
+        let loopback_only = match self.bind.as_deref() {
+            Some("localhost") => true,
+            Some(addr) => addr
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        if !loopback_only && self.allow.is_empty() && !self.exec_anywhere {
+            return Err(Error::Usage(
+                "--exec runs a program for every client: on a listener reachable beyond this machine, say who may with --allow CIDR (or -b 127.0.0.1, or --exec-anywhere)".into(),
+            ));
+        }
+        Ok(Some(program))
     }
 
     fn server_tls(&self) -> Result<Option<ServerTlsConfig>> {

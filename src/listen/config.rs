@@ -61,6 +61,8 @@ pub struct ListenConfig {
     pub idle_timeout: Option<Duration>,
     /// UDP echo: replies per second to any one peer, at most.
     pub echo_rate: u32,
+    /// TCP: run this program for each client, the connection on its stdin and stdout.
+    pub exec: Option<super::exec::Program>,
     /// UDP: multicast groups to join.
     pub join: Vec<IpAddr>,
     /// UDP: the interface to join them on.
@@ -90,6 +92,7 @@ impl Default for ListenConfig {
             max_conns: DEFAULT_MAX_CONNS,
             idle_timeout: None,
             echo_rate: DEFAULT_ECHO_RATE,
+            exec: None,
             join: Vec::new(),
             iface: None,
             recv_buffer: DEFAULT_RECV_BUFFER,

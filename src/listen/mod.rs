@@ -11,6 +11,7 @@ mod activation;
 mod config;
 mod delivery;
 mod echo_guard;
+mod exec;
 mod relay;
 mod stats;
 mod tcp;
@@ -31,6 +32,7 @@ pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
 use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
+pub use exec::Program;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 
@@ -213,6 +215,7 @@ impl Listener {
             connections: Arc::new(Semaphore::new(config.max_conns)),
             idle_timeout: config.idle_timeout,
             echo_rate: config.echo_rate,
+            exec: config.exec.clone(),
             hub: relay::Hub::default(),
             tls: self.tls.map(|tls| tls.acceptor),
             delivery,
@@ -221,8 +224,9 @@ impl Listener {
             shutdown,
             tasks: TaskTracker::new(),
         });
-        let note = match config.mode {
-            Mode::Broker | Mode::Chat => {
+        let note = match (config.mode, &config.exec) {
+            (_, Some(_)) => Some("TCP only: a program runs for each TCP client"),
+            (Mode::Broker | Mode::Chat, _) => {
                 Some("TCP only: broker and chat relay between TCP clients")
             }
             _ => None,
@@ -272,6 +276,8 @@ struct Context {
     connections: Arc<Semaphore>,
     idle_timeout: Option<Duration>,
     echo_rate: u32,
+    /// `--exec`: the program each TCP client talks to.
+    exec: Option<Program>,
     hub: relay::Hub,
     tls: Option<TlsAcceptor>,
     /// How received bytes reach stdout.

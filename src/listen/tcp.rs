@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
+use super::exec::{self, Program};
 use super::relay::{ClientWriter, Replies};
 use super::{Context, Delivery};
 use crate::endpoint::natural;
@@ -87,6 +88,7 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
+    let local = stream.local_addr().ok();
     let (mut reader, writer, subject) = match open(stream, &context).await {
         Ok(opened) => opened,
         Err(error) => {
@@ -105,31 +107,92 @@ async fn serve_connection(
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
     let idle = context.idle_timeout;
-    let mut replies = Replies::open(context.mode, &context.hub, writer, peer, kick.clone(), idle);
-    let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
-        Some(done) => done,
-        None => read_loop(&mut reader, &context, &mut replies, &kick, message).await,
-    };
-    let ended_by = match ended_by {
-        None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
-            context.count_dropped_slow();
-            Some("dropped: too slow to take what the others send (queue full, or nothing taken for --idle-timeout)".to_string())
+    let (received, exit) = match &context.exec {
+        Some(program) => {
+            let client = (peer, local);
+            let (received, exit, ended_by) =
+                run_program(program, client, &mut reader, writer, &context, &kick).await;
+            if let Some(error) = ended_by {
+                context.emit(message(Event::Error(error))).await;
+            }
+            (received, Some(exit))
         }
-        other => other,
+        None => {
+            let mut replies =
+                Replies::open(context.mode, &context.hub, writer, peer, kick.clone(), idle);
+            let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
+                Some(done) => done,
+                None => read_loop(&mut reader, &context, &mut replies, &kick, message).await,
+            };
+            let ended_by = match ended_by {
+                None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
+                    context.count_dropped_slow();
+                    Some("dropped: too slow to take what the others send (queue full, or nothing taken for --idle-timeout)".to_string())
+                }
+                other => other,
+            };
+            if let Some(error) = ended_by {
+                context.emit(message(Event::Error(error))).await;
+            }
+            replies.close(&context.hub, peer, &kick).await;
+            (received, None)
+        }
     };
-    if let Some(error) = ended_by {
-        context.emit(message(Event::Error(error))).await;
-    }
-    replies.close(&context.hub, peer, &kick).await;
     let duration = started.elapsed();
     let disconnect = Event::Disconnect {
         bytes: received,
         duration,
+        exit,
     };
     context.emit(message(disconnect)).await;
     if context.once == Some(Proto::Tcp) {
         context.shutdown.cancel();
     }
+}
+
+/// `--exec`: the client's program, fed what the client sends until the
+/// program ends (or the client is dropped, or nothing moves for the idle
+/// timeout); returns the bytes received, how the program ended, and why the
+/// session was cut short if it was.
+async fn run_program(
+    program: &Program,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    reader: &mut Reader,
+    writer: ClientWriter,
+    context: &Context,
+    kick: &tokio_util::sync::CancellationToken,
+) -> (u64, String, Option<String>) {
+    let child = match exec::start(program, peer, local) {
+        Ok(child) => child,
+        Err(why) => return (0, "not started".into(), Some(why)),
+    };
+    let (incoming, for_program) = tokio::sync::mpsc::channel(16);
+    // Reading stops once the program has ended: nothing would take more.
+    let ended = kick.child_token();
+    let reading = async {
+        let mut received = 0u64;
+        loop {
+            let read = tokio::select! {
+                _ = ended.cancelled() => break,
+                read = reader.read_chunk() => read,
+            };
+            let Ok(Some(chunk)) = read else { break };
+            received += chunk.len() as u64;
+            context.count_data(chunk.len() as u64);
+            if incoming.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(incoming); // the program's stdin closes: the client is done
+        received
+    };
+    let running = async {
+        let done = exec::serve(child, for_program, writer, context.idle_timeout, kick).await;
+        ended.cancel();
+        done
+    };
+    let (received, (exit, cut_short)) = tokio::join!(reading, running);
+    (received, exit, cut_short)
 }
 
 /// Reads, frames and delivers until the client is done; returns the bytes

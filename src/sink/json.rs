@@ -42,6 +42,8 @@ struct Record<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<&'a str>,
 }
 
 /// Writes `message` as one JSON line; `scratch` is reused between calls.
@@ -68,6 +70,7 @@ pub fn write_json(
         new_drops: None,
         error: None,
         note: None,
+        exit: None,
     };
     match &message.event {
         Event::Listening { local, note } => {
@@ -85,9 +88,14 @@ pub fn write_json(
                 }
             }
         }
-        Event::Disconnect { bytes, duration } => {
+        Event::Disconnect {
+            bytes,
+            duration,
+            exit,
+        } => {
             record.bytes = Some(*bytes);
             record.duration_s = Some(duration.as_secs_f64());
+            record.exit = exit.as_deref();
         }
         Event::Drops { new, total } => {
             record.drops = Some(*total);

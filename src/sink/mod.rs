@@ -245,20 +245,26 @@ pub(crate) fn event_line(message: &Message) -> Option<String> {
     Some(match &message.event {
         Event::Data { .. } => return None,
         Event::Listening { local, note } => {
-            let mut line = format!("listening on {proto} {local}");
-            if local.ip() == Ipv6Addr::UNSPECIFIED {
-                line += " (IPv4 and IPv6)";
+            let dual = (local.ip() == Ipv6Addr::UNSPECIFIED).then_some("IPv4 and IPv6");
+            let notes: Vec<&str> = dual.into_iter().chain(*note).collect();
+            match notes.is_empty() {
+                true => format!("listening on {proto} {local}"),
+                false => format!("listening on {proto} {local} ({})", notes.join("; ")),
             }
-            if let Some(note) = note {
-                line = format!("{line} ({note})");
-            }
-            line
         }
         Event::Connect => format!("connect {proto} {peer}"),
-        Event::Disconnect { bytes, duration } => format!(
-            "disconnect {proto} {peer} ({bytes} bytes in {:.3}s)",
-            duration.as_secs_f64()
-        ),
+        Event::Disconnect {
+            bytes,
+            duration,
+            exit,
+        } => {
+            let program = exit.as_ref().map(|exit| format!("; program: {exit}"));
+            format!(
+                "disconnect {proto} {peer} ({bytes} bytes in {:.3}s{})",
+                duration.as_secs_f64(),
+                program.unwrap_or_default()
+            )
+        }
         Event::Drops { new, total } => format!(
             "{proto}: the kernel dropped {new} datagrams (receive buffer full; {total} in all)"
         ),

@@ -7,6 +7,7 @@ mod common;
 mod check;
 mod delivery;
 mod errors;
+mod exec;
 mod handed_in;
 mod hostile;
 mod interop;

@@ -1,0 +1,161 @@
+//! `--exec` and `--sh-exec`: a program per TCP client, the connection on its
+//! stdin and stdout (like ncat's `--exec` and socat's `EXEC:`).
+//!
+//! The child learns who it talks to from its environment; it is killed when
+//! the server stops, when the client is dropped, or when nothing moves either
+//! way for `--idle-timeout`; its exit status is in the disconnect event.
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::relay::ClientWriter;
+
+/// The program run for each client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A program and its arguments, run directly (`--exec "cat -n"`).
+    Argv(Vec<String>),
+    /// A command line for `sh -c` (`--sh-exec "sort | uniq -c"`).
+    Shell(String),
+}
+
+impl Program {
+    /// The command for one client, its environment naming both ends.
+    fn command(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Command {
+        let mut command = match self {
+            Program::Argv(argv) => {
+                let mut command = Command::new(argv.first().map_or("", String::as_str));
+                command.args(argv.iter().skip(1));
+                command
+            }
+            Program::Shell(line) => {
+                let mut command = Command::new("sh");
+                command.arg("-c").arg(line);
+                command
+            }
+        };
+        command
+            .env("PORTIER_PEER_ADDR", peer.ip().to_string())
+            .env("PORTIER_PEER_PORT", peer.port().to_string())
+            .env("PORTIER_PROTO", "tcp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(local) = local {
+            command.env("PORTIER_LOCAL_PORT", local.port().to_string());
+        }
+        command
+    }
+
+    /// What the program is called in messages.
+    fn name(&self) -> &str {
+        match self {
+            Program::Argv(argv) => argv.first().map_or("", String::as_str),
+            Program::Shell(_) => "sh",
+        }
+    }
+}
+
+/// How a client's program ended, as said in its disconnect event.
+fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "ended".into(),
+        },
+        Err(e) => format!("not waited for: {}", crate::error::describe(&e)),
+    }
+}
+
+/// Starts the program for one client.
+pub(super) fn start(
+    program: &Program,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<Child, String> {
+    program.command(peer, local).spawn().map_err(|e| {
+        format!(
+            "cannot run {}: {}",
+            program.name(),
+            crate::error::describe(&e)
+        )
+    })
+}
+
+/// Runs one client's session: `incoming` (what the client sends, already
+/// read off the socket) to the child's stdin, its stdout to `writer`, until
+/// it exits. Returns how it ended, and why the session was cut short if it was.
+pub(super) async fn serve(
+    mut child: Child,
+    mut incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    mut writer: ClientWriter,
+    idle: Option<Duration>,
+    kick: &CancellationToken,
+) -> (String, Option<String>) {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill().await;
+        return (
+            "not started".into(),
+            Some("the program has no stdin or stdout".into()),
+        );
+    };
+    let moved = Notify::new();
+    // The client's bytes into the program; its end closes the program's stdin.
+    let feed = async {
+        while let Some(bytes) = incoming.recv().await {
+            moved.notify_one();
+            if stdin.write_all(&bytes).await.is_err() {
+                break; // the program stopped reading: it will end
+            }
+        }
+        drop(stdin);
+    };
+    // The program's output to the client, then the end of the connection.
+    let answer = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = stdout.read(&mut buf).await {
+            moved.notify_one();
+            if writer.write_all(&buf[..read]).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    let cut = async {
+        tokio::select! {
+            _ = kick.cancelled() => "the server is stopping, or the client was dropped".to_string(),
+            _ = quiet_for(idle, &moved) => format!(
+                "killed after {} with nothing moving (--idle-timeout)",
+                humantime::format_duration(idle.unwrap_or_default())
+            ),
+        }
+    };
+    let ended = tokio::select! {
+        (_, _, status) = async { tokio::join!(feed, answer, child.wait()) } => Ok(status),
+        why = cut => Err(why),
+    };
+    match ended {
+        Ok(status) => (describe_exit(status), None),
+        Err(why) => {
+            // Killed and reaped here, so no zombie is left behind.
+            let _ = child.kill().await;
+            (describe_exit(child.wait().await), Some(why))
+        }
+    }
+}
+
+/// Ends once nothing has moved for `idle`; never without a timeout.
+async fn quiet_for(idle: Option<Duration>, moved: &Notify) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    while tokio::time::timeout(idle, moved.notified()).await.is_ok() {}
+}

@@ -1,0 +1,110 @@
+//! `listen --exec` / `--sh-exec`: a program per TCP client, tested with real
+//! programs (`cat`, `sh`, `sleep`), the way ncat's `--exec` behaves for a client.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use crate::common::{PATIENCE, Server, portier};
+
+fn client(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Sends `input`, half-closes, and reads the answer to its end.
+fn exchange(server: &Server, input: &[u8]) -> String {
+    let mut stream = client(server);
+    stream.write_all(input).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn each_client_talks_to_its_own_program() {
+    let mut server = Server::start(&["-b", "127.0.0.1", "--exec", "cat -n"]);
+    assert_eq!(exchange(&server, b"a\nb\n"), "     1\ta\n     2\tb\n");
+    // A second client gets a program of its own, counting from 1 again.
+    assert_eq!(exchange(&server, b"c\n"), "     1\tc\n");
+    server.run.stderr.wait_for("two disconnects", |b| {
+        String::from_utf8_lossy(b)
+            .matches("program: exit 0")
+            .count()
+            >= 2
+    });
+    server.run.stop();
+    let events = server.run.stderr.text();
+    assert!(events.contains("listening on tcp 127.0.0.1:"), "{events}");
+    assert!(!events.contains("udp"), "{events}");
+    assert!(server.run.stdout.text().is_empty());
+}
+
+#[test]
+fn the_program_learns_both_ends_and_its_exit_status_is_reported() {
+    let script = r#"echo "$PORTIER_PROTO $PORTIER_PEER_ADDR $PORTIER_LOCAL_PORT"; exit 3"#;
+    let mut server = Server::start(&["-b", "127.0.0.1", "--sh-exec", script, "-f", "json"]);
+    let answer = exchange(&server, b"");
+    assert_eq!(answer, format!("tcp 127.0.0.1 {}\n", server.port));
+    server.run.stderr.wait_for_text("program: exit 3");
+    server.run.stop();
+    let exits: Vec<_> = server
+        .run
+        .stdout
+        .json_lines()
+        .into_iter()
+        .filter(|r| r["event"] == "disconnect")
+        .map(|r| r["exit"].clone())
+        .collect();
+    assert_eq!(exits, ["exit 3"]);
+}
+
+#[test]
+fn a_program_that_hangs_is_killed_after_the_idle_timeout_and_on_sigterm() {
+    let mut server = Server::start(&[
+        "-b",
+        "127.0.0.1",
+        "--exec",
+        "sleep 60",
+        "--idle-timeout",
+        "1",
+    ]);
+    let _quiet = client(&server);
+    server
+        .run
+        .stderr
+        .wait_for_text("killed after 1s with nothing moving");
+    server
+        .run
+        .stderr
+        .wait_for_text("program: killed by signal 9");
+    // Another one, stopped with the server: killed, reaped, and the server exits.
+    let _second = client(&server);
+    server.run.stderr.wait_for("the second client", |b| {
+        String::from_utf8_lossy(b).matches("connect tcp").count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(200)); // its program has started
+    server.run.stop();
+    let events = server.run.stderr.text();
+    assert_eq!(events.matches("killed by signal 9").count(), 2, "{events}");
+}
+
+#[test]
+fn exec_beyond_loopback_needs_allow_and_is_tcp_only() {
+    let refused = |args: &[&str]| {
+        let output = portier().arg("listen").args(args).output().unwrap();
+        let error = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "{error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+        error
+    };
+    assert!(refused(&["0", "--exec", "cat"]).contains("--allow"));
+    assert!(refused(&["0", "-b", "127.0.0.1", "-u", "--exec", "cat"]).contains("drop -u"));
+    assert!(refused(&["0", "--exec", "cat", "--echo"]).contains("cannot be used with"));
+    // With --allow, it runs (and here is stopped at once).
+    let mut server = Server::start(&["--exec", "cat", "--allow", "127.0.0.1"]);
+    assert_eq!(exchange(&server, b"allowed\n"), "allowed\n");
+    server.run.stop();
+}
