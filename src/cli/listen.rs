@@ -69,8 +69,9 @@ pub(super) struct ListenArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
           value_parser = clap::value_parser!(u32).range(1..))]
     echo_rate: u32,
-    /// Run this program for each TCP client, the connection on its stdin and stdout
-    /// (e.g. "cat -n"; split on spaces, no shell). Beyond loopback it needs --allow
+    /// Run this program for each TCP client, the connection on its stdin and stdout, and
+    /// for each UDP datagram, its answer sent back (e.g. "cat -n"; split on spaces, no
+    /// shell). Beyond loopback it needs --allow
     #[arg(
         short = 'e',
         long,
@@ -177,10 +178,10 @@ impl ListenArgs {
         let tls = self.server_tls()?;
         // Broker and chat relay between connected clients: UDP has none.
         let program = self.program()?;
-        let relays = matches!(mode, Mode::Broker | Mode::Chat) || program.is_some();
+        let relays = matches!(mode, Mode::Broker | Mode::Chat);
         if relays && self.udp {
             return Err(Error::Usage(
-                "--broker, --chat and --exec serve TCP clients; drop -u".into(),
+                "--broker and --chat relay between TCP clients; drop -u".into(),
             ));
         }
         let protocols = match (self.tcp, self.udp) {

@@ -41,7 +41,8 @@ impl Delivery {
     /// received and nowhere else, from one reader.
     pub fn choose(config: &ListenConfig, output: &OutputConfig, around: Surroundings) -> Delivery {
         let bytes_as_received = output.format == Format::Raw && !output.terminal;
-        let only_stdout = output.file.is_none() && config.tls.is_none();
+        // With --exec the data goes to the programs, not to stdout.
+        let only_stdout = output.file.is_none() && config.tls.is_none() && config.exec.is_none();
         if !(bytes_as_received && only_stdout && around.stdout_spliceable) {
             return Delivery::Formatted;
         }

@@ -1,5 +1,6 @@
 //! `--exec` and `--sh-exec`: a program per TCP client, the connection on its
-//! stdin and stdout (like ncat's `--exec` and socat's `EXEC:`).
+//! stdin and stdout (like ncat's `--exec` and socat's `EXEC:`); per UDP
+//! datagram, the datagram on its stdin and its output sent back.
 //!
 //! The child learns who it talks to from its environment; it is killed when
 //! the server stops, when the client is dropped, or when nothing moves either
@@ -15,6 +16,58 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::ClientWriter;
+use crate::message::Proto;
+
+/// How long a program run for one datagram may take, unless `--idle-timeout` says otherwise.
+pub(super) const DATAGRAM_PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// UDP: runs the program with `datagram` on its stdin; its output (up to
+/// `max_reply` bytes: one datagram) and how it ended, or why it could not run.
+pub(super) async fn answer(
+    program: &Program,
+    datagram: &[u8],
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    max_reply: usize,
+    timeout: Duration,
+) -> Result<(Vec<u8>, String), String> {
+    let mut child = program
+        .command(Proto::Udp, peer, local)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {}: {}",
+                program.name(),
+                crate::error::describe(&e)
+            )
+        })?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the program has no stdin or stdout".into());
+    };
+    let mut reply = Vec::new();
+    let run = async {
+        let feed = async move {
+            let _ = stdin.write_all(datagram).await; // a program may not read it all
+        };
+        let mut limited = stdout.take(max_reply as u64 + 1);
+        let (_, read) = tokio::join!(feed, limited.read_to_end(&mut reply));
+        read.map_err(|e| crate::error::describe(&e))?;
+        Ok::<_, String>(describe_exit(child.wait().await))
+    };
+    let exit = match tokio::time::timeout(timeout, run).await {
+        Ok(done) => done?,
+        Err(_) => {
+            let _ = child.kill().await;
+            let waited = humantime::format_duration(timeout);
+            return Err(format!("program killed after {waited} (--idle-timeout)"));
+        }
+    };
+    if reply.len() > max_reply {
+        return Err(format!(
+            "the program's answer is over {max_reply} bytes, the largest datagram; not sent"
+        ));
+    }
+    Ok((reply, exit))
+}
 
 /// The program run for each client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +80,7 @@ pub enum Program {
 
 impl Program {
     /// The command for one client, its environment naming both ends.
-    fn command(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Command {
+    fn command(&self, proto: Proto, peer: SocketAddr, local: Option<SocketAddr>) -> Command {
         let mut command = match self {
             Program::Argv(argv) => {
                 let mut command = Command::new(argv.first().map_or("", String::as_str));
@@ -43,7 +96,7 @@ impl Program {
         command
             .env("PORTIER_PEER_ADDR", peer.ip().to_string())
             .env("PORTIER_PEER_PORT", peer.port().to_string())
-            .env("PORTIER_PROTO", "tcp")
+            .env("PORTIER_PROTO", proto.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -81,13 +134,16 @@ pub(super) fn start(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<Child, String> {
-    program.command(peer, local).spawn().map_err(|e| {
-        format!(
-            "cannot run {}: {}",
-            program.name(),
-            crate::error::describe(&e)
-        )
-    })
+    program
+        .command(Proto::Tcp, peer, local)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {}: {}",
+                program.name(),
+                crate::error::describe(&e)
+            )
+        })
 }
 
 /// Runs one client's session: `incoming` (what the client sends, already

@@ -224,9 +224,8 @@ impl Listener {
             shutdown,
             tasks: TaskTracker::new(),
         });
-        let note = match (config.mode, &config.exec) {
-            (_, Some(_)) => Some("TCP only: a program runs for each TCP client"),
-            (Mode::Broker | Mode::Chat, _) => {
+        let note = match config.mode {
+            Mode::Broker | Mode::Chat => {
                 Some("TCP only: broker and chat relay between TCP clients")
             }
             _ => None,

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::echo_guard::EchoGuard;
+use super::exec;
 use super::{Context, Delivery, Mode};
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::message::{Event, Message, Proto};
 use crate::sys::kernel_drops;
 use crate::sys::udp_batch::{BATCH, Batch};
+use tokio::runtime::Handle;
 
 /// How often the kernel's drop counter is read while datagrams flow.
 const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -51,7 +53,8 @@ pub(super) async fn receive_loop(socket: tokio::net::UdpSocket, context: Arc<Con
     };
     let mut receiver = tokio::task::spawn_blocking({
         let (socket, context) = (socket.clone(), context.clone());
-        move || receive(&socket, &context)
+        let runtime = tokio::runtime::Handle::current();
+        move || receive(&socket, &context, &runtime)
     });
     let mut drops = DropCount::default();
     let mut drop_check = tokio::time::interval(DROP_CHECK_EVERY);
@@ -87,11 +90,13 @@ fn wake(socket: &UdpSocket) {
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
 }
 
-/// The receiving thread.
-fn receive(socket: &UdpSocket, context: &Context) {
+/// The receiving thread; `runtime` runs the programs of `--exec`.
+fn receive(socket: &Arc<UdpSocket>, context: &Arc<Context>, runtime: &Handle) {
     let mut batch = Batch::new();
-    let mut echo = match (context.mode, socket.local_addr()) {
-        (Mode::Echo, Ok(local)) => Some(EchoGuard::new(local.port(), context.echo_rate)),
+    // Everything that answers the source address is guarded against loops.
+    let answers = context.mode == Mode::Echo || context.exec.is_some();
+    let mut echo = match (answers, socket.local_addr()) {
+        (true, Ok(local)) => Some(EchoGuard::new(local.port(), context.echo_rate)),
         _ => None,
     };
     let mut stop_by = None;
@@ -109,6 +114,7 @@ fn receive(socket: &UdpSocket, context: &Context) {
                 let receiver = Receiver {
                     socket,
                     context,
+                    runtime,
                     echo: echo.as_mut(),
                 };
                 if receiver.deliver(&batch, count) == Flow::Stop {
@@ -164,8 +170,9 @@ enum Flow {
 /// What one batch is delivered with: the socket (for echoes), the shared
 /// context and, in echo mode, the socket's echo guard.
 struct Receiver<'a> {
-    socket: &'a UdpSocket,
-    context: &'a Context,
+    socket: &'a Arc<UdpSocket>,
+    context: &'a Arc<Context>,
+    runtime: &'a Handle,
     echo: Option<&'a mut EchoGuard>,
 }
 
@@ -196,6 +203,10 @@ impl Receiver<'_> {
             let Some(peer) = self.admit(&bytes, from) else {
                 continue;
             };
+            if context.exec.is_some() {
+                context.count_data(bytes.len() as u64); // the program has it, not stdout
+                continue;
+            }
             let data = Event::data(bytes);
             context.emit_blocking(Message::new(Proto::Udp, Some(peer), data));
             if context.once == Some(Proto::Udp) {
@@ -255,6 +266,7 @@ impl Receiver<'_> {
             return Some(peer);
         };
         match guard.check(peer, Instant::now()) {
+            Ok(()) if context.exec.is_some() => self.run_program(payload, from, peer),
             // Back to the address as the socket saw it (a dual-stack socket needs the mapped form).
             Ok(()) => {
                 if let Err(e) = self.socket.send_to(payload, from) {
@@ -276,6 +288,59 @@ impl Receiver<'_> {
             }
         }
         Some(peer)
+    }
+}
+
+impl Receiver<'_> {
+    /// `--exec`: the program for one datagram, run on the runtime (at most `-m`
+    /// at once, like TCP clients); its output goes back to `from`.
+    fn run_program(&self, payload: &[u8], from: SocketAddr, peer: SocketAddr) {
+        let context = self.context;
+        let Some(program) = context.exec.clone() else {
+            return;
+        };
+        let Ok(permit) = context.connections.clone().try_acquire_owned() else {
+            let why = format!(
+                "server full: {} programs running (--max-conns)",
+                context.max_conns
+            );
+            let counter = &context.counters.over_limit;
+            if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, &why) {
+                context.emit_blocking(notice);
+            }
+            return;
+        };
+        let (socket, task_context) = (self.socket.clone(), context.clone());
+        let datagram = payload.to_vec();
+        let local = socket.local_addr().ok();
+        let timeout = context
+            .idle_timeout
+            .unwrap_or(exec::DATAGRAM_PROGRAM_TIMEOUT);
+        let max = crate::endpoint::max_datagram(peer);
+        let task = async move {
+            let ran = tokio::select! {
+                ran = exec::answer(&program, &datagram, (peer, local), max, timeout) => ran,
+                _ = task_context.shutdown.cancelled() => Err("killed: the server is stopping".into()),
+            };
+            drop(permit);
+            let failed = match ran {
+                Ok((reply, exit)) => {
+                    let sent = reply.is_empty() || socket.send_to(&reply, from).is_ok();
+                    match (sent, exit.as_str()) {
+                        (false, _) => Some(format!("cannot send the program's answer ({exit})")),
+                        (true, "exit 0") => None,
+                        (true, _) => Some(format!("program: {exit}")),
+                    }
+                }
+                Err(why) => Some(why),
+            };
+            if let Some(why) = failed {
+                let error = Message::new(Proto::Udp, Some(peer), Event::Error(why));
+                task_context.emit(error).await;
+            }
+        };
+        let _guard = self.runtime.enter();
+        context.tasks.spawn(task);
     }
 }
 

@@ -1,5 +1,6 @@
-//! `listen --exec` / `--sh-exec`: a program per TCP client, tested with real
-//! programs (`cat`, `sh`, `sleep`), the way ncat's `--exec` behaves for a client.
+//! `listen --exec` / `--sh-exec`: a program per TCP client and per UDP
+//! datagram, tested with real programs (`cat`, `tr`, `sh`, `sleep`), the way
+//! ncat's `--exec` behaves for a client.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -25,7 +26,7 @@ fn exchange(server: &Server, input: &[u8]) -> String {
 
 #[test]
 fn each_client_talks_to_its_own_program() {
-    let mut server = Server::start(&["-b", "127.0.0.1", "--exec", "cat -n"]);
+    let mut server = Server::start(&["-t", "-b", "127.0.0.1", "--exec", "cat -n"]);
     assert_eq!(exchange(&server, b"a\nb\n"), "     1\ta\n     2\tb\n");
     // A second client gets a program of its own, counting from 1 again.
     assert_eq!(exchange(&server, b"c\n"), "     1\tc\n");
@@ -36,16 +37,35 @@ fn each_client_talks_to_its_own_program() {
             >= 2
     });
     server.run.stop();
-    let events = server.run.stderr.text();
-    assert!(events.contains("listening on tcp 127.0.0.1:"), "{events}");
-    assert!(!events.contains("udp"), "{events}");
     assert!(server.run.stdout.text().is_empty());
+}
+
+#[test]
+fn each_datagram_gets_the_programs_answer() {
+    let mut server = Server::start(&["-u", "-b", "127.0.0.1", "--exec", "tr a-z A-Z"]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    for word in ["hello", "again"] {
+        client
+            .send_to(word.as_bytes(), ("127.0.0.1", server.port))
+            .unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], word.to_uppercase().as_bytes());
+    }
+    // A program that fails is reported; nothing is sent back.
+    server.run.stop();
+    let mut failing = Server::start(&["-u", "-b", "127.0.0.1", "--sh-exec", "exit 4"]);
+    client.send_to(b"x", ("127.0.0.1", failing.port)).unwrap();
+    failing.run.stderr.wait_for_text("program: exit 4");
+    failing.run.stop();
 }
 
 #[test]
 fn the_program_learns_both_ends_and_its_exit_status_is_reported() {
     let script = r#"echo "$PORTIER_PROTO $PORTIER_PEER_ADDR $PORTIER_LOCAL_PORT"; exit 3"#;
-    let mut server = Server::start(&["-b", "127.0.0.1", "--sh-exec", script, "-f", "json"]);
+    let args = ["-t", "-b", "127.0.0.1", "--sh-exec", script, "-f", "json"];
+    let mut server = Server::start(&args);
     let answer = exchange(&server, b"");
     assert_eq!(answer, format!("tcp 127.0.0.1 {}\n", server.port));
     server.run.stderr.wait_for_text("program: exit 3");
@@ -92,7 +112,7 @@ fn a_program_that_hangs_is_killed_after_the_idle_timeout_and_on_sigterm() {
 }
 
 #[test]
-fn exec_beyond_loopback_needs_allow_and_is_tcp_only() {
+fn exec_beyond_loopback_needs_allow() {
     let refused = |args: &[&str]| {
         let output = portier().arg("listen").args(args).output().unwrap();
         let error = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -101,10 +121,9 @@ fn exec_beyond_loopback_needs_allow_and_is_tcp_only() {
         error
     };
     assert!(refused(&["0", "--exec", "cat"]).contains("--allow"));
-    assert!(refused(&["0", "-b", "127.0.0.1", "-u", "--exec", "cat"]).contains("drop -u"));
     assert!(refused(&["0", "--exec", "cat", "--echo"]).contains("cannot be used with"));
     // With --allow, it runs (and here is stopped at once).
-    let mut server = Server::start(&["--exec", "cat", "--allow", "127.0.0.1"]);
+    let mut server = Server::start(&["-t", "--exec", "cat", "--allow", "127.0.0.1"]);
     assert_eq!(exchange(&server, b"allowed\n"), "allowed\n");
     server.run.stop();
 }

@@ -222,7 +222,7 @@ impl Server {
         command.arg("listen").arg("0").args(args);
         let run = Running::spawn(command);
         // One socket for one protocol (broker and chat are TCP only), else two.
-        let one = ["-t", "-u", "--broker", "--chat", "--exec", "--sh-exec"];
+        let one = ["-t", "-u", "--broker", "--chat"];
         let expected = if args.iter().any(|arg| one.contains(arg)) {
             1
         } else {
