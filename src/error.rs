@@ -117,6 +117,10 @@ pub enum Error {
         asked: usize,
     },
 
+    /// A program run with `--exec` could not start, or did not succeed.
+    #[error("{0}")]
+    Program(String),
+
     /// TLS set-up or verification failed; the text says which check.
     #[error("{0}")]
     Tls(String),

@@ -27,6 +27,7 @@ pub mod access;
 pub mod client;
 mod endpoint;
 pub mod error;
+mod exec;
 pub mod framing;
 pub mod listen;
 pub mod message;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use portier::client::ConnectConfig;
+use portier::client::{ConnectConfig, Program};
 
 use super::send::ClientTlsArgs;
 use super::{parse_duration, proto};
@@ -11,7 +11,8 @@ use super::{parse_duration, proto};
 pub(super) const CONNECT_EXAMPLES: &str = "\
 Examples:
   portier connect 127.0.0.1 8888     type lines, see the answers (like nc)
-  portier connect -u 127.0.0.1 8888  the same over UDP";
+  portier connect -u 127.0.0.1 8888  the same over UDP
+  portier connect host 8888 --exec \"tee log\"   a program talks to the peer";
 
 #[derive(Debug, Args)]
 pub(super) struct ConnectArgs {
@@ -27,6 +28,12 @@ pub(super) struct ConnectArgs {
     /// after stdin ends [UDP default: 2s]
     #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
     timeout: Option<Duration>,
+    /// TCP: run this program with the connection on its stdin and stdout (split on spaces, no shell)
+    #[arg(short = 'e', long, value_name = "CMD", conflicts_with_all = ["udp", "sh_exec"])]
+    exec: Option<String>,
+    /// Like --exec, through `sh -c`
+    #[arg(short = 'c', long, value_name = "CMD", conflicts_with = "udp")]
+    sh_exec: Option<String>,
     #[command(flatten)]
     tls: ClientTlsArgs,
 }
@@ -39,6 +46,13 @@ impl ConnectArgs {
             proto: proto(self.udp),
             timeout: self.timeout,
             tls: self.tls.config(),
+            exec: match (&self.exec, &self.sh_exec) {
+                (Some(line), _) => Some(Program::Argv(
+                    line.split_whitespace().map(String::from).collect(),
+                )),
+                (_, Some(line)) => Some(Program::Shell(line.clone())),
+                _ => None,
+            },
         }
     }
 }

@@ -1,16 +1,20 @@
-//! `portier connect`: a two-way session like `nc HOST PORT`.
+//! `portier connect`: a two-way session like `nc HOST PORT`, with stdin and
+//! stdout, or with a program (`--exec`, like `ncat --exec`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 
 use super::datagram::{check_unreachable, send_lines};
 use super::output::PeerOutput;
 use super::stream::upload;
 use crate::endpoint::{self, Stream};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::exec::{self, Program};
 use crate::message::Proto;
 use crate::tls::ClientTlsConfig;
 use crate::udp_options::SendOptions;
@@ -32,6 +36,8 @@ pub struct ConnectConfig {
     pub timeout: Option<Duration>,
     /// TCP: speak TLS.
     pub tls: Option<ClientTlsConfig>,
+    /// TCP: a program talks to the peer instead of stdin and stdout.
+    pub exec: Option<Program>,
 }
 
 /// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
@@ -45,9 +51,63 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
 
 async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
-    match endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await? {
-        Stream::Plain(stream, peer) => session(stream, PeerOutput::plain_tcp(), peer).await,
-        Stream::Tls(stream, peer) => session(*stream, PeerOutput::default(), peer).await,
+    let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
+    match (stream, &config.exec) {
+        (Stream::Plain(stream, peer), Some(program)) => {
+            let local = stream.local_addr().ok();
+            program_session(stream, program, peer, local).await
+        }
+        (Stream::Tls(stream, peer), Some(program)) => {
+            let local = stream.get_ref().0.local_addr().ok();
+            program_session(*stream, program, peer, local).await
+        }
+        (Stream::Plain(stream, peer), None) => session(stream, PeerOutput::plain_tcp(), peer).await,
+        (Stream::Tls(stream, peer), None) => session(*stream, PeerOutput::default(), peer).await,
+    }
+}
+
+/// `--exec`: the program talks to the peer until it ends; its failure is ours.
+async fn program_session(
+    stream: impl AsyncRead + AsyncWrite,
+    program: &Program,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<()> {
+    let child = exec::start(program, peer, local).map_err(Error::Program)?;
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (incoming, for_program) = tokio::sync::mpsc::channel(16);
+    let ended = CancellationToken::new();
+    let reading = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::select! {
+                _ = ended.cancelled() => break,
+                read = reader.read(&mut buf) => read,
+            };
+            let Ok(n @ 1..) = read else { break };
+            if incoming
+                .send(Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        drop(incoming); // the peer is done: the program's stdin closes
+    };
+    let never = CancellationToken::new(); // Ctrl-C ends the process, and with it the pipes
+    let running = async {
+        let done = exec::serve(child, for_program, writer, None, &never).await;
+        ended.cancel();
+        done
+    };
+    let (_, (exit, cut_short)) = tokio::join!(reading, running);
+    match (exit.as_str(), cut_short) {
+        ("exit 0", None) => Ok(()),
+        (_, why) => Err(Error::Program(format!(
+            "the program ended: {exit}{}",
+            why.map(|why| format!(" ({why})")).unwrap_or_default()
+        ))),
     }
 }
 

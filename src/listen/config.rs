@@ -62,7 +62,7 @@ pub struct ListenConfig {
     /// UDP echo: replies per second to any one peer, at most.
     pub echo_rate: u32,
     /// TCP: run this program for each client, the connection on its stdin and stdout.
-    pub exec: Option<super::exec::Program>,
+    pub exec: Option<crate::exec::Program>,
     /// UDP: multicast groups to join.
     pub join: Vec<IpAddr>,
     /// UDP: the interface to join them on.

@@ -11,7 +11,6 @@ mod activation;
 mod config;
 mod delivery;
 mod echo_guard;
-mod exec;
 mod relay;
 mod stats;
 mod tcp;
@@ -28,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::endpoint::Socket;
+pub use crate::exec::Program;
 pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
 use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
-pub use exec::Program;
 pub use relay::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 

@@ -12,11 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
-use super::exec::{self, Program};
 use super::relay::{ClientWriter, Replies};
 use super::{Context, Delivery};
 use crate::endpoint::natural;
 use crate::error::describe;
+use crate::exec::{self, Program};
 use crate::framing::{Frame, Framer};
 use crate::message::{Event, Message, Proto};
 use crate::tls;

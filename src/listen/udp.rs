@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::echo_guard::EchoGuard;
-use super::exec;
 use super::{Context, Delivery, Mode};
 use crate::endpoint::natural;
 use crate::error::describe;
+use crate::exec;
 use crate::message::{Event, Message, Proto};
 use crate::sys::kernel_drops;
 use crate::sys::udp_batch::{BATCH, Batch};

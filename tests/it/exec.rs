@@ -127,3 +127,91 @@ fn exec_beyond_loopback_needs_allow() {
     assert_eq!(exchange(&server, b"allowed\n"), "allowed\n");
     server.run.stop();
 }
+
+/// Writes `input` to `port` and reads as many bytes back, the connection left open.
+fn echoed(port: u16, input: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(input).unwrap();
+    let mut answer = vec![0u8; input.len()];
+    stream.read_exact(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn a_client_sees_what_ncat_exec_shows_it() {
+    if !crate::common::have_peer("a_client_sees_what_ncat_exec_shows_it", "ncat") {
+        return;
+    }
+    let input = b"one\ntwo\n";
+    let mut ours = Server::start(&["-t", "-b", "127.0.0.1", "--exec", "cat"]);
+    let from_portier = echoed(ours.port, input);
+    ours.run.stop();
+    let port = crate::common::free_port();
+    let _ncat = crate::common::Running::spawn({
+        let mut command = std::process::Command::new("ncat");
+        command.args(["-l", "127.0.0.1", &port.to_string(), "--exec", "/bin/cat"]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    assert_eq!(from_portier, echoed(port, input));
+    // After a half-close, ncat drops what the program still writes; portier
+    // delivers it, then closes.
+    let mut ours = Server::start(&["-t", "-b", "127.0.0.1", "--exec", "cat"]);
+    assert_eq!(exchange(&ours, input), "one\ntwo\n");
+    ours.run.stop();
+}
+
+#[test]
+fn connect_exec_runs_the_program_against_the_remote_end() {
+    if !crate::common::have_peer("connect_exec_runs_the_program_against_the_remote_end", "nc") {
+        return;
+    }
+    let port = crate::common::free_port();
+    let mut peer = crate::common::Running::spawn({
+        let mut command = std::process::Command::new("nc");
+        command.args(["-l", "127.0.0.1", &port.to_string()]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    let script = r#"echo "hello from $PORTIER_PROTO port $PORTIER_PEER_PORT""#;
+    let output = portier()
+        .args([
+            "connect",
+            "127.0.0.1",
+            &port.to_string(),
+            "--sh-exec",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    peer.stdout
+        .wait_for_text(&format!("hello from tcp port {port}"));
+    assert!(peer.wait().success());
+    // A program that fails makes connect fail, saying how it ended.
+    let port = crate::common::free_port();
+    let _peer = crate::common::Running::spawn({
+        let mut command = std::process::Command::new("nc");
+        command.args(["-l", "127.0.0.1", &port.to_string()]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    let output = portier()
+        .args([
+            "connect",
+            "127.0.0.1",
+            &port.to_string(),
+            "--sh-exec",
+            "exit 5",
+        ])
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains("the program ended: exit 5"), "{error}");
+}

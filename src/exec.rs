@@ -1,6 +1,7 @@
-//! `--exec` and `--sh-exec`: a program per TCP client, the connection on its
-//! stdin and stdout (like ncat's `--exec` and socat's `EXEC:`); per UDP
-//! datagram, the datagram on its stdin and its output sent back.
+//! `--exec` and `--sh-exec`: a program with a connection on its stdin and
+//! stdout (like ncat's `--exec` and socat's `EXEC:`): per TCP client of a
+//! listener, against the remote end for `connect`; per UDP datagram of a
+//! listener, the datagram on its stdin and its output sent back.
 //!
 //! The child learns who it talks to from its environment; it is killed when
 //! the server stops, when the client is dropped, or when nothing moves either
@@ -15,15 +16,16 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::relay::ClientWriter;
+use tokio::io::AsyncWrite;
+
 use crate::message::Proto;
 
 /// How long a program run for one datagram may take, unless `--idle-timeout` says otherwise.
-pub(super) const DATAGRAM_PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DATAGRAM_PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// UDP: runs the program with `datagram` on its stdin; its output (up to
 /// `max_reply` bytes: one datagram) and how it ended, or why it could not run.
-pub(super) async fn answer(
+pub(crate) async fn answer(
     program: &Program,
     datagram: &[u8],
     (peer, local): (SocketAddr, Option<SocketAddr>),
@@ -128,8 +130,8 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// Starts the program for one client.
-pub(super) fn start(
+/// Starts the program for one TCP connection.
+pub(crate) fn start(
     program: &Program,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -146,13 +148,13 @@ pub(super) fn start(
         })
 }
 
-/// Runs one client's session: `incoming` (what the client sends, already
+/// Runs one connection's program: `incoming` (what the peer sends, already
 /// read off the socket) to the child's stdin, its stdout to `writer`, until
 /// it exits. Returns how it ended, and why the session was cut short if it was.
-pub(super) async fn serve(
+pub(crate) async fn serve(
     mut child: Child,
     mut incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    mut writer: ClientWriter,
+    mut writer: impl AsyncWrite + Unpin,
     idle: Option<Duration>,
     kick: &CancellationToken,
 ) -> (String, Option<String>) {
