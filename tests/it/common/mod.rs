@@ -253,7 +253,7 @@ fn listening_port(events: &str) -> u16 {
         .unwrap_or_else(|| panic!("no listening port in {events:?}"))
 }
 
-/// A port free for TCP and UDP on loopback right now (for peers that need a number).
+/// A port free for TCP and UDP on loopback (IPv4, and IPv6 for TCP) right now (for peers that need a number).
 pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -261,7 +261,13 @@ pub fn free_port() -> u16 {
             .local_addr()
             .unwrap()
             .port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        // Free on IPv6 loopback too: a client of "localhost" tries ::1 first,
+        // and must not reach another test's server there.
+        let ipv6_free = match TcpListener::bind(("::1", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable, // no IPv6 here
+        };
+        if ipv6_free && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
