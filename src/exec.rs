@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-use tokio::io::AsyncWrite;
 
 use crate::message::Proto;
 
@@ -32,16 +32,7 @@ pub(crate) async fn answer(
     max_reply: usize,
     timeout: Duration,
 ) -> Result<(Vec<u8>, String), String> {
-    let mut child = program
-        .command(Proto::Udp, peer, local)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {}: {}",
-                program.name(),
-                crate::error::describe(&e)
-            )
-        })?;
+    let mut child = program.spawn(Proto::Udp, peer, local)?;
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the program has no stdin or stdout".into());
     };
@@ -108,6 +99,19 @@ impl Program {
         command
     }
 
+    /// Starts the program for one connection (TCP) or datagram (UDP), or says why it cannot.
+    pub(crate) fn spawn(
+        &self,
+        proto: Proto,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<Child, String> {
+        self.command(proto, peer, local).spawn().map_err(|e| {
+            let why = crate::error::describe(&e);
+            format!("cannot run {}: {why}", self.name())
+        })
+    }
+
     /// What the program is called in messages.
     fn name(&self) -> &str {
         match self {
@@ -130,53 +134,58 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// Starts the program for one TCP connection.
-pub(crate) fn start(
-    program: &Program,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) -> Result<Child, String> {
-    program
-        .command(Proto::Tcp, peer, local)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {}: {}",
-                program.name(),
-                crate::error::describe(&e)
-            )
-        })
+/// How one connection's program session ended.
+pub(crate) struct Ended {
+    /// Bytes read from the peer (and handed to the program).
+    pub received: u64,
+    /// How the program ended: `exit 0`, `killed by signal 9`.
+    pub exit: String,
+    /// Why the session was cut short, if it was.
+    pub cut_short: Option<String>,
 }
 
-/// Runs one connection's program: `incoming` (what the peer sends, already
-/// read off the socket) to the child's stdin, its stdout to `writer`, until
-/// it exits. Returns how it ended, and why the session was cut short if it was.
+/// Runs one connection's program: what `reader` gives (`counted` as it
+/// comes) to the child's stdin, its stdout to `writer`, until it exits. Once
+/// it has, nothing more is read: a peer that stays connected and silent does
+/// not keep the session (and its `-m` slot) open.
 pub(crate) async fn serve(
     mut child: Child,
-    mut incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    mut reader: impl AsyncRead + Unpin,
     mut writer: impl AsyncWrite + Unpin,
     idle: Option<Duration>,
     kick: &CancellationToken,
-) -> (String, Option<String>) {
+    counted: impl Fn(usize),
+) -> Ended {
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         let _ = child.kill().await;
-        return (
-            "not started".into(),
-            Some("the program has no stdin or stdout".into()),
-        );
+        return Ended {
+            received: 0,
+            exit: "not started".into(),
+            cut_short: Some("the program has no stdin or stdout".into()),
+        };
     };
     let moved = Notify::new();
-    // The client's bytes into the program; its end closes the program's stdin.
+    let received = AtomicU64::new(0);
+    let exited = CancellationToken::new();
+    // The peer's bytes into the program, until either ends; then its stdin closes.
     let feed = async {
-        while let Some(bytes) = incoming.recv().await {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::select! {
+                _ = exited.cancelled() => break,
+                read = reader.read(&mut buf) => read,
+            };
+            let Ok(read @ 1..) = read else { break };
             moved.notify_one();
-            if stdin.write_all(&bytes).await.is_err() {
+            counted(read);
+            received.fetch_add(read as u64, Ordering::Relaxed);
+            if stdin.write_all(&buf[..read]).await.is_err() {
                 break; // the program stopped reading: it will end
             }
         }
         drop(stdin);
     };
-    // The program's output to the client, then the end of the connection.
+    // The program's output to the peer, then the end of the connection.
     let answer = async {
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(read @ 1..) = stdout.read(&mut buf).await {
@@ -186,6 +195,11 @@ pub(crate) async fn serve(
             }
         }
         let _ = writer.shutdown().await;
+    };
+    let waited = async {
+        let status = child.wait().await;
+        exited.cancel();
+        status
     };
     let cut = async {
         tokio::select! {
@@ -197,16 +211,21 @@ pub(crate) async fn serve(
         }
     };
     let ended = tokio::select! {
-        (_, _, status) = async { tokio::join!(feed, answer, child.wait()) } => Ok(status),
+        (_, _, status) = async { tokio::join!(feed, answer, waited) } => Ok(status),
         why = cut => Err(why),
     };
-    match ended {
+    let (exit, cut_short) = match ended {
         Ok(status) => (describe_exit(status), None),
         Err(why) => {
             // Killed and reaped here, so no zombie is left behind.
             let _ = child.kill().await;
             (describe_exit(child.wait().await), Some(why))
         }
+    };
+    Ended {
+        received: received.into_inner(),
+        exit,
+        cut_short,
     }
 }
 

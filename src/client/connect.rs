@@ -4,8 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -73,38 +72,15 @@ async fn program_session(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<()> {
-    let child = exec::start(program, peer, local).map_err(Error::Program)?;
-    let (mut reader, writer) = tokio::io::split(stream);
-    let (incoming, for_program) = tokio::sync::mpsc::channel(16);
-    let ended = CancellationToken::new();
-    let reading = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let read = tokio::select! {
-                _ = ended.cancelled() => break,
-                read = reader.read(&mut buf) => read,
-            };
-            let Ok(n @ 1..) = read else { break };
-            if incoming
-                .send(Bytes::copy_from_slice(&buf[..n]))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        drop(incoming); // the peer is done: the program's stdin closes
-    };
+    let child = program
+        .spawn(Proto::Tcp, peer, local)
+        .map_err(Error::Program)?;
+    let (reader, writer) = tokio::io::split(stream);
     let never = CancellationToken::new(); // Ctrl-C ends the process, and with it the pipes
-    let running = async {
-        let done = exec::serve(child, for_program, writer, None, &never).await;
-        ended.cancel();
-        done
-    };
-    let (_, (exit, cut_short)) = tokio::join!(reading, running);
-    match (exit.as_str(), cut_short) {
+    let ended = exec::serve(child, reader, writer, None, &never, |_| {}).await;
+    match (ended.exit.as_str(), ended.cut_short) {
         ("exit 0", None) => Ok(()),
-        (_, why) => Err(Error::Program(format!(
+        (exit, why) => Err(Error::Program(format!(
             "the program ended: {exit}{}",
             why.map(|why| format!(" ({why})")).unwrap_or_default()
         ))),

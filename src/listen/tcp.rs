@@ -110,12 +110,11 @@ async fn serve_connection(
     let (received, exit) = match &context.exec {
         Some(program) => {
             let client = (peer, local);
-            let (received, exit, ended_by) =
-                run_program(program, client, &mut reader, writer, &context, &kick).await;
-            if let Some(error) = ended_by {
+            let ended = run_program(program, client, &mut reader, writer, &context, &kick).await;
+            if let Some(error) = ended.cut_short {
                 context.emit(message(Event::Error(error))).await;
             }
-            (received, Some(exit))
+            (ended.received, Some(ended.exit))
         }
         None => {
             let mut replies =
@@ -152,8 +151,7 @@ async fn serve_connection(
 
 /// `--exec`: the client's program, fed what the client sends until the
 /// program ends (or the client is dropped, or nothing moves for the idle
-/// timeout); returns the bytes received, how the program ended, and why the
-/// session was cut short if it was.
+/// timeout).
 async fn run_program(
     program: &Program,
     (peer, local): (SocketAddr, Option<SocketAddr>),
@@ -161,38 +159,20 @@ async fn run_program(
     writer: ClientWriter,
     context: &Context,
     kick: &tokio_util::sync::CancellationToken,
-) -> (u64, String, Option<String>) {
-    let child = match exec::start(program, peer, local) {
+) -> exec::Ended {
+    let child = match program.spawn(Proto::Tcp, peer, local) {
         Ok(child) => child,
-        Err(why) => return (0, "not started".into(), Some(why)),
-    };
-    let (incoming, for_program) = tokio::sync::mpsc::channel(16);
-    // Reading stops once the program has ended: nothing would take more.
-    let ended = kick.child_token();
-    let reading = async {
-        let mut received = 0u64;
-        loop {
-            let read = tokio::select! {
-                _ = ended.cancelled() => break,
-                read = reader.read_chunk() => read,
+        Err(why) => {
+            let exit = "not started".into();
+            return exec::Ended {
+                received: 0,
+                exit,
+                cut_short: Some(why),
             };
-            let Ok(Some(chunk)) = read else { break };
-            received += chunk.len() as u64;
-            context.count_data(chunk.len() as u64);
-            if incoming.send(chunk).await.is_err() {
-                break;
-            }
         }
-        drop(incoming); // the program's stdin closes: the client is done
-        received
     };
-    let running = async {
-        let done = exec::serve(child, for_program, writer, context.idle_timeout, kick).await;
-        ended.cancel();
-        done
-    };
-    let (received, (exit, cut_short)) = tokio::join!(reading, running);
-    (received, exit, cut_short)
+    let counted = |len: usize| context.count_data(len as u64);
+    exec::serve(child, reader, writer, context.idle_timeout, kick, counted).await
 }
 
 /// Reads, frames and delivers until the client is done; returns the bytes
@@ -322,6 +302,20 @@ async fn idle(timeout: Option<Duration>) {
 enum Reader {
     Plain(OwnedReadHalf),
     Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// Plain reads, for `--exec`, where the bytes go to a program, not to framing.
+impl tokio::io::AsyncRead for Reader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Plain(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
+            Reader::Tls(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
+        }
+    }
 }
 
 impl Reader {

@@ -62,6 +62,20 @@ fn each_datagram_gets_the_programs_answer() {
 }
 
 #[test]
+fn a_client_that_stays_connected_does_not_keep_an_ended_program_session() {
+    let mut server = Server::start(&["-t", "-b", "127.0.0.1", "-m", "1", "--sh-exec", "echo hi"]);
+    let mut silent = client(&server);
+    let mut answer = String::new();
+    silent.read_to_string(&mut answer).unwrap(); // the program's output, then the end
+    assert_eq!(answer, "hi\n");
+    // The client has not closed, yet its session is over and its slot (-m 1) is free.
+    server.run.stderr.wait_for_text("program: exit 0");
+    assert_eq!(exchange(&server, b""), "hi\n");
+    drop(silent);
+    server.run.stop();
+}
+
+#[test]
 fn the_program_learns_both_ends_and_its_exit_status_is_reported() {
     let script = r#"echo "$PORTIER_PROTO $PORTIER_PEER_ADDR $PORTIER_LOCAL_PORT"; exit 3"#;
     let args = ["-t", "-b", "127.0.0.1", "--sh-exec", script, "-f", "json"];
