@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use clap::Args;
-use portier::client::{ConnectConfig, Program};
+use portier::client::ConnectConfig;
+use portier::error::Result;
 
 use super::send::ClientTlsArgs;
-use super::{parse_duration, proto};
+use super::{parse_duration, program, proto};
 
 pub(super) const CONNECT_EXAMPLES: &str = "\
 Examples:
@@ -39,20 +40,14 @@ pub(super) struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    pub(super) fn config(&self) -> ConnectConfig {
-        ConnectConfig {
+    pub(super) fn config(&self) -> Result<ConnectConfig> {
+        Ok(ConnectConfig {
             host: self.host.clone(),
             port: self.port,
             proto: proto(self.udp),
             timeout: self.timeout,
             tls: self.tls.config(),
-            exec: match (&self.exec, &self.sh_exec) {
-                (Some(line), _) => Some(Program::Argv(
-                    line.split_whitespace().map(String::from).collect(),
-                )),
-                (_, Some(line)) => Some(Program::Shell(line.clone())),
-                _ => None,
-            },
-        }
+            exec: program(self.exec.as_deref(), self.sh_exec.as_deref())?,
+        })
     }
 }

@@ -214,14 +214,9 @@ impl ListenArgs {
     /// The program of `--exec` or `--sh-exec`, refused on a listener anyone
     /// can reach unless `--allow` says who may run it (or `--exec-anywhere`).
     fn program(&self) -> Result<Option<Program>> {
-        let program = match (&self.exec, &self.sh_exec) {
-            (Some(line), _) => Program::Argv(line.split_whitespace().map(String::from).collect()),
-            (_, Some(line)) => Program::Shell(line.clone()),
-            _ => return Ok(None),
+        let Some(program) = super::program(self.exec.as_deref(), self.sh_exec.as_deref())? else {
+            return Ok(None);
         };
-        if matches!(&program, Program::Argv(argv) if argv.is_empty()) {
-            return Err(Error::Usage("--exec needs a program".into()));
-        }
         let loopback_only = match self.bind.as_deref() {
             Some("localhost") => true,
             Some(addr) => addr

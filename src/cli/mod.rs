@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::builder::Resettable;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use portier::client::Program;
 use portier::error::{Error, Result};
 use portier::message::Proto;
 
@@ -116,6 +117,19 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
     humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
 }
 
+/// `--exec CMD` (split on spaces, no shell) or `--sh-exec CMD` (`sh -c`), for listen and connect.
+pub(crate) fn program(exec: Option<&str>, sh_exec: Option<&str>) -> Result<Option<Program>> {
+    let program = match (exec, sh_exec) {
+        (Some(line), _) => Program::Argv(line.split_whitespace().map(String::from).collect()),
+        (_, Some(line)) => Program::Shell(line.to_string()),
+        _ => return Ok(None),
+    };
+    if matches!(&program, Program::Argv(argv) if argv.is_empty()) {
+        return Err(Error::Usage("--exec needs a program".into()));
+    }
+    Ok(Some(program))
+}
+
 pub(crate) fn proto(udp: bool) -> Proto {
     if udp { Proto::Udp } else { Proto::Tcp }
 }
@@ -166,7 +180,8 @@ impl Cli {
                 Box::pin(async move { portier::client::send(&args.config()).await })
             }
             Command::Connect(Deferred(args)) => {
-                Box::pin(async move { portier::client::connect(&args.config()).await })
+                let config = args.config()?;
+                Box::pin(async move { portier::client::connect(&config).await })
             }
             Command::Check(Deferred(args)) => {
                 let (config, output) = args.configs();
