@@ -176,18 +176,22 @@ fn a_client_sees_what_ncat_exec_shows_it() {
     ours.run.stop();
 }
 
+/// OpenBSD nc listening for one client on a free port.
+fn nc_listening() -> (crate::common::Running, u16) {
+    let port = crate::common::free_port();
+    let mut command = std::process::Command::new("nc");
+    command.args(["-l", "127.0.0.1", &port.to_string()]);
+    let peer = crate::common::Running::spawn(command);
+    crate::common::wait_bound(false, port);
+    (peer, port)
+}
+
 #[test]
 fn connect_exec_runs_the_program_against_the_remote_end() {
     if !crate::common::have_peer("connect_exec_runs_the_program_against_the_remote_end", "nc") {
         return;
     }
-    let port = crate::common::free_port();
-    let mut peer = crate::common::Running::spawn({
-        let mut command = std::process::Command::new("nc");
-        command.args(["-l", "127.0.0.1", &port.to_string()]);
-        command
-    });
-    crate::common::wait_bound(false, port);
+    let (mut peer, port) = nc_listening();
     let script = r#"echo "hello from $PORTIER_PROTO port $PORTIER_PEER_PORT""#;
     let output = portier()
         .args([
@@ -208,13 +212,7 @@ fn connect_exec_runs_the_program_against_the_remote_end() {
         .wait_for_text(&format!("hello from tcp port {port}"));
     assert!(peer.wait().success());
     // A program that fails makes connect fail, saying how it ended.
-    let port = crate::common::free_port();
-    let _peer = crate::common::Running::spawn({
-        let mut command = std::process::Command::new("nc");
-        command.args(["-l", "127.0.0.1", &port.to_string()]);
-        command
-    });
-    crate::common::wait_bound(false, port);
+    let (_peer, port) = nc_listening();
     let output = portier()
         .args([
             "connect",
