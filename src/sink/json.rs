@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use serde::Serialize;
 
+use super::text::is_invisible_format;
 use crate::message::{Event, Message};
 
 #[derive(Serialize)]
@@ -110,23 +111,25 @@ pub fn write_json(
     out.write_all(b"\n")
 }
 
-/// Copies serialized JSON, replacing raw DEL and C1 characters (U+0080..U+009F) by `\u` escapes.
+/// Copies serialized JSON, replacing raw DEL, C1 controls (U+0080..U+009F)
+/// and invisible formatting characters (bidi overrides, zero-width: see
+/// [`is_invisible_format`]) by `\u` escapes, which JSON reads back as the same text.
 fn write_terminal_safe_json(out: &mut impl Write, json: &[u8]) -> io::Result<()> {
+    let Ok(text) = std::str::from_utf8(json) else {
+        return out.write_all(json); // serde_json writes UTF-8; nothing else reaches here
+    };
     let mut clean_from = 0;
-    let mut at = 0;
-    while at < json.len() {
-        let (width, code) = match json[at..] {
-            [0x7f, ..] => (1, 0x7f),
-            [0xc2, second @ 0x80..=0x9f, ..] => (2, u32::from(second)),
-            _ => {
-                at += 1;
-                continue;
-            }
-        };
+    for (at, c) in text.char_indices() {
+        let unsafe_on_a_terminal =
+            c == '\x7f' || ('\u{80}'..='\u{9f}').contains(&c) || is_invisible_format(c);
+        if !unsafe_on_a_terminal {
+            continue;
+        }
         out.write_all(&json[clean_from..at])?;
-        write!(out, "\\u{code:04x}")?;
-        at += width;
-        clean_from = at;
+        for unit in c.encode_utf16(&mut [0u16; 2]) {
+            write!(out, "\\u{unit:04x}")?;
+        }
+        clean_from = at + c.len_utf8();
     }
     out.write_all(&json[clean_from..])
 }
@@ -161,6 +164,15 @@ mod tests {
         let v = json_of(b"\xff\x00");
         assert_eq!(v["data_b64"], "/wA=");
         assert!(v.get("text").is_none());
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_escaped_and_decode_back() {
+        let v = json_of("a\u{202e}b\u{2066}c\u{e0041}".as_bytes());
+        assert_eq!(v["text"], "a\u{202e}b\u{2066}c\u{e0041}");
+        let mut out = Vec::new();
+        write_terminal_safe_json(&mut out, "\"a\u{202e}\u{e0041}\"".as_bytes()).unwrap();
+        assert_eq!(out, b"\"a\\u202e\\udb40\\udc41\"");
     }
 
     #[test]

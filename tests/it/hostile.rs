@@ -309,6 +309,19 @@ fn bidi_controls_from_a_peer_are_shown_escaped() {
         "{out:?}"
     );
     assert!(!out.contains('\u{202e}'), "{out:?}");
+    // json: escaped as \u, so the text decodes back exactly.
+    let mut server = Server::start(&["-t", "--once", "-f", "json", "-b", "127.0.0.1"]);
+    let text = "left\u{202e}right\n";
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    client.write_all(text.as_bytes()).unwrap();
+    drop(client);
+    assert!(server.run.wait().success());
+    let out = server.run.stdout.text();
+    assert!(
+        !out.contains('\u{202e}') && out.contains("\\u202e"),
+        "{out:?}"
+    );
+    assert_eq!(server.run.stdout.json_texts(), [(text.to_string(), false)]);
 }
 
 // 6, 7, 8. Right results.
