@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Type};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
@@ -188,18 +188,108 @@ impl Bound {
 /// Binds one socket; an unspecified IPv6 address falls back to `0.0.0.0` where IPv6 is off.
 /// Must run inside a tokio runtime.
 pub fn bind(proto: Proto, addr: SocketAddr) -> Result<Bound> {
-    let socket = match bound_socket(proto, addr) {
+    Ok(match proto {
+        Proto::Tcp => Bound::Tcp(bind_tcp(addr)?),
+        Proto::Udp => Bound::Udp(bind_udp(addr)?),
+    })
+}
+
+/// [`bind`] for TCP.
+pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    let socket = bind_with_fallback(Proto::Tcp, addr)?;
+    TcpListener::from_std(socket.into()).context(|| format!("cannot listen on tcp {addr}"))
+}
+
+/// [`bind`] for UDP.
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
+    let socket = bind_with_fallback(Proto::Udp, addr)?;
+    UdpSocket::from_std(socket.into()).context(|| format!("cannot listen on udp {addr}"))
+}
+
+fn bind_with_fallback(proto: Proto, addr: SocketAddr) -> Result<socket2::Socket> {
+    match bound_socket(proto, addr) {
         Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&e) => {
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
-            bound_socket(proto, v4).map_err(|e| bind_error(proto, v4, e))?
+            bound_socket(proto, v4).map_err(|e| bind_error(proto, v4, e))
         }
-        other => other.map_err(|e| bind_error(proto, addr, e))?,
-    };
-    let context = || format!("cannot listen on {proto} {addr}");
-    Ok(match proto {
-        Proto::Tcp => Bound::Tcp(TcpListener::from_std(socket.into()).context(context)?),
-        Proto::Udp => Bound::Udp(UdpSocket::from_std(socket.into()).context(context)?),
-    })
+        other => other.map_err(|e| bind_error(proto, addr, e)),
+    }
+}
+
+/// An IP version, to keep a client to (nc's `-4` and `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+/// Where a client's traffic starts from: a family to keep to, and a source
+/// address or port to bind (nc's `-4`/`-6`, `-s` and `-p`). The default is any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Only peers of this family.
+    pub family: Option<Family>,
+    /// The local address to send from.
+    pub ip: Option<IpAddr>,
+    /// The local port to send from.
+    pub port: Option<u16>,
+}
+
+impl Origin {
+    /// True when `peer` can be reached from here: the family asked, and the source's.
+    fn admits(&self, peer: &SocketAddr) -> bool {
+        self.admits_ip(peer.ip())
+    }
+
+    /// True when `ip` is of the family asked, and of the source's.
+    pub(crate) fn admits_ip(&self, ip: IpAddr) -> bool {
+        let family_of = |ip: IpAddr| if ip.is_ipv4() { Family::V4 } else { Family::V6 };
+        self.family.is_none_or(|family| family == family_of(ip))
+            && self
+                .ip
+                .is_none_or(|source| family_of(source) == family_of(ip))
+    }
+
+    /// The local address to bind before reaching `peer`.
+    fn local_for(&self, peer: SocketAddr) -> SocketAddr {
+        let any = match peer {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        SocketAddr::new(self.ip.unwrap_or(any), self.port.unwrap_or(0))
+    }
+
+    /// `host`'s addresses that this origin can reach.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+        let addrs: Vec<SocketAddr> = resolve(host, port)
+            .await?
+            .into_iter()
+            .filter(|addr| self.admits(addr))
+            .collect();
+        match addrs.is_empty() {
+            true => Err(Error::Resolve {
+                host: host.to_string(),
+                reason: "no address of the family asked (-4/-6, -s)".into(),
+            }),
+            false => Ok(addrs),
+        }
+    }
+
+    /// A TCP connection to `peer` from this origin.
+    async fn connect_tcp(&self, peer: SocketAddr) -> io::Result<TcpStream> {
+        if *self == Origin::default() {
+            return TcpStream::connect(peer).await;
+        }
+        let socket = match peer {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.local_for(peer))?;
+        socket.connect(peer).await
+    }
 }
 
 /// A connected TCP stream, in clear or TLS, and the peer it reached.
@@ -208,42 +298,52 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>, SocketAddr),
 }
 
-/// Connects over TCP to the first address of `host` that accepts, then
-/// starts TLS if asked; `timeout` bounds all of it.
+/// Connects over TCP to the first address of `host` that accepts, from
+/// `origin`, then starts TLS if asked; `timeout` bounds all of it.
 pub async fn connect_tcp(
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
+    origin: &Origin,
     timeout: Option<Duration>,
     tls: Option<&ClientTlsConfig>,
 ) -> Result<Stream> {
     // A bad CA file or pin is reported before anything is sent.
     let connector = tls.map(tls::connector).transpose()?;
     let attempt = async {
-        let mut last = None;
-        for addr in resolve(host, port).await? {
-            let stream = match TcpStream::connect(addr).await {
-                Ok(stream) => stream,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    last = Some(Error::Refused { addr });
-                    continue;
-                }
-                Err(e) => {
-                    last = Some(Error::io(format!("cannot connect to {addr}"), e));
-                    continue;
-                }
-            };
-            let peer = natural(addr);
-            return Ok(match &connector {
-                None => Stream::Plain(stream, peer),
-                Some(connector) => {
-                    let stream = tls::connect(connector, stream, host).await?;
-                    Stream::Tls(Box::new(stream), peer)
-                }
-            });
-        }
-        Err(last.unwrap_or_else(|| no_addresses(host)))
+        let (stream, peer) = reach_tcp((host, port), origin).await?;
+        Ok(match &connector {
+            None => Stream::Plain(stream, peer),
+            Some(connector) => {
+                let stream = tls::connect(connector, stream, host).await?;
+                Stream::Tls(Box::new(stream), peer)
+            }
+        })
     };
     with_timeout(timeout, format!("{host}:{port}"), attempt).await
+}
+
+/// [`connect_tcp`] in clear: the stream and the peer it reached.
+pub async fn connect_plain_tcp(
+    (host, port): (&str, u16),
+    origin: &Origin,
+    timeout: Option<Duration>,
+) -> Result<(TcpStream, SocketAddr)> {
+    let attempt = reach_tcp((host, port), origin);
+    with_timeout(timeout, format!("{host}:{port}"), attempt).await
+}
+
+/// The first address of `host` that accepts a connection from `origin`.
+async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStream, SocketAddr)> {
+    let mut last = None;
+    for addr in origin.resolve(host, port).await? {
+        match origin.connect_tcp(addr).await {
+            Ok(stream) => return Ok((stream, natural(addr))),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                last = Some(Error::Refused { addr });
+            }
+            Err(e) => last = Some(Error::io(format!("cannot connect to {addr}"), e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| no_addresses(host)))
 }
 
 /// A UDP socket set up to send to `host`, and the address it sends to.
@@ -254,22 +354,19 @@ pub async fn connect_tcp(
 /// fall back on, and a name like `localhost` most often means the IPv4
 /// listener nc and friends open.
 pub async fn connect_udp(
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
+    origin: &Origin,
     timeout: Option<Duration>,
     options: &SendOptions,
 ) -> Result<(UdpSocket, SocketAddr)> {
     let attempt = async {
-        let addrs = resolve(host, port).await?;
+        let addrs = origin.resolve(host, port).await?;
         let addr = addrs
             .into_iter()
             .min_by_key(|a| a.is_ipv6())
             .ok_or_else(|| no_addresses(host))?;
-        let local: SocketAddr = match addr {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
-        let context = || format!("cannot send to udp {addr}");
+        let local = origin.local_for(addr);
+        let context = || format!("cannot send to udp {addr} from {local}");
         let socket = UdpSocket::bind(local).await.context(context)?;
         udp_options::prepare_sender(&socket, addr, options)?;
         if !options.broadcast && !addr.ip().is_multicast() {

@@ -6,13 +6,14 @@
 //! socket (TCP accept / UDP recv) -> framing (raw | lines) -> Message -> sink (stdout: raw/lines/json/hex)
 //! ```
 //!
-//! - [`listen`] binds and serves, [`send`] sends once, [`connect`] talks both ways.
+//! - [`listen`] binds and serves; [`client`] sends once, talks both ways and checks ports;
+//!   [`nc`] is OpenBSD nc's one-peer session, with its end-of-file rules.
 //! - [`framing`] cuts a stream into messages, [`message`] is what the sinks see,
 //!   [`sink`] writes them out safely.
-//! - [`endpoint`] resolves and binds (dual-stack), [`error`] says what went wrong in one line.
-//! - [`access`] holds `--allow`/`--deny`, [`datagram`] the UDP socket options (broadcast,
-//!   multicast, drop counter), [`ping`] the UDP request/answer loop, [`tls`] the TLS set-up,
-//!   [`progress`] the send progress bar, `splice` (Linux) the zero-copy data path.
+//! - [`access`] holds `--allow`/`--deny`, [`udp_options`] the UDP socket options (broadcast,
+//!   multicast, buffers), [`tls`] the TLS set-up, [`error`] says what went wrong in one line.
+//! - Inside: `endpoint` resolves and binds (dual-stack), `exec` runs `--exec` programs,
+//!   `splice` (Linux) is the zero-copy data path, `sys` holds the only unsafe code.
 //!
 //! A UDP client, as in the seed:
 //!
@@ -31,6 +32,7 @@ mod exec;
 pub mod framing;
 pub mod listen;
 pub mod message;
+pub mod nc;
 pub mod sink;
 #[cfg(target_os = "linux")]
 mod splice;

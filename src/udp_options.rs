@@ -2,7 +2,7 @@
 //! receive buffer, and the kernel's count of datagrams it dropped.
 //!
 //! socket2 sets the options; the drop counter (`SO_MEMINFO`) and interface
-//! names come from [`crate::sys`], which socket2 does not offer.
+//! names come from `sys`, which socket2 does not offer.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

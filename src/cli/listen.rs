@@ -217,15 +217,10 @@ impl ListenArgs {
         let Some(program) = super::program(self.exec.as_deref(), self.sh_exec.as_deref())? else {
             return Ok(None);
         };
-        let loopback_only = match self.bind.as_deref() {
-            Some("localhost") => true,
-            Some(addr) => addr
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback()),
-            None => false,
-        };
-        if !loopback_only && self.allow.is_empty() && !self.exec_anywhere {
+        if !super::loopback_only(self.bind.as_deref())
+            && self.allow.is_empty()
+            && !self.exec_anywhere
+        {
             return Err(Error::Usage(
                 "--exec runs a program for every client: on a listener reachable beyond this machine, say who may with --allow CIDR (or -b 127.0.0.1, or --exec-anywhere)".into(),
             ));

@@ -5,6 +5,7 @@
 mod check;
 mod connect;
 mod listen;
+mod nc;
 mod nc_habits;
 mod send;
 
@@ -24,6 +25,7 @@ use crate::signals;
 use check::{CHECK_EXAMPLES, CheckArgs};
 use connect::{CONNECT_EXAMPLES, ConnectArgs};
 use listen::{LISTEN_EXAMPLES, ListenArgs};
+use nc::{NC_EXAMPLES, NcArgs};
 use send::{SEND_EXAMPLES, SendArgs};
 
 /// Send and receive messages over TCP and UDP: a friendlier, safer netcat.
@@ -48,6 +50,9 @@ enum Command {
     /// Check which ports are open (like `nc -z`): exit 0 if all are, 1 if not
     #[command(after_help = CHECK_EXAMPLES)]
     Check(Deferred<CheckArgs>),
+    /// nc's own command line (OpenBSD nc's flags, ncat's -e and -c): `alias nc='portier nc'`
+    #[command(after_help = NC_EXAMPLES)]
+    Nc(Deferred<NcArgs>),
     /// Print a shell completion script (e.g. `portier completions bash > /etc/bash_completion.d/portier`)
     Completions {
         #[arg(value_enum)]
@@ -130,6 +135,18 @@ pub(crate) fn program(exec: Option<&str>, sh_exec: Option<&str>) -> Result<Optio
     Ok(Some(program))
 }
 
+/// True when a listener on `bind` can be reached only from this machine.
+pub(crate) fn loopback_only(bind: Option<&str>) -> bool {
+    match bind {
+        Some("localhost") => true,
+        Some(addr) => addr
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 pub(crate) fn proto(udp: bool) -> Proto {
     if udp { Proto::Udp } else { Proto::Tcp }
 }
@@ -186,6 +203,12 @@ impl Cli {
             Command::Check(Deferred(args)) => {
                 let (config, output) = args.configs();
                 Box::pin(async move { portier::client::check(&config, output).await })
+            }
+            Command::Nc(Deferred(args)) => {
+                let config = args.config()?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                signals::cancel_on_signal(shutdown.clone());
+                Box::pin(async move { portier::nc::nc(&config, shutdown).await })
             }
             Command::Completions { shell } => {
                 // Into memory first: clap_complete panics on a failed write.

@@ -5,6 +5,9 @@
 /// first), when the error comes from one of nc's flags; `None` otherwise.
 pub(super) fn suggestion(args: &[String]) -> Option<String> {
     let (subcommand, rest) = (args.get(1)?.as_str(), args.get(2..)?);
+    if subcommand == "nc" {
+        return None; // they are its own flags
+    }
     let nc_flag = |arg: &str| {
         arg.starts_with('-')
             && !arg.starts_with("--")

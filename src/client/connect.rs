@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::datagram::{check_unreachable, send_lines};
 use super::output::PeerOutput;
 use super::stream::upload;
-use crate::endpoint::{self, Stream};
+use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, Program};
 use crate::message::Proto;
@@ -50,7 +50,13 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
 
 async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
-    let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
+    let stream = endpoint::connect_tcp(
+        (host, port),
+        &Origin::default(),
+        config.timeout,
+        config.tls.as_ref(),
+    )
+    .await?;
     match (stream, &config.exec) {
         (Stream::Plain(stream, peer), Some(program)) => {
             let local = stream.local_addr().ok();
@@ -66,7 +72,7 @@ async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
 }
 
 /// `--exec`: the program talks to the peer until it ends; its failure is ours.
-async fn program_session(
+pub(crate) async fn program_session(
     stream: impl AsyncRead + AsyncWrite,
     program: &Program,
     peer: SocketAddr,
@@ -116,7 +122,8 @@ async fn session(
 async fn connect_udp(config: &ConnectConfig) -> Result<()> {
     let options = SendOptions::default();
     let (host, port) = (&config.host, config.port);
-    let (socket, peer) = endpoint::connect_udp(host, port, config.timeout, &options).await?;
+    let (socket, peer) =
+        endpoint::connect_udp((host, port), &Origin::default(), config.timeout, &options).await?;
     tokio::select! {
         received = receive(&socket, peer, None) => received,
         sent = send_lines(&socket, peer, tokio::io::stdin(), true) => {

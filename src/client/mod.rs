@@ -17,3 +17,8 @@ pub use check::{CheckConfig, CheckOutput, PortReport, PortState, check, check_po
 pub use connect::{ConnectConfig, UDP_LINGER, connect};
 pub use ping::Repeat;
 pub use send::{SendConfig, Source, send};
+// For `portier nc`, which is built of the same pieces.
+pub(crate) use connect::program_session;
+pub(crate) use datagram::{check_size, send_datagram};
+pub(crate) use output::PeerOutput;
+pub(crate) use stream::lost;

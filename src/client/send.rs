@@ -14,7 +14,7 @@ use super::output::PeerOutput;
 use super::ping::{self, Repeat};
 use super::progress::Progress;
 use super::stream::{lost, upload};
-use crate::endpoint::{self, Stream};
+use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
 use crate::tls::ClientTlsConfig;
@@ -87,7 +87,13 @@ pub async fn send(config: &SendConfig) -> Result<()> {
 async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
-    let stream = endpoint::connect_tcp(host, port, config.timeout, config.tls.as_ref()).await?;
+    let stream = endpoint::connect_tcp(
+        (host, port),
+        &Origin::default(),
+        config.timeout,
+        config.tls.as_ref(),
+    )
+    .await?;
     match stream {
         #[cfg(target_os = "linux")]
         Stream::Plain(stream, peer) => {
@@ -259,7 +265,13 @@ fn regular_file_size(file: &std::fs::File) -> Option<u64> {
 async fn send_udp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?;
     let (host, port) = (&config.host, config.port);
-    let (socket, peer) = endpoint::connect_udp(host, port, config.timeout, &config.udp).await?;
+    let (socket, peer) = endpoint::connect_udp(
+        (host, port),
+        &Origin::default(),
+        config.timeout,
+        &config.udp,
+    )
+    .await?;
     let Source::Message(message) = &config.source else {
         send_lines(&socket, peer, input.reader, config.newline).await?;
         if let Some(progress) = input.progress {

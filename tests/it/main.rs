@@ -12,6 +12,7 @@ mod handed_in;
 mod hostile;
 mod interop;
 mod listen;
+mod nc;
 mod netns;
 mod send_connect;
 mod server;
