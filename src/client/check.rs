@@ -134,8 +134,8 @@ async fn check_once(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
 }
 
 /// TCP: `concurrency` threads, each taking the next port and connecting
-/// with a blocking call (socket, connect, close and nothing else: through an
-/// event loop, registering every socket made a scan of all ports slower than nc's).
+/// with a blocking call (connect and nothing else: through an event loop,
+/// registering every socket made a scan of all ports slower than nc's).
 fn scan_tcp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,6 +143,7 @@ fn scan_tcp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
     let reports = Mutex::new(vec![None; config.ports.len()]);
     let threads = config.concurrency.clamp(1, config.ports.len().max(1));
     let work = || {
+        let mut spare = None;
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some(&port) = config.ports.get(index) else {
@@ -150,7 +151,7 @@ fn scan_tcp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
             };
             let addr = SocketAddr::new(ip, port);
             let started = Instant::now();
-            let state = probe_tcp(addr, config.timeout);
+            let state = probe_tcp(addr, config.timeout, &mut spare);
             let report = PortReport {
                 addr,
                 state,
@@ -181,20 +182,41 @@ fn scan_tcp(config: &CheckConfig, ip: IpAddr) -> Vec<PortReport> {
     reports.into_iter().flatten().collect()
 }
 
-fn probe_tcp(addr: SocketAddr, timeout: Duration) -> PortState {
-    let connect = || {
-        let domain = socket2::Domain::for_address(addr);
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
-        socket.connect_timeout(&addr.into(), timeout)?;
-        socket.local_addr()
+/// Connects to `addr` and closes at once, like nc -z. A socket refused is
+/// kept in `spare` for the next port: Linux lets a socket whose connect
+/// failed connect again, and making and closing one per port was 40% of a
+/// scan of every port (BENCHMARKS.md, "Port check").
+fn probe_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+    spare: &mut Option<socket2::Socket>,
+) -> PortState {
+    let socket = match spare.take() {
+        Some(socket) => socket,
+        None => {
+            let domain = socket2::Domain::for_address(addr);
+            match socket2::Socket::new(domain, socket2::Type::STREAM, None)
+                .and_then(|socket| socket.set_write_timeout(Some(timeout)).map(|()| socket))
+            {
+                Ok(socket) => socket,
+                Err(_) => return PortState::Filtered, // out of sockets: no answer to be had
+            }
+        }
     };
-    match connect() {
+    // A blocking connect gives up after SO_SNDTIMEO: one system call a port.
+    match socket
+        .connect(&addr.into())
+        .and_then(|()| socket.local_addr())
+    {
         // A socket whose own port the kernel picked as the one asked for
         // connects to itself (TCP simultaneous open): nobody listens there.
         Ok(local) if local.as_socket() == Some(addr) => PortState::Closed,
-        Ok(_) => PortState::Open, // closed at once: connect and close, like nc -z
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => PortState::Closed,
-        Err(_) => PortState::Filtered,
+        Ok(_) => PortState::Open, // closed at once, on drop
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            *spare = Some(socket);
+            PortState::Closed
+        }
+        Err(_) => PortState::Filtered, // still connecting, maybe: not reused
     }
 }
 

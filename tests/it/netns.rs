@@ -422,3 +422,40 @@ fn loss_on_a_lossy_link_is_measured_and_reported_exactly() {
     );
     assert_eq!(events.matches("no reply to request").count(), 200 - replies);
 }
+
+#[test]
+fn check_tells_open_closed_and_filtered_apart_on_another_host() {
+    let test = "check_tells_open_closed_and_filtered_apart_on_another_host";
+    if Command::new("nft").arg("--version").output().is_err() {
+        return skip(test, "nftables (`nft`) is not installed");
+    }
+    let Some(lab) = Lab::new(test, 2) else {
+        return;
+    };
+    let (mut server, open) = lab.listen(0, 0, &["-t"]);
+    // Port 9 drops what comes (a firewall); port 10 has nobody.
+    let nft = |rule: &str| {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &lab.host(0), "nft", rule])
+            .status()
+            .unwrap();
+        assert!(status.success(), "nft {rule}");
+    };
+    nft("add table inet wall");
+    nft("add chain inet wall input { type filter hook input priority 0; policy accept; }");
+    nft("add rule inet wall input tcp dport 9 drop");
+    // One at a time, so the socket refused on 10 is the one that tries 9.
+    let ports = format!("10,9,{open}");
+    let output = lab.run(1, &["check", "-c", "1", "-w", "0.3", &lab.addr(0), &ports]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let state = |port: &str| {
+        let line = text.lines().find(|l| l.contains(&format!(" {port}/tcp ")));
+        line.and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("missing")
+    };
+    assert_eq!(state("10"), "closed", "{text}");
+    assert_eq!(state("9"), "filtered", "{text}");
+    assert_eq!(state(&open.to_string()), "open", "{text}");
+    assert_eq!(output.status.code(), Some(1), "not every port is open");
+    server.stop();
+}
