@@ -25,6 +25,7 @@
 //! ```
 
 pub mod access;
+pub mod address;
 pub mod client;
 mod endpoint;
 pub mod error;

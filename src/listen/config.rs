@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::echo_guard::DEFAULT_ECHO_RATE;
-use super::relay::Mode;
+use super::replies::Mode;
 use crate::access::AccessList;
 use crate::framing::Framing;
 use crate::message::Proto;

@@ -9,7 +9,7 @@
 use crate::sink::{Format, OutputConfig};
 
 use super::config::{ListenConfig, Protocols};
-use super::relay::Mode;
+use super::replies::Mode;
 
 /// The path received bytes take to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //!
 //! - `config.rs`: what it is asked to do; `delivery.rs`: the one choice of
 //!   how bytes reach stdout; `stats.rs`: what it counts and reports.
-//! - `tcp.rs` and `udp.rs`: the two socket loops; `relay.rs`: writing back to
+//! - `tcp.rs` and `udp.rs`: the two socket loops; `replies.rs`: writing back to
 //!   clients (echo, broker, chat); `echo_guard.rs`: what stops UDP echo loops.
 //! - `activation.rs`: sockets handed in through `LISTEN_FDS`.
 
@@ -11,7 +11,7 @@ mod activation;
 mod config;
 mod delivery;
 mod echo_guard;
-mod relay;
+mod replies;
 mod stats;
 mod tcp;
 mod udp;
@@ -32,7 +32,7 @@ pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
 use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
-pub use relay::{CLIENT_QUEUE_LEN, Mode};
+pub use replies::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 
 use crate::access::AccessList;
@@ -215,7 +215,7 @@ impl Listener {
             idle_timeout: config.idle_timeout,
             echo_rate: config.echo_rate,
             exec: config.exec.clone(),
-            hub: relay::Hub::default(),
+            hub: replies::Hub::default(),
             tls: self.tls.map(|tls| tls.acceptor),
             delivery,
             stdout,
@@ -276,7 +276,7 @@ struct Context {
     echo_rate: u32,
     /// `--exec`: the program each TCP client talks to.
     exec: Option<Program>,
-    hub: relay::Hub,
+    hub: replies::Hub,
     tls: Option<TlsAcceptor>,
     /// How received bytes reach stdout.
     delivery: Delivery,

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
-use super::relay::{ClientWriter, Replies};
+use super::replies::{ClientWriter, Replies};
 use super::{Context, Delivery};
 use crate::endpoint::natural;
 use crate::error::describe;
