@@ -7,6 +7,7 @@ mod connect;
 mod listen;
 mod nc;
 mod nc_habits;
+mod relay;
 mod send;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use check::{CHECK_EXAMPLES, CheckArgs};
 use connect::{CONNECT_EXAMPLES, ConnectArgs};
 use listen::{LISTEN_EXAMPLES, ListenArgs};
 use nc::{NC_EXAMPLES, NcArgs};
+use relay::{RELAY_EXAMPLES, RelayArgs};
 use send::{SEND_EXAMPLES, SendArgs};
 
 /// Send and receive messages over TCP and UDP: a friendlier, safer netcat.
@@ -50,6 +52,9 @@ enum Command {
     /// Check which ports are open (like `nc -z`): exit 0 if all are, 1 if not
     #[command(after_help = CHECK_EXAMPLES)]
     Check(Deferred<CheckArgs>),
+    /// Forward each client of FROM to TO: TCP, UDP, TLS and UNIX sockets, joined
+    #[command(after_help = RELAY_EXAMPLES)]
+    Relay(Deferred<RelayArgs>),
     /// nc's own command line (OpenBSD nc's flags, ncat's -e and -c): `alias nc='portier nc'`
     #[command(after_help = NC_EXAMPLES)]
     Nc(Deferred<NcArgs>),
@@ -179,7 +184,11 @@ impl Cli {
     /// True for a `listen` that can have many TCP clients at once; a UDP
     /// listener has one socket to read and gains nothing from more threads.
     pub(crate) fn serves_many(&self) -> bool {
-        matches!(&self.command, Command::Listen(Deferred(args)) if !args.udp)
+        match &self.command {
+            Command::Listen(Deferred(args)) => !args.udp,
+            Command::Relay(_) => true,
+            _ => false,
+        }
     }
 
     /// Runs the chosen subcommand. Each network subcommand's future is boxed
@@ -203,6 +212,12 @@ impl Cli {
             Command::Check(Deferred(args)) => {
                 let (config, output) = args.configs();
                 Box::pin(async move { portier::client::check(&config, output).await })
+            }
+            Command::Relay(Deferred(args)) => {
+                let config = args.config()?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                signals::cancel_on_signal(shutdown.clone());
+                Box::pin(async move { portier::relay::relay(&config, shutdown).await })
             }
             Command::Nc(Deferred(args)) => {
                 let config = args.config()?;

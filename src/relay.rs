@@ -1,0 +1,740 @@
+//! `portier relay FROM TO`: forwarding. Each client of FROM gets its own
+//! connection to TO (streams: TCP, TLS, UNIX), or its own upstream socket
+//! (UDP), and bytes go both ways until either end is done.
+//!
+//! Streams keep TCP's meaning end to end: one side's end of stream becomes a
+//! half-close on the other (so request/response protocols still work), and a
+//! reset (RST) becomes a reset. Every byte is counted, both ways, in the
+//! disconnect events and the summary.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::AccessList;
+use crate::address::{Address, Transport, UnixName};
+use crate::endpoint::{self, Origin};
+use crate::error::{Error, IoContext, Result};
+use crate::sink::say;
+use crate::tls::{self, ClientTlsConfig, ServerTls, ServerTlsConfig};
+
+/// What `portier relay` does.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Where clients come in.
+    pub from: Address,
+    /// Where each client is forwarded.
+    pub to: Address,
+    /// Which peers may use the relay (IP clients only).
+    pub access: AccessList,
+    /// Clients (stream) or sessions (UDP) at once; more are refused and counted.
+    pub max_conns: usize,
+    /// Close a connection, or end a UDP session, after this long with no byte either way.
+    pub idle_timeout: Option<Duration>,
+    /// FROM is `tls://`: the certificate to present.
+    pub server_tls: Option<ServerTlsConfig>,
+    /// TO is `tls://`: how to check the server.
+    pub client_tls: ClientTlsConfig,
+    /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
+    pub unix_mode: Option<u32>,
+}
+
+/// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
+pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
+
+/// Runs the relay until `shutdown` is cancelled, then says what it moved.
+pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<()> {
+    check_pair(config)?;
+    let totals = Arc::new(Totals::default());
+    let served = match &config.from {
+        Address::Inet {
+            transport: Transport::Udp,
+            host,
+            port,
+        } => {
+            let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
+            say_listening(&config.from, socket.local_addr().ok());
+            relay_udp(socket, config, &totals, &shutdown).await
+        }
+        Address::Inet { host, port, .. } => {
+            let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
+            say_listening(&config.from, listener.local_addr().ok());
+            let incoming = Incoming::Tcp(listener);
+            serve_streams(incoming, config, &totals, &shutdown).await
+        }
+        Address::Unix { name, .. } => {
+            let (listener, _file) = bind_unix(name, config.unix_mode)?;
+            say_listening(&config.from, None);
+            serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
+        }
+    };
+    say(&totals.summary());
+    served
+}
+
+/// Combinations that are refused before any socket opens.
+fn check_pair(config: &RelayConfig) -> Result<()> {
+    let datagram = |address: &Address| match address {
+        Address::Inet { transport, .. } => *transport == Transport::Udp,
+        Address::Unix { datagram, .. } => *datagram,
+    };
+    let (from, to) = (&config.from, &config.to);
+    if matches!(from, Address::Unix { datagram: true, .. })
+        || matches!(to, Address::Unix { datagram: true, .. })
+    {
+        return Err(Error::Usage(
+            "relay does not take unix-dgram: addresses yet; use unix: (stream) or udp://".into(),
+        ));
+    }
+    if datagram(from) != datagram(to) {
+        return Err(Error::Usage(format!(
+            "relay from {from} to {to}: both ends must be streams (tcp, tls, unix) or both udp; datagrams to lines and back are not built yet"
+        )));
+    }
+    if matches!(
+        from,
+        Address::Inet {
+            transport: Transport::Tls,
+            ..
+        }
+    ) && config.server_tls.is_none()
+    {
+        return Err(Error::Usage(format!(
+            "{from} needs a certificate: --cert FILE --key FILE, or --self-signed"
+        )));
+    }
+    if from == to {
+        return Err(Error::Usage(format!(
+            "relay from {from} to itself would loop"
+        )));
+    }
+    Ok(())
+}
+
+/// An empty host listens on every address, IPv4 and IPv6.
+fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    let host = (!host.is_empty()).then_some(host);
+    let ip = endpoint::listen_ips(host)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Resolve {
+            host: host.unwrap_or_default().to_string(),
+            reason: "no addresses found".into(),
+        })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn say_listening(from: &Address, local: Option<SocketAddr>) {
+    match local {
+        Some(local) => say(&format!("relay listening on {from} ({local})")),
+        None => say(&format!("relay listening on {from}")),
+    }
+}
+
+/// A UNIX socket file removed when dropped, so a relay leaves no stale file.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds a UNIX stream listener. A stale socket file (nothing accepts on
+/// it) is replaced; a live one, or a file that is not a socket, is an error.
+fn bind_unix(name: &UnixName, mode: Option<u32>) -> Result<(UnixListener, Option<SocketFile>)> {
+    let path = match name {
+        UnixName::Path(path) => path,
+        UnixName::Abstract(name) => {
+            let address = abstract_address(name)?;
+            let listener = std::os::unix::net::UnixListener::bind_addr(&address)
+                .context(|| format!("cannot listen on unix:@{name}"))?;
+            return Ok((from_std_listener(listener, &format!("unix:@{name}"))?, None));
+        }
+    };
+    clear_stale_socket(path)?;
+    let shown = || format!("cannot listen on unix:{}", path.display());
+    let listener = UnixListener::bind(path).context(shown)?;
+    let file = SocketFile(path.clone());
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .context(|| format!("cannot set the mode of {}", path.display()))?;
+    }
+    Ok((listener, Some(file)))
+}
+
+fn from_std_listener(
+    listener: std::os::unix::net::UnixListener,
+    shown: &str,
+) -> Result<UnixListener> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .context(|| format!("cannot listen on {shown}"))
+}
+
+fn abstract_address(name: &str) -> Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .context(|| format!("unix:@{name} is not a usable abstract name"))
+}
+
+fn clear_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(()); // nothing there
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::Usage(format!(
+            "{} exists and is not a socket: not removed",
+            path.display()
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::Usage(format!(
+            "something already listens on unix:{}",
+            path.display()
+        ))),
+        Err(_) => std::fs::remove_file(path)
+            .context(|| format!("cannot remove the stale socket {}", path.display())),
+    }
+}
+
+/// The counters behind the summary.
+#[derive(Default)]
+struct Totals {
+    connections: AtomicU64,
+    refused: AtomicU64,
+    over_limit: AtomicU64,
+    upstream_failed: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    datagrams_up: AtomicU64,
+    datagrams_down: AtomicU64,
+}
+
+impl Totals {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut line = format!(
+            "relay summary: {} clients, {} bytes to the upstream, {} bytes back",
+            get(&self.connections),
+            get(&self.bytes_up),
+            get(&self.bytes_down)
+        );
+        let datagrams = (get(&self.datagrams_up), get(&self.datagrams_down));
+        if datagrams != (0, 0) {
+            line += &format!(" ({} datagrams up, {} back)", datagrams.0, datagrams.1);
+        }
+        for (counter, what) in [
+            (&self.refused, "refused (--allow/--deny)"),
+            (&self.over_limit, "turned away (-m)"),
+            (&self.upstream_failed, "upstream failures"),
+        ] {
+            if get(counter) > 0 {
+                line += &format!(", {} {what}", get(counter));
+            }
+        }
+        line
+    }
+}
+
+/// Where stream clients come from.
+enum Incoming {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Incoming {
+    /// The next client, and how it is named in events.
+    async fn accept(&self) -> io::Result<(Conn, String, Option<SocketAddr>)> {
+        match self {
+            Incoming::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                let peer = endpoint::natural(peer);
+                Ok((Conn::Tcp(stream), peer.to_string(), Some(peer)))
+            }
+            Incoming::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let name = match stream.peer_cred() {
+                    Ok(cred) => match cred.pid() {
+                        Some(pid) => {
+                            format!("unix peer pid {pid} uid {} gid {}", cred.uid(), cred.gid())
+                        }
+                        None => format!("unix peer uid {} gid {}", cred.uid(), cred.gid()),
+                    },
+                    Err(_) => "unix peer".into(),
+                };
+                Ok((Conn::Unix(stream), name, None))
+            }
+        }
+    }
+}
+
+async fn serve_streams(
+    incoming: Incoming,
+    config: &RelayConfig,
+    totals: &Arc<Totals>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let server_tls = config.server_tls.as_ref().map(ServerTls::new).transpose()?;
+    if let Some(fingerprint) = server_tls.as_ref().and_then(|tls| tls.self_signed.as_ref()) {
+        say(&format!("self-signed certificate, SHA-256 {fingerprint}"));
+    }
+    let acceptor = server_tls.map(|tls| tls.acceptor);
+    let connector = match &config.to {
+        Address::Inet {
+            transport: Transport::Tls,
+            ..
+        } => Some(tls::connector(&config.client_tls)?),
+        _ => None,
+    };
+    let slots = Arc::new(Semaphore::new(config.max_conns.max(1)));
+    let mut clients = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = incoming.accept() => accepted,
+            Some(_) = clients.join_next(), if !clients.is_empty() => continue,
+        };
+        let (conn, name, ip_peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => {
+                say(&format!(
+                    "cannot accept a client: {}",
+                    crate::error::describe(&e)
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await; // out of descriptors: let clients close
+                continue;
+            }
+        };
+        if let Some(why) = ip_peer.and_then(|peer| config.access.refusal(peer.ip())) {
+            Totals::add(&totals.refused, 1);
+            say(&format!("{name} refused: {why}"));
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            Totals::add(&totals.over_limit, 1);
+            say(&format!(
+                "{name} turned away: {} clients already (-m)",
+                config.max_conns
+            ));
+            continue;
+        };
+        Totals::add(&totals.connections, 1);
+        let (config, totals) = (config.clone(), totals.clone());
+        let (acceptor, connector) = (acceptor.clone(), connector.clone());
+        let shutdown = shutdown.clone();
+        clients.spawn(async move {
+            let client = match (conn, acceptor) {
+                (Conn::Tcp(stream), Some(acceptor)) => match tls::accept(&acceptor, stream).await {
+                    Ok((stream, _)) => Conn::TlsServer(Box::new(stream)),
+                    Err(e) => return say(&format!("{name}: {e}")),
+                },
+                (conn, _) => conn,
+            };
+            let upstream = match connect_upstream(&config.to, connector.as_ref()).await {
+                Ok(upstream) => upstream,
+                Err(e) => {
+                    Totals::add(&totals.upstream_failed, 1);
+                    return say(&format!("{name}: {e}; client closed"));
+                }
+            };
+            say(&format!("{name} connected, relayed to {}", config.to));
+            let ended = join(client, upstream, config.idle_timeout, &shutdown).await;
+            Totals::add(&totals.bytes_up, ended.up);
+            Totals::add(&totals.bytes_down, ended.down);
+            say(&format!(
+                "{name} disconnected: {} bytes to the upstream, {} back{}",
+                ended.up,
+                ended.down,
+                ended.why.map(|why| format!(" ({why})")).unwrap_or_default()
+            ));
+            drop(slot);
+        });
+    }
+    // Each connection sees the token and ends; wait for their last events.
+    while clients.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn connect_upstream(
+    to: &Address,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Conn> {
+    match to {
+        Address::Inet { host, port, .. } => {
+            let (stream, _) =
+                endpoint::connect_plain_tcp((host, *port), &Origin::default(), None).await?;
+            match connector {
+                None => Ok(Conn::Tcp(stream)),
+                Some(connector) => {
+                    let stream = tls::connect(connector, stream, host).await?;
+                    Ok(Conn::TlsClient(Box::new(stream)))
+                }
+            }
+        }
+        Address::Unix { name, .. } => {
+            let stream = match name {
+                UnixName::Path(path) => UnixStream::connect(path)
+                    .await
+                    .context(|| format!("cannot connect to unix:{}", path.display()))?,
+                UnixName::Abstract(name) => {
+                    let address = abstract_address(name)?;
+                    let stream = std::os::unix::net::UnixStream::connect_addr(&address)
+                        .context(|| format!("cannot connect to unix:@{name}"))?;
+                    stream
+                        .set_nonblocking(true)
+                        .and_then(|()| UnixStream::from_std(stream))
+                        .context(|| format!("cannot connect to unix:@{name}"))?
+                }
+            };
+            Ok(Conn::Unix(stream))
+        }
+    }
+}
+
+/// One side of a relayed stream.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Closes with a reset where the transport has one, to pass a peer's reset on.
+    fn reset(self) {
+        let tcp = match &self {
+            Conn::Tcp(stream) => Some(stream),
+            Conn::TlsServer(stream) => Some(stream.get_ref().0),
+            Conn::TlsClient(stream) => Some(stream.get_ref().0),
+            Conn::Unix(_) => None,
+        };
+        if let Some(stream) = tcp {
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+macro_rules! each_conn {
+    ($self:ident, $stream:ident => $body:expr) => {
+        match $self.get_mut() {
+            Conn::Tcp($stream) => $body,
+            Conn::Unix($stream) => $body,
+            Conn::TlsServer($stream) => $body,
+            Conn::TlsClient($stream) => $body,
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each_conn!(self, stream => Pin::new(stream).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each_conn!(self, stream => Pin::new(stream).poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_conn!(self, stream => Pin::new(stream).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_conn!(self, stream => Pin::new(stream).poll_shutdown(cx))
+    }
+}
+
+/// How a relayed connection ended.
+struct Ended {
+    up: u64,
+    down: u64,
+    why: Option<String>,
+}
+
+/// Moves bytes both ways until both directions have ended, a side fails
+/// (a reset, passed on to the other as a reset), nothing moves for `idle`,
+/// or the relay stops.
+async fn join(
+    client: Conn,
+    upstream: Conn,
+    idle: Option<Duration>,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let activity = Activity::default();
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    // The two directions borrow both sides; they are done with them after this block.
+    let why = {
+        let mut to_upstream =
+            std::pin::pin!(pump(&mut client_read, &mut upstream_write, &up, &activity));
+        let mut to_client = std::pin::pin!(pump(
+            &mut upstream_read,
+            &mut client_write,
+            &down,
+            &activity
+        ));
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            let deadline = idle.map(|idle| activity.last() + idle);
+            tokio::select! {
+                ended = &mut to_upstream, if !up_done => match ended {
+                    Ok(()) => up_done = true,
+                    Err(e) => break Some(format!("reset: {}", crate::error::describe(&e))),
+                },
+                ended = &mut to_client, if !down_done => match ended {
+                    Ok(()) => down_done = true,
+                    Err(e) => break Some(format!("reset: {}", crate::error::describe(&e))),
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if idle.is_some_and(|idle| activity.last() + idle <= Instant::now()) {
+                        break Some("idle timeout".to_string());
+                    }
+                }
+                _ = shutdown.cancelled() => break Some("relay stopped".to_string()),
+            }
+            if up_done && down_done {
+                break None;
+            }
+        }
+    };
+    let (up, down) = (up.into_inner(), down.into_inner());
+    if why.as_deref().is_some_and(|why| why.starts_with("reset")) {
+        client_read.unsplit(client_write).reset();
+        upstream_read.unsplit(upstream_write).reset();
+    }
+    Ended { up, down, why }
+}
+
+/// When bytes last moved either way.
+struct Activity {
+    start: Instant,
+    millis: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            millis: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let millis = self.start.elapsed().as_millis() as u64;
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+/// Copies one direction; at its end of stream, half-closes the other side.
+async fn pump(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+    moved: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Err(e) if tls::is_unannounced_close(&e) => 0,
+            read => read?,
+        };
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+    }
+}
+
+/// One UDP client's session: its own socket to the upstream.
+struct Session {
+    upstream: Arc<UdpSocket>,
+    last: Arc<AtomicU64>,
+    replies: tokio::task::AbortHandle,
+}
+
+/// UDP: a session per client address, each with a connected upstream socket
+/// whose replies go back to that client; idle sessions end.
+async fn relay_udp(
+    socket: UdpSocket,
+    config: &RelayConfig,
+    totals: &Arc<Totals>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Address::Inet { host, port, .. } = &config.to else {
+        return Err(Error::Usage(
+            "a UDP relay forwards to udp://HOST:PORT".into(),
+        ));
+    };
+    let upstream_addr = endpoint::resolve(host, *port).await?[0];
+    let socket = Arc::new(socket);
+    let idle = config.idle_timeout.unwrap_or(UDP_SESSION_IDLE);
+    let started = Instant::now();
+    let now_ms = move || started.elapsed().as_millis() as u64;
+    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    let mut replies = JoinSet::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
+    loop {
+        let (len, client) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                sessions.retain(|client, session| {
+                    let quiet = now_ms().saturating_sub(session.last.load(Ordering::Relaxed));
+                    let alive = quiet < idle.as_millis() as u64;
+                    if !alive {
+                        session.replies.abort();
+                        say(&format!("{client} session ended (idle)"));
+                    }
+                    alive
+                });
+                continue;
+            }
+            Some(_) = replies.join_next(), if !replies.is_empty() => continue,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, client)) => (len, endpoint::natural(client)),
+                Err(_) => continue, // an ICMP error for an earlier reply: nothing to do here
+            },
+        };
+        if let Some(why) = config.access.refusal(client.ip()) {
+            Totals::add(&totals.refused, 1);
+            say(&format!("{client} refused: {why}"));
+            continue;
+        }
+        if !sessions.contains_key(&client) {
+            if sessions.len() >= config.max_conns.max(1) {
+                Totals::add(&totals.over_limit, 1);
+                continue; // counted in the summary; one line per datagram would be a flood
+            }
+            let upstream = match open_upstream(upstream_addr).await {
+                Ok(upstream) => Arc::new(upstream),
+                Err(e) => {
+                    Totals::add(&totals.upstream_failed, 1);
+                    say(&format!("{client}: {e}"));
+                    continue;
+                }
+            };
+            Totals::add(&totals.connections, 1);
+            say(&format!(
+                "{client} session started, relayed to {}",
+                config.to
+            ));
+            let last = Arc::new(AtomicU64::new(now_ms()));
+            let back = send_back(
+                upstream.clone(),
+                socket.clone(),
+                client,
+                last.clone(),
+                totals.clone(),
+                started,
+            );
+            let handle = replies.spawn(back);
+            sessions.insert(
+                client,
+                Session {
+                    upstream,
+                    last,
+                    replies: handle,
+                },
+            );
+        }
+        let Some(session) = sessions.get(&client) else {
+            continue;
+        };
+        session.last.store(now_ms(), Ordering::Relaxed);
+        match session.upstream.send(&buf[..len]).await {
+            Ok(_) => {
+                Totals::add(&totals.datagrams_up, 1);
+                Totals::add(&totals.bytes_up, len as u64);
+            }
+            Err(e) => {
+                Totals::add(&totals.upstream_failed, 1);
+                say(&format!(
+                    "{client}: {}",
+                    endpoint::udp_send_error(upstream_addr, e)
+                ));
+            }
+        }
+    }
+    replies.abort_all();
+    Ok(())
+}
+
+async fn open_upstream(upstream: SocketAddr) -> Result<UdpSocket> {
+    let any: SocketAddr = match upstream {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any)
+        .await
+        .context(|| format!("cannot open a socket to udp {upstream}"))?;
+    socket
+        .connect(upstream)
+        .await
+        .map_err(|e| endpoint::udp_send_error(upstream, e))?;
+    Ok(socket)
+}
+
+/// The upstream's replies to one session, back to its client.
+async fn send_back(
+    upstream: Arc<UdpSocket>,
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    last: Arc<AtomicU64>,
+    totals: Arc<Totals>,
+    started: Instant,
+) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let len = match upstream.recv(&mut buf).await {
+            Ok(len) => len,
+            Err(_) => {
+                // ICMP port unreachable from the upstream: counted; the session stays.
+                Totals::add(&totals.upstream_failed, 1);
+                continue;
+            }
+        };
+        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if socket.send_to(&buf[..len], client).await.is_ok() {
+            Totals::add(&totals.datagrams_down, 1);
+            Totals::add(&totals.bytes_down, len as u64);
+        }
+    }
+}
