@@ -1,0 +1,389 @@
+//! `portier relay`: TCP, TLS, UNIX and UDP joined, with real clients and
+//! upstreams (the tests' own sockets, ncat for TLS, socat as a reference).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::common::{PATIENCE, Running, free_port, have_peer, portier, run_with_input, wait_bound};
+
+/// `portier relay FROM TO ARGS`, ready when its socket is bound.
+fn relay(from: &str, to: &str, args: &[&str]) -> Running {
+    let mut command = portier();
+    command.args(["relay", from, to]).args(args);
+    let run = Running::spawn(command);
+    run.stderr.wait_for_text("relay listening on");
+    run
+}
+
+/// A TCP upstream that serves one connection with `serve`.
+fn tcp_upstream(serve: impl FnOnce(TcpStream) + Send + 'static) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        serve(stream);
+    });
+    (port, upstream)
+}
+
+/// Reads the request to its end (the client's half-close, passed on), then answers and closes.
+fn answer_after_eof(mut stream: impl Read + Write) {
+    let mut request = Vec::new();
+    stream.read_to_end(&mut request).unwrap();
+    stream.write_all(&request.to_ascii_uppercase()).unwrap();
+}
+
+fn client_exchange(
+    mut stream: impl Read + Write,
+    half_close: impl FnOnce(&mut dyn Write),
+) -> Vec<u8> {
+    stream.write_all(b"hello relay").unwrap();
+    half_close(&mut stream);
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn tcp_to_tcp_passes_half_closes_both_ways_and_counts_bytes() {
+    let (up_port, upstream) = tcp_upstream(answer_after_eof);
+    let port = free_port();
+    let mut run = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &[],
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let shutdown = stream.try_clone().unwrap();
+    let answer = client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    assert_eq!(answer, b"HELLO RELAY");
+    upstream.join().unwrap();
+    run.stderr
+        .wait_for_text("disconnected: 11 bytes to the upstream, 11 back");
+    run.stop();
+    assert!(
+        run.stderr
+            .text()
+            .contains("relay summary: 1 clients, 11 bytes to the upstream, 11 bytes back"),
+        "{}",
+        run.stderr.text()
+    );
+    assert!(run.stdout.text().is_empty(), "stdout carries no events");
+}
+
+#[test]
+fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    let (up_port, upstream) = tcp_upstream(|mut stream| {
+        let mut first = [0u8; 5];
+        stream.read_exact(&mut first).unwrap();
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream); // RST
+    });
+    let port = free_port();
+    let mut run = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &[],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"hello").unwrap();
+    upstream.join().unwrap();
+    let mut buf = [0u8; 16];
+    let read = stream.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the client sees a reset, not an orderly end: {read:?}"
+    );
+    run.stderr.wait_for_text("(reset: ");
+    run.stop();
+}
+
+#[test]
+fn a_unix_socket_in_front_of_tcp_names_its_clients_and_is_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.sock");
+    // A stale socket file (nothing accepts on it) is replaced.
+    drop(UnixListener::bind(&path).unwrap());
+    let (up_port, upstream) = tcp_upstream(answer_after_eof);
+    let from = format!("unix:{}", path.display());
+    let mut run = relay(
+        &from,
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &["--mode", "600"],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    let stream = UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let shutdown = stream.try_clone().unwrap();
+    let answer = client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    assert_eq!(answer, b"HELLO RELAY");
+    upstream.join().unwrap();
+    // After the exchange (its probe would be a client too), a second relay on the same live socket is refused, and leaves it in place.
+    let second = run_with_input(
+        {
+            let mut command = portier();
+            command.args(["relay", &from, "tcp://127.0.0.1:9"]);
+            command
+        },
+        b"",
+    );
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already listens"));
+    let pid = std::process::id();
+    run.stderr
+        .wait_for_text(&format!("unix peer pid {pid} uid 0 gid 0 disconnected"));
+    run.stop();
+    assert!(!path.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("precious");
+    std::fs::write(&path, b"keep me").unwrap();
+    let mut command = portier();
+    command.args([
+        "relay",
+        &format!("unix:{}", path.display()),
+        "tcp://127.0.0.1:9",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a socket: not removed"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+#[test]
+fn tcp_in_front_of_a_unix_socket_and_an_abstract_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upstream.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let upstream = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        answer_after_eof(stream);
+    });
+    // tcp -> unix:@name -> unix:/path: two relays in a row.
+    let name = format!("portier-test-{}", std::process::id());
+    let mut inner = relay(
+        &format!("unix:@{name}"),
+        &format!("unix:{}", path.display()),
+        &[],
+    );
+    let port = free_port();
+    let mut outer = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("unix:@{name}"),
+        &[],
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let shutdown = stream.try_clone().unwrap();
+    let answer = client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    assert_eq!(answer, b"HELLO RELAY");
+    upstream.join().unwrap();
+    outer.stop();
+    inner.stop();
+}
+
+#[test]
+fn udp_sessions_route_replies_to_their_own_client_and_end_when_idle() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut sources = Vec::new();
+        for _ in 0..2 {
+            let (len, from) = upstream.recv_from(&mut buf).unwrap();
+            upstream
+                .send_to(&buf[..len].to_ascii_uppercase(), from)
+                .unwrap();
+            sources.push(from);
+        }
+        sources
+    });
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{up_port}"),
+        &["--idle-timeout", "0.3"],
+    );
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let mut buf = [0u8; 64];
+    for (client, text) in [(&a, b"from a".as_slice()), (&b, b"from b".as_slice())] {
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.send_to(text, ("127.0.0.1", port)).unwrap();
+        let len = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], text.to_ascii_uppercase().as_slice());
+    }
+    let sources = echo.join().unwrap();
+    assert_ne!(
+        sources[0], sources[1],
+        "each client has its own upstream socket"
+    );
+    run.stderr.wait_for("both sessions to end", |b| {
+        String::from_utf8_lossy(b)
+            .matches("session ended (idle)")
+            .count()
+            >= 2
+    });
+    run.stop();
+    assert!(
+        run.stderr.text().contains("(2 datagrams up, 2 back)"),
+        "{}",
+        run.stderr.text()
+    );
+}
+
+#[test]
+fn udp_sessions_past_m_are_turned_away_and_counted() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{up_port}"),
+        &["-m", "1"],
+    );
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    first.send_to(b"1", ("127.0.0.1", port)).unwrap();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    upstream.recv_from(&mut [0u8; 8]).unwrap();
+    let second = UdpSocket::bind("127.0.0.1:0").unwrap();
+    second.send_to(b"2", ("127.0.0.1", port)).unwrap();
+    first.send_to(b"3", ("127.0.0.1", port)).unwrap();
+    upstream.recv_from(&mut [0u8; 8]).unwrap(); // "3": so "2" was handled before it
+    run.stop();
+    assert!(
+        run.stderr.text().contains("1 turned away (-m)"),
+        "{}",
+        run.stderr.text()
+    );
+}
+
+#[test]
+fn tls_in_front_of_tcp_for_an_ncat_client() {
+    if !have_peer("tls_in_front_of_tcp_for_an_ncat_client", "ncat") {
+        return;
+    }
+    let (up_port, upstream) = tcp_upstream(answer_after_eof);
+    let port = free_port();
+    let mut run = relay(
+        &format!("tls://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &["--self-signed"],
+    );
+    let mut ncat = std::process::Command::new("ncat");
+    ncat.args(["--ssl", "127.0.0.1", &port.to_string()]);
+    let out = run_with_input(ncat, b"over tls");
+    assert_eq!(
+        out.stdout,
+        b"OVER TLS",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    upstream.join().unwrap();
+    run.stop();
+}
+
+#[test]
+fn clients_outside_allow_are_refused_and_counted() {
+    let port = free_port();
+    let mut run = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        "tcp://127.0.0.1:9",
+        &["--allow", "10.0.0.0/8"],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(stream.read(&mut buf), Ok(0) | Err(_)),
+        "closed at once"
+    );
+    run.stderr.wait_for_text("refused: ");
+    run.stop();
+    assert!(run.stderr.text().contains("1 refused (--allow/--deny)"));
+}
+
+#[test]
+fn pairs_that_cannot_work_are_usage_errors() {
+    for (from, to, why) in [
+        (
+            "udp://:5000",
+            "tcp://127.0.0.1:9",
+            "both ends must be streams",
+        ),
+        ("tcp://127.0.0.1:5000", "tcp://127.0.0.1:5000", "would loop"),
+        ("tls://:5000", "tcp://127.0.0.1:9", "needs a certificate"),
+        ("tcp//:5000", "tcp://127.0.0.1:9", "not an address"),
+        ("tcp://:99999", "tcp://127.0.0.1:9", "'99999' is not a port"),
+    ] {
+        let mut command = portier();
+        command.args(["relay", from, to]);
+        let out = run_with_input(command, b"");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{from} {to}: {said}");
+        assert!(said.contains(why), "{from} {to}: {said}");
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+    }
+}
+
+#[test]
+fn the_same_bytes_as_socat_for_a_large_stream() {
+    if !have_peer("the_same_bytes_as_socat_for_a_large_stream", "socat") {
+        return;
+    }
+    // A sink that counts what reaches it, behind portier and behind socat.
+    let through = |relay_cmd: &dyn Fn(u16, u16) -> Running| {
+        let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sink_port = sink.local_addr().unwrap().port();
+        let counter = thread::spawn(move || {
+            let (mut stream, _) = sink.accept().unwrap();
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).unwrap();
+            all
+        });
+        let port = free_port();
+        let mut run = relay_cmd(port, sink_port);
+        wait_bound(false, port);
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(&data).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let got = counter.join().unwrap();
+        run.terminate();
+        let _ = run.wait();
+        (got == data, got.len())
+    };
+    let ours = through(&|port, sink| {
+        relay(
+            &format!("tcp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{sink}"),
+            &[],
+        )
+    });
+    let socat = through(&|port, sink| {
+        let mut command = std::process::Command::new("socat");
+        command.args([
+            format!("TCP-LISTEN:{port},bind=127.0.0.1"),
+            format!("TCP:127.0.0.1:{sink}"),
+        ]);
+        Running::spawn(command)
+    });
+    assert_eq!(ours, socat);
+    assert_eq!(ours, (true, 4_000_000));
+}
