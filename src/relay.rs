@@ -436,6 +436,54 @@ impl Conn {
     }
 }
 
+/// A socket without TLS, that a splice can move bytes through.
+#[cfg(target_os = "linux")]
+enum Plain<'a> {
+    Tcp(&'a TcpStream),
+    Unix(&'a UnixStream),
+}
+
+#[cfg(target_os = "linux")]
+impl Conn {
+    fn plain(&self) -> Option<Plain<'_>> {
+        match self {
+            Conn::Tcp(stream) => Some(Plain::Tcp(stream)),
+            Conn::Unix(stream) => Some(Plain::Unix(stream)),
+            Conn::TlsServer(_) | Conn::TlsClient(_) => None,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl std::os::fd::AsFd for Plain<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Plain::Tcp(stream) => stream.as_fd(),
+            Plain::Unix(stream) => stream.as_fd(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl crate::splice::ReadySocket for Plain<'_> {
+    async fn ready_for(&self, interest: tokio::io::Interest) -> io::Result<()> {
+        match self {
+            Plain::Tcp(stream) => stream.ready_for(interest).await,
+            Plain::Unix(stream) => stream.ready_for(interest).await,
+        }
+    }
+    fn try_io_for<R>(
+        &self,
+        interest: tokio::io::Interest,
+        io: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Plain::Tcp(stream) => stream.try_io_for(interest, io),
+            Plain::Unix(stream) => stream.try_io_for(interest, io),
+        }
+    }
+}
+
 macro_rules! each_conn {
     ($self:ident, $stream:ident => $body:expr) => {
         match $self.get_mut() {
@@ -482,56 +530,84 @@ struct Ended {
 
 /// Moves bytes both ways until both directions have ended, a side fails
 /// (a reset, passed on to the other as a reset), nothing moves for `idle`,
-/// or the relay stops.
+/// or the relay stops. Between two plain sockets on Linux the bytes stay in
+/// the kernel (splice); TLS goes through a buffer here.
 async fn join(
     client: Conn,
     upstream: Conn,
     idle: Option<Duration>,
     shutdown: &CancellationToken,
 ) -> Ended {
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let activity = Activity::default();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-    // The two directions borrow both sides; they are done with them after this block.
-    let why = {
-        let mut to_upstream =
-            std::pin::pin!(pump(&mut client_read, &mut upstream_write, &up, &activity));
-        let mut to_client = std::pin::pin!(pump(
-            &mut upstream_read,
-            &mut client_write,
-            &down,
-            &activity
-        ));
-        let (mut up_done, mut down_done) = (false, false);
-        loop {
-            let deadline = idle.map(|idle| activity.last() + idle);
-            tokio::select! {
-                ended = &mut to_upstream, if !up_done => match ended {
-                    Ok(()) => up_done = true,
-                    Err(e) => break Some(format!("reset: {}", crate::error::describe(&e))),
-                },
-                ended = &mut to_client, if !down_done => match ended {
-                    Ok(()) => down_done = true,
-                    Err(e) => break Some(format!("reset: {}", crate::error::describe(&e))),
-                },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    if idle.is_some_and(|idle| activity.last() + idle <= Instant::now()) {
-                        break Some("idle timeout".to_string());
-                    }
-                }
-                _ = shutdown.cancelled() => break Some("relay stopped".to_string()),
-            }
-            if up_done && down_done {
-                break None;
-            }
-        }
-    };
-    let (up, down) = (up.into_inner(), down.into_inner());
-    if why.as_deref().is_some_and(|why| why.starts_with("reset")) {
-        client_read.unsplit(client_write).reset();
-        upstream_read.unsplit(upstream_write).reset();
+    #[cfg(target_os = "linux")]
+    if let (Some(from), Some(to)) = (client.plain(), upstream.plain()) {
+        let touch = || activity.touch();
+        let to_upstream = crate::splice::splice_sockets(&from, &to, &up, touch);
+        let to_client = crate::splice::splice_sockets(&to, &from, &down, touch);
+        let why = drive(to_upstream, to_client, idle, &activity, shutdown).await;
+        return ended(client, upstream, &up, &down, why);
     }
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let to_upstream = pump(&mut client_read, &mut upstream_write, &up, &activity);
+    let to_client = pump(&mut upstream_read, &mut client_write, &down, &activity);
+    let why = drive(to_upstream, to_client, idle, &activity, shutdown).await;
+    let (client, upstream) = (
+        client_read.unsplit(client_write),
+        upstream_read.unsplit(upstream_write),
+    );
+    ended(client, upstream, &up, &down, why)
+}
+
+/// Runs both directions until they are done, one fails, `idle` passes with
+/// nothing moving, or the relay stops; why, if not both done.
+async fn drive(
+    to_upstream: impl Future<Output = io::Result<()>>,
+    to_client: impl Future<Output = io::Result<()>>,
+    idle: Option<Duration>,
+    activity: &Activity,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let (mut to_upstream, mut to_client) = (std::pin::pin!(to_upstream), std::pin::pin!(to_client));
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        let deadline = idle.map(|idle| activity.last() + idle);
+        tokio::select! {
+            ended = &mut to_upstream, if !up_done => match ended {
+                Ok(()) => up_done = true,
+                Err(e) => return Some(format!("reset: {}", crate::error::describe(&e))),
+            },
+            ended = &mut to_client, if !down_done => match ended {
+                Ok(()) => down_done = true,
+                Err(e) => return Some(format!("reset: {}", crate::error::describe(&e))),
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if idle.is_some_and(|idle| activity.last() + idle <= Instant::now()) {
+                    return Some("idle timeout".to_string());
+                }
+            }
+            _ = shutdown.cancelled() => return Some("relay stopped".to_string()),
+        }
+        if up_done && down_done {
+            return None;
+        }
+    }
+}
+
+/// The connection's account; a failure on one side is passed on as a reset.
+fn ended(
+    client: Conn,
+    upstream: Conn,
+    up: &AtomicU64,
+    down: &AtomicU64,
+    why: Option<String>,
+) -> Ended {
+    if why.as_deref().is_some_and(|why| why.starts_with("reset")) {
+        client.reset();
+        upstream.reset();
+    }
+    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     Ended { up, down, why }
 }
 

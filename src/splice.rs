@@ -9,6 +9,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
+use tokio::io::Interest;
+
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{FileType, OFlags, fcntl_getfl, fstat};
 use rustix::io::Errno;
@@ -93,6 +95,101 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = pipe_with(PipeFlags::CLOEXEC)?;
     // Best effort: a bigger pipe means fewer calls; the default (64 KiB) works too.
     let _ = fcntl_setpipe_size(&write, CHUNK);
+    Ok((read, write))
+}
+
+/// A socket tokio drives, that a splice can read or write: TCP and UNIX streams.
+pub trait ReadySocket: AsFd {
+    /// Waits until the socket may be ready for `interest`.
+    fn ready_for(&self, interest: Interest) -> impl Future<Output = io::Result<()>>;
+    /// Runs `io` on the socket; a `WouldBlock` clears the readiness tokio saw.
+    fn try_io_for<R>(
+        &self,
+        interest: Interest,
+        io: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R>;
+}
+
+macro_rules! ready_socket {
+    ($type:ty) => {
+        impl ReadySocket for $type {
+            async fn ready_for(&self, interest: Interest) -> io::Result<()> {
+                self.ready(interest).await.map(drop)
+            }
+            fn try_io_for<R>(
+                &self,
+                interest: Interest,
+                io: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                self.try_io(interest, io)
+            }
+        }
+    };
+}
+ready_socket!(tokio::net::TcpStream);
+ready_socket!(tokio::net::UnixStream);
+
+/// One non-blocking splice on `socket` once tokio says it is ready, retried until it moves.
+async fn splice_when_ready(
+    socket: &impl ReadySocket,
+    interest: Interest,
+    splice_once: impl Fn() -> io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        socket.ready_for(interest).await?;
+        match socket.try_io_for(interest, &splice_once) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            moved => return moved,
+        }
+    }
+}
+
+/// Moves what `from` sends to `to` inside the kernel until `from` ends,
+/// then half-closes `to`; for a relay, one direction of a connection, as a
+/// task among thousands (no thread of its own). `moved` counts the bytes that
+/// reached `to`; `touch` is called after each move. The pipe is made at the
+/// first byte, so a quiet connection holds no pipe.
+pub async fn splice_sockets(
+    from: &impl ReadySocket,
+    to: &impl ReadySocket,
+    moved: &AtomicU64,
+    touch: impl Fn(),
+) -> io::Result<()> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut pipe_ends: Option<(OwnedFd, OwnedFd)> = None;
+    loop {
+        from.ready_for(Interest::READABLE).await?;
+        let (pipe_read, pipe_write) = match &pipe_ends {
+            Some(ends) => ends,
+            None => pipe_ends.insert(relay_pipe()?),
+        };
+        let filled = splice_when_ready(from, Interest::READABLE, || {
+            Ok(splice(from, None, pipe_write, None, RELAY_CHUNK, flags)?)
+        })
+        .await?;
+        if filled == 0 {
+            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+        }
+        let mut left = filled;
+        while left > 0 {
+            let sent = splice_when_ready(to, Interest::WRITABLE, || {
+                Ok(splice(pipe_read, None, to, None, left, flags)?)
+            })
+            .await?;
+            left -= sent;
+            moved.fetch_add(sent as u64, Ordering::Relaxed);
+        }
+        touch();
+    }
+}
+
+/// How much one relay splice asks for, and the pipe size asked for.
+const RELAY_CHUNK: usize = 256 * 1024;
+
+fn relay_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe_with(PipeFlags::CLOEXEC)?;
+    let _ = fcntl_setpipe_size(&write, RELAY_CHUNK); // best effort: 64 KiB works too
     Ok((read, write))
 }
 
