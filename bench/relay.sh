@@ -4,12 +4,18 @@
 # and through each relay (portier relay, socat ...,fork, socat -b 131072), in turns.
 # Loopback only; every command bounded by LIMIT seconds.
 #
-# Usage: bench/relay.sh            (RUNS=5 BULK_MIB=1024 by default)
+# Then CLIENTS connections at once through portier relay (each a line, held
+# open; the upstream must get each line once; the relay's peak RSS), and
+# UDP_COUNT datagrams through a UDP relay (every one forwarded, or counted).
+#
+# Usage: bench/relay.sh            (RUNS=5 BULK_MIB=1024 CLIENTS=10000 UDP_COUNT=200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh # free_port, wait_port, now, gb_per_s, median, LIMIT
 RUNS=${RUNS:-5}
 BULK_MIB=${BULK_MIB:-1024}
+CLIENTS=${CLIENTS:-10000}
+UDP_COUNT=${UDP_COUNT:-200000}
 command -v socat >/dev/null || { echo "missing: socat" >&2; exit 1; }
 PORTIER_STARTUP_LAYOUT=1 cargo build --release --quiet  # as packaged (build.rs)
 portier=$PWD/target/release/portier
@@ -70,3 +76,41 @@ echo
 awk -v p="$(med portier)" -v s="$(med socat)" -v b="$(med "socat -b 131072")" -v d="$(med direct)" 'BEGIN {
   best = s > b ? s : b
   printf "portier relay / best socat (median): **%.2fx**; portier relay / direct: **%.2f**\n", p / best, p / d }'
+
+# Many clients at once through the relay.
+up_port=$(free_port); relay_port=$(free_port)
+"$portier" listen -t -q -m 20000 -b 127.0.0.1 "$up_port" > "$tmp/lines.out" 2>/dev/null &
+up_pid=$!
+wait_port "$up_port"
+"$portier" relay "tcp://127.0.0.1:$relay_port" "tcp://127.0.0.1:$up_port" -m 20000 2> "$tmp/relay.err" &
+relay_pid=$!
+wait_port "$relay_port"
+took=$(timeout "$LIMIT" python3 bench/many_clients.py 127.0.0.1 "$relay_port" "$CLIENTS")
+sleep 1
+rss=$(awk '/^VmHWM/ {print $2}' "/proc/$relay_pid/status")
+kill -TERM "$relay_pid" "$up_pid"; wait "$relay_pid" "$up_pid" 2>/dev/null || true
+once=$(grep -o 'client [0-9]*' "$tmp/lines.out" | sort | uniq -u | wc -l)
+echo
+echo "### $CLIENTS clients at once through portier relay"
+echo
+echo "lines the upstream got exactly once: **$once** of $CLIENTS; relay peak RSS: **$rss KiB**; python's wall time and failed connects: $took"
+echo "relay: $(grep 'relay summary' "$tmp/relay.err")"
+
+# UDP: UDP_COUNT datagrams of 64 bytes through the relay to a portier listener.
+up_port=$(free_port); relay_port=$(free_port)
+"$portier" listen -u -q -b 127.0.0.1 "$up_port" > "$tmp/udp.out" 2> "$tmp/up.err" &
+up_pid=$!
+"$portier" relay "udp://127.0.0.1:$relay_port" "udp://127.0.0.1:$up_port" 2> "$tmp/relay.err" &
+relay_pid=$!
+wait_port "$up_port"; wait_port "$relay_port"
+timeout "$LIMIT" python3 bench/udp_blast.py 127.0.0.1 "$relay_port" "$UDP_COUNT" 64
+sleep 1
+kill -TERM "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
+kill -TERM "$up_pid"; wait "$up_pid" 2>/dev/null || true
+got=$(( $(stat -c %s "$tmp/udp.out") / 64 ))
+echo
+echo "### $UDP_COUNT datagrams of 64 B through portier relay"
+echo
+echo "reached the upstream listener: **$got** of $UDP_COUNT"
+echo "relay: $(grep 'relay summary' "$tmp/relay.err")"
+echo "upstream listener: $(grep -i 'summary\|drop' "$tmp/up.err" | tail -2 | tr '\n' ' ')"

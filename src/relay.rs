@@ -58,6 +58,7 @@ pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
 /// Runs the relay until `shutdown` is cancelled, then says what it moved.
 pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<()> {
     check_pair(config)?;
+    endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
     let totals = Arc::new(Totals::default());
     let served = match &config.from {
         Address::Inet {
@@ -66,6 +67,9 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
             port,
         } => {
             let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
+            // A burst waits in the kernel while the relay forwards; what still
+            // overflows is counted there, and reported.
+            crate::udp_options::set_receive_buffer(&socket, crate::listen::DEFAULT_RECV_BUFFER)?;
             say_listening(&config.from, socket.local_addr().ok());
             relay_udp(socket, config, &totals, &shutdown).await
         }
@@ -225,6 +229,8 @@ struct Totals {
     bytes_down: AtomicU64,
     datagrams_up: AtomicU64,
     datagrams_down: AtomicU64,
+    /// Datagrams the kernel dropped before the relay read them (buffers full).
+    kernel_drops: AtomicU64,
 }
 
 impl Totals {
@@ -245,6 +251,10 @@ impl Totals {
             line += &format!(" ({} datagrams up, {} back)", datagrams.0, datagrams.1);
         }
         for (counter, what) in [
+            (
+                &self.kernel_drops,
+                "datagrams dropped by the kernel, buffers full",
+            ),
             (&self.refused, "refused (--allow/--deny)"),
             (&self.over_limit, "turned away (-m)"),
             (&self.upstream_failed, "upstream failures"),
@@ -697,6 +707,8 @@ async fn relay_udp(
                     let alive = quiet < idle.as_millis() as u64;
                     if !alive {
                         session.replies.abort();
+                        let drops = crate::sys::kernel_drops(session.upstream.as_ref());
+                        Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
                         say(&format!("{client} session ended (idle)"));
                     }
                     alive
@@ -770,6 +782,12 @@ async fn relay_udp(
         }
     }
     replies.abort_all();
+    let upstreams = sessions.values().map(|session| session.upstream.as_ref());
+    let drops = std::iter::once(socket.as_ref())
+        .chain(upstreams)
+        .filter_map(crate::sys::kernel_drops)
+        .sum();
+    Totals::add(&totals.kernel_drops, drops);
     Ok(())
 }
 

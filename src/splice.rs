@@ -162,6 +162,10 @@ pub async fn splice_sockets(
         from.ready_for(Interest::READABLE).await?;
         let (pipe_read, pipe_write) = match &pipe_ends {
             Some(ends) => ends,
+            // A first wake-up may be the end already: then no pipe is made.
+            None if peek_end(from)? => {
+                return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            }
             None => pipe_ends.insert(relay_pipe()?),
         };
         let filled = splice_when_ready(from, Interest::READABLE, || {
@@ -181,6 +185,18 @@ pub async fn splice_sockets(
             moved.fetch_add(sent as u64, Ordering::Relaxed);
         }
         touch();
+    }
+}
+
+/// True when `socket` has ended (a peek finds no byte); false when it has
+/// data, or nothing yet (the splice then waits again).
+fn peek_end(socket: &impl ReadySocket) -> io::Result<bool> {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    let peek = || socket2::SockRef::from(socket).peek(&mut byte);
+    match socket.try_io_for(Interest::READABLE, peek) {
+        Ok(len) => Ok(len == 0),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
