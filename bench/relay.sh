@@ -17,6 +17,8 @@ BULK_MIB=${BULK_MIB:-1024}
 CLIENTS=${CLIENTS:-10000}
 UDP_COUNT=${UDP_COUNT:-200000}
 command -v socat >/dev/null || { echo "missing: socat" >&2; exit 1; }
+# Two sockets a relayed client: 10,000 clients need more than the usual 20,000 descriptors.
+ulimit -n 65536 2>/dev/null || echo "cannot raise the open-file limit (run as root for CLIENTS=10000)" >&2
 PORTIER_STARTUP_LAYOUT=1 cargo build --release --quiet  # as packaged (build.rs)
 portier=$PWD/target/release/portier
 tmp=$(mktemp -d)

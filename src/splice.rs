@@ -129,7 +129,7 @@ macro_rules! ready_socket {
 ready_socket!(tokio::net::TcpStream);
 ready_socket!(tokio::net::UnixStream);
 
-/// One non-blocking splice on `socket` once tokio says it is ready, retried until it moves.
+/// One non-blocking splice (or write) on `socket` once tokio says it is ready, retried until it moves.
 async fn splice_when_ready(
     socket: &impl ReadySocket,
     interest: Interest,
@@ -148,8 +148,8 @@ async fn splice_when_ready(
 /// Moves what `from` sends to `to` inside the kernel until `from` ends,
 /// then half-closes `to`; for a relay, one direction of a connection, as a
 /// task among thousands (no thread of its own). `moved` counts the bytes that
-/// reached `to`; `touch` is called after each move. The pipe is made at the
-/// first byte, so a quiet connection holds no pipe.
+/// reached `to`; `touch` is called after each move. A pipe is held only
+/// while bytes keep coming: a quiet connection holds two descriptors, not six.
 pub async fn splice_sockets(
     from: &impl ReadySocket,
     to: &impl ReadySocket,
@@ -157,45 +157,85 @@ pub async fn splice_sockets(
     touch: impl Fn(),
 ) -> io::Result<()> {
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    let mut pipe_ends: Option<(OwnedFd, OwnedFd)> = None;
     loop {
         from.ready_for(Interest::READABLE).await?;
-        let (pipe_read, pipe_write) = match &pipe_ends {
-            Some(ends) => ends,
-            // A first wake-up may be the end already: then no pipe is made.
-            None if peek_end(from)? => {
+        // A wake-up may be the end already, or nothing: then no pipe is made.
+        match peek(from)? {
+            Some(0) => return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write),
+            Some(_) => {}
+            None => continue,
+        }
+        let (pipe_read, pipe_write) = match relay_pipe() {
+            Ok(pipe) => pipe,
+            // Out of descriptors: this burst goes through a buffer instead.
+            Err(_) => match copy_burst(from, to, moved).await? {
+                true => return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write),
+                false => continue,
+            },
+        };
+        // Until `from` has nothing more for now; the pipe is closed then.
+        loop {
+            let fill = || Ok(splice(from, None, &pipe_write, None, RELAY_CHUNK, flags)?);
+            let filled = match from.try_io_for(Interest::READABLE, fill) {
+                Ok(filled) => filled,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if filled == 0 {
                 return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
             }
-            None => pipe_ends.insert(relay_pipe()?),
-        };
-        let filled = splice_when_ready(from, Interest::READABLE, || {
-            Ok(splice(from, None, pipe_write, None, RELAY_CHUNK, flags)?)
-        })
-        .await?;
-        if filled == 0 {
-            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            let mut left = filled;
+            while left > 0 {
+                let sent = splice_when_ready(to, Interest::WRITABLE, || {
+                    Ok(splice(&pipe_read, None, to, None, left, flags)?)
+                })
+                .await?;
+                left -= sent;
+                moved.fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            touch();
         }
-        let mut left = filled;
-        while left > 0 {
-            let sent = splice_when_ready(to, Interest::WRITABLE, || {
-                Ok(splice(pipe_read, None, to, None, left, flags)?)
-            })
-            .await?;
-            left -= sent;
-            moved.fetch_add(sent as u64, Ordering::Relaxed);
-        }
-        touch();
     }
 }
 
-/// True when `socket` has ended (a peek finds no byte); false when it has
-/// data, or nothing yet (the splice then waits again).
-fn peek_end(socket: &impl ReadySocket) -> io::Result<bool> {
+/// Copies what `from` has for now to `to` through a buffer; true at its end.
+async fn copy_burst(
+    from: &impl ReadySocket,
+    to: &impl ReadySocket,
+    moved: &AtomicU64,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; 16 * 1024]; // on the heap: a task the size of a buffer, times 10,000, is resident
+    loop {
+        let read = || Ok(rustix::io::read(from, &mut buf)?);
+        let filled = match from.try_io_for(Interest::READABLE, read) {
+            Ok(filled) => filled,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if filled == 0 {
+            return Ok(true);
+        }
+        let mut sent = 0;
+        while sent < filled {
+            let chunk = &buf[sent..filled];
+            sent += splice_when_ready(to, Interest::WRITABLE, || Ok(rustix::io::write(to, chunk)?))
+                .await?;
+        }
+        moved.fetch_add(filled as u64, Ordering::Relaxed);
+    }
+}
+
+/// Peeks one byte: `Some(0)` when `socket` has ended, `Some(1)` when a byte
+/// waits, `None` when there is nothing yet (tokio's readiness is then cleared).
+fn peek(socket: &impl ReadySocket) -> io::Result<Option<usize>> {
     let mut byte = [std::mem::MaybeUninit::uninit()];
     let peek = || socket2::SockRef::from(socket).peek(&mut byte);
     match socket.try_io_for(Interest::READABLE, peek) {
-        Ok(len) => Ok(len == 0),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Ok(len) => Ok(Some(len)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
         Err(e) => Err(e),
     }
 }
