@@ -225,10 +225,13 @@ pub enum Family {
     V6,
 }
 
-/// Where a client's traffic starts from: a family to keep to, and a source
-/// address or port to bind (nc's `-4`/`-6`, `-s` and `-p`). The default is any.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a client's traffic leaves: a family to keep to, a source address or
+/// port to bind (nc's `-4`/`-6`, `-s` and `-p`), or a proxy to go through
+/// (TCP). The default is straight out, from any address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
+    /// TCP goes through this proxy, which resolves and connects (family and source do not apply).
+    pub proxy: Option<crate::proxy::Proxy>,
     /// Only peers of this family.
     pub family: Option<Family>,
     /// The local address to send from.
@@ -238,6 +241,14 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Straight out, or through `proxy`.
+    pub fn through(proxy: Option<crate::proxy::Proxy>) -> Origin {
+        Origin {
+            proxy,
+            ..Origin::default()
+        }
+    }
+
     /// True when `peer` can be reached from here: the family asked, and the source's.
     fn admits(&self, peer: &SocketAddr) -> bool {
         self.admits_ip(peer.ip())
@@ -333,6 +344,11 @@ pub async fn connect_plain_tcp(
 
 /// The first address of `host` that accepts a connection from `origin`.
 async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStream, SocketAddr)> {
+    if let Some(proxy) = &origin.proxy {
+        let stream = crate::proxy::connect(proxy, host, port).await?;
+        let via = stream.peer_addr().context(|| format!("proxy {proxy}"))?;
+        return Ok((stream, natural(via)));
+    }
     let mut last = None;
     for addr in origin.resolve(host, port).await? {
         match origin.connect_tcp(addr).await {

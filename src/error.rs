@@ -121,6 +121,15 @@ pub enum Error {
     #[error("{0}")]
     Program(String),
 
+    /// A proxy could not be used; it is named without its credentials.
+    #[error("proxy {proxy}: {why}")]
+    Proxy {
+        /// The proxy, as shown (no user name, no password).
+        proxy: String,
+        /// What went wrong.
+        why: String,
+    },
+
     /// TLS set-up or verification failed; the text says which check.
     #[error("{0}")]
     Tls(String),

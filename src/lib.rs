@@ -34,6 +34,7 @@ pub mod framing;
 pub mod listen;
 pub mod message;
 pub mod nc;
+pub mod proxy;
 pub mod relay;
 pub mod sink;
 #[cfg(target_os = "linux")]

@@ -50,6 +50,8 @@ pub struct RelayConfig {
     pub client_tls: ClientTlsConfig,
     /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
     pub unix_mode: Option<u32>,
+    /// TO over TCP or TLS: go through this proxy.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
@@ -362,7 +364,13 @@ async fn serve_streams(
                 },
                 (conn, _) => conn,
             };
-            let upstream = match connect_upstream(&config.to, connector.as_ref()).await {
+            let upstream = match connect_upstream(
+                &config.to,
+                &Origin::through(config.proxy.clone()),
+                connector.as_ref(),
+            )
+            .await
+            {
                 Ok(upstream) => upstream,
                 Err(e) => {
                     Totals::add(&totals.upstream_failed, 1);
@@ -389,12 +397,12 @@ async fn serve_streams(
 
 async fn connect_upstream(
     to: &Address,
+    origin: &Origin,
     connector: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Conn> {
     match to {
         Address::Inet { host, port, .. } => {
-            let (stream, _) =
-                endpoint::connect_plain_tcp((host, *port), &Origin::default(), None).await?;
+            let (stream, _) = endpoint::connect_plain_tcp((host, *port), origin, None).await?;
             match connector {
                 None => Ok(Conn::Tcp(stream)),
                 Some(connector) => {

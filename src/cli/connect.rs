@@ -37,11 +37,14 @@ pub(super) struct ConnectArgs {
     sh_exec: Option<String>,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    proxy: super::ProxyArgs,
 }
 
 impl ConnectArgs {
     pub(super) fn config(&self) -> Result<ConnectConfig> {
         Ok(ConnectConfig {
+            proxy: self.proxy.for_host(&self.host, !self.udp)?,
             host: self.host.clone(),
             port: self.port,
             proto: proto(self.udp),

@@ -152,6 +152,29 @@ pub(crate) fn loopback_only(bind: Option<&str>) -> bool {
     }
 }
 
+/// `--proxy URL` for the TCP clients; without it, `ALL_PROXY` unless `NO_PROXY` exempts the host.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// Go through this proxy: socks5://[USER:PASS@]HOST:PORT (socks5h:// to let it resolve names)
+    /// or http://[USER:PASS@]HOST:PORT (CONNECT); ALL_PROXY and NO_PROXY are honoured as curl does
+    #[arg(long, value_name = "URL")]
+    proxy: Option<portier::proxy::Proxy>,
+}
+
+impl ProxyArgs {
+    /// The proxy to reach `host` through; none for UDP, which proxies here do not carry.
+    pub(crate) fn for_host(&self, host: &str, tcp: bool) -> Result<Option<portier::proxy::Proxy>> {
+        match (&self.proxy, tcp) {
+            (Some(_), false) => Err(Error::Usage(
+                "--proxy carries TCP (and TLS) only, not UDP".into(),
+            )),
+            (Some(proxy), true) => Ok(Some(proxy.clone())),
+            (None, true) => portier::proxy::from_env(host),
+            (None, false) => Ok(None),
+        }
+    }
+}
+
 pub(crate) fn proto(udp: bool) -> Proto {
     if udp { Proto::Udp } else { Proto::Tcp }
 }
@@ -203,7 +226,8 @@ impl Cli {
                 Box::pin(portier::listen::run(listen, output, handed_in, shutdown))
             }
             Command::Send(Deferred(args)) => {
-                Box::pin(async move { portier::client::send(&args.config()).await })
+                let config = args.config()?;
+                Box::pin(async move { portier::client::send(&config).await })
             }
             Command::Connect(Deferred(args)) => {
                 let config = args.config()?;
@@ -308,7 +332,7 @@ mod tests {
         let Command::Send(Deferred(args)) = cli.command else {
             panic!("not send")
         };
-        let config = args.config();
+        let config = args.config().unwrap();
         assert_eq!(
             config.source,
             Source::Message(Bytes::from_static(b"abc defg!"))

@@ -132,6 +132,7 @@ impl NcArgs {
                 family,
                 ip: self.source,
                 port: self.port.filter(|_| !self.listen),
+                ..Origin::default()
             },
             ending: Ending {
                 read_stdin: !self.no_stdin,

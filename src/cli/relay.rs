@@ -7,7 +7,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 use ipnet::IpNet;
 use portier::access::{AccessList, parse_range};
-use portier::address::Address;
+use portier::address::{Address, Transport};
 use portier::error::{Error, Result};
 use portier::relay::RelayConfig;
 use portier::tls::{ClientTlsConfig, Fingerprint, ServerIdentity, ServerTlsConfig};
@@ -68,6 +68,8 @@ pub(super) struct RelayArgs {
     /// FROM unix:/path: the socket file's permissions, in octal (e.g. 660)
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     mode: Option<u32>,
+    #[command(flatten)]
+    proxy: super::ProxyArgs,
 }
 
 fn parse_mode(text: &str) -> std::result::Result<u32, String> {
@@ -111,6 +113,18 @@ impl RelayArgs {
                 key: None,
             },
             unix_mode: self.mode,
+            proxy: match &self.to {
+                Address::Inet {
+                    transport: Transport::Tcp | Transport::Tls,
+                    host,
+                    ..
+                } => self.proxy.for_host(host, true)?,
+                Address::Inet { .. } => self.proxy.for_host("", false)?,
+                Address::Unix { .. } if self.proxy.proxy.is_some() => {
+                    return Err(Error::Usage("--proxy is for a tcp:// or tls:// TO".into()));
+                }
+                Address::Unix { .. } => None,
+            },
         })
     }
 }

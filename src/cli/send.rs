@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use portier::client::{Repeat, SendConfig, Source};
+use portier::error::Result;
 use portier::tls::{ClientTlsConfig, Fingerprint};
 use portier::udp_options::{Interface, SendOptions};
 
@@ -72,6 +73,8 @@ pub(super) struct SendArgs {
     interval: Duration,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    proxy: super::ProxyArgs,
 }
 
 /// TLS options of `send` and `connect`.
@@ -110,7 +113,7 @@ impl ClientTlsArgs {
 }
 
 impl SendArgs {
-    pub(super) fn config(&self) -> SendConfig {
+    pub(super) fn config(&self) -> Result<SendConfig> {
         let source = match (&self.file, self.message.is_empty()) {
             (Some(path), _) => Source::File(path.clone()),
             (None, true) => Source::Stdin,
@@ -119,7 +122,8 @@ impl SendArgs {
                 Source::Message(Bytes::from(words.join(&b' ')))
             }
         };
-        SendConfig {
+        Ok(SendConfig {
+            proxy: self.proxy.for_host(&self.host, !self.udp)?,
             host: self.host.clone(),
             port: self.port,
             proto: proto(self.udp),
@@ -137,6 +141,6 @@ impl SendArgs {
             },
             reply_timeout: self.reply.then_some(self.reply_timeout),
             tls: self.tls.config(),
-        }
+        })
     }
 }

@@ -14,6 +14,7 @@ mod interop;
 mod listen;
 mod nc;
 mod netns;
+mod proxy;
 mod relay;
 mod send_connect;
 mod server;
