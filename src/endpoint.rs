@@ -232,6 +232,8 @@ pub enum Family {
 pub struct Origin {
     /// TCP goes through this proxy, which resolves and connects (family and source do not apply).
     pub proxy: Option<crate::proxy::Proxy>,
+    /// TCP: probe an idle connection this often, so a peer that vanished is noticed.
+    pub keepalive: Option<Duration>,
     /// Only peers of this family.
     pub family: Option<Family>,
     /// The local address to send from.
@@ -241,14 +243,6 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Straight out, or through `proxy`.
-    pub fn through(proxy: Option<crate::proxy::Proxy>) -> Origin {
-        Origin {
-            proxy,
-            ..Origin::default()
-        }
-    }
-
     /// True when `peer` can be reached from here: the family asked, and the source's.
     fn admits(&self, peer: &SocketAddr) -> bool {
         self.admits_ip(peer.ip())
@@ -290,7 +284,7 @@ impl Origin {
 
     /// A TCP connection to `peer` from this origin.
     async fn connect_tcp(&self, peer: SocketAddr) -> io::Result<TcpStream> {
-        if *self == Origin::default() {
+        if self.ip.is_none() && self.port.is_none() {
             return TcpStream::connect(peer).await;
         }
         let socket = match peer {
@@ -301,6 +295,22 @@ impl Origin {
         socket.bind(self.local_for(peer))?;
         socket.connect(peer).await
     }
+}
+
+/// TCP keepalive (`--keepalive`): after `every` without traffic, a probe
+/// every third of that; a peer that answers none of three is given up on.
+pub fn set_keepalive(stream: &TcpStream, every: Option<Duration>) -> Result<()> {
+    let Some(every) = every else {
+        return Ok(());
+    };
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(every)
+        .with_interval((every / 3).max(Duration::from_secs(1)));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let keepalive = keepalive.with_retries(3);
+    socket2::SockRef::from(stream)
+        .set_tcp_keepalive(&keepalive)
+        .context(|| "cannot turn on TCP keepalive".into())
 }
 
 /// A connected TCP stream, in clear or TLS, and the peer it reached.
@@ -347,12 +357,16 @@ async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStr
     if let Some(proxy) = &origin.proxy {
         let stream = crate::proxy::connect(proxy, host, port).await?;
         let via = stream.peer_addr().context(|| format!("proxy {proxy}"))?;
+        set_keepalive(&stream, origin.keepalive)?;
         return Ok((stream, natural(via)));
     }
     let mut last = None;
     for addr in origin.resolve(host, port).await? {
         match origin.connect_tcp(addr).await {
-            Ok(stream) => return Ok((stream, natural(addr))),
+            Ok(stream) => {
+                set_keepalive(&stream, origin.keepalive)?;
+                return Ok((stream, natural(addr)));
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 last = Some(Error::Refused { addr });
             }

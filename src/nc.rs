@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{CheckConfig, PortState, check_ports, program_session};
+use crate::client::{Family, Origin};
 use crate::client::{PeerOutput, lost};
 use crate::endpoint;
-pub use crate::endpoint::{Family, Origin};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::Program;
 use crate::message::Proto;

@@ -50,8 +50,8 @@ pub struct RelayConfig {
     pub client_tls: ClientTlsConfig,
     /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
     pub unix_mode: Option<u32>,
-    /// TO over TCP or TLS: go through this proxy.
-    pub proxy: Option<crate::proxy::Proxy>,
+    /// How connections to TO leave (a proxy, keepalive); keepalive applies to clients too.
+    pub origin: Origin,
 }
 
 /// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
@@ -328,6 +328,12 @@ async fn serve_streams(
             Some(_) = clients.join_next(), if !clients.is_empty() => continue,
         };
         let (conn, name, ip_peer) = match accepted {
+            Ok((Conn::Tcp(stream), name, peer)) => {
+                if let Err(e) = endpoint::set_keepalive(&stream, config.origin.keepalive) {
+                    say(&format!("{name}: {e}"));
+                }
+                (Conn::Tcp(stream), name, peer)
+            }
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
@@ -364,19 +370,14 @@ async fn serve_streams(
                 },
                 (conn, _) => conn,
             };
-            let upstream = match connect_upstream(
-                &config.to,
-                &Origin::through(config.proxy.clone()),
-                connector.as_ref(),
-            )
-            .await
-            {
-                Ok(upstream) => upstream,
-                Err(e) => {
-                    Totals::add(&totals.upstream_failed, 1);
-                    return say(&format!("{name}: {e}; client closed"));
-                }
-            };
+            let upstream =
+                match connect_upstream(&config.to, &config.origin, connector.as_ref()).await {
+                    Ok(upstream) => upstream,
+                    Err(e) => {
+                        Totals::add(&totals.upstream_failed, 1);
+                        return say(&format!("{name}: {e}; client closed"));
+                    }
+                };
             say(&format!("{name} connected, relayed to {}", config.to));
             let ended = join(client, upstream, config.idle_timeout, &shutdown).await;
             Totals::add(&totals.bytes_up, ended.up);

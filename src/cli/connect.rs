@@ -38,13 +38,13 @@ pub(super) struct ConnectArgs {
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
-    proxy: super::ProxyArgs,
+    origin: super::OriginArgs,
 }
 
 impl ConnectArgs {
     pub(super) fn config(&self) -> Result<ConnectConfig> {
         Ok(ConnectConfig {
-            proxy: self.proxy.for_host(&self.host, !self.udp)?,
+            origin: self.origin.origin(&self.host, !self.udp)?,
             host: self.host.clone(),
             port: self.port,
             proto: proto(self.udp),

@@ -111,6 +111,9 @@ pub(super) struct ListenArgs {
     /// Close TCP clients that send nothing, or take nothing we write, for this long (e.g. 30, 5m)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     idle_timeout: Option<Duration>,
+    /// TCP keepalive: probe a client idle this long, so one that vanished frees its slot
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
+    keepalive: Option<Duration>,
     /// UDP: join this multicast group (e.g. 239.1.2.3, ff02::1234); repeatable
     #[arg(long, value_name = "GROUP")]
     join: Vec<std::net::IpAddr>,
@@ -200,6 +203,7 @@ impl ListenArgs {
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
             idle_timeout: self.idle_timeout,
+            keepalive: self.keepalive,
             echo_rate: self.echo_rate,
             exec: program,
             join: self.join.clone(),

@@ -152,18 +152,30 @@ pub(crate) fn loopback_only(bind: Option<&str>) -> bool {
     }
 }
 
-/// `--proxy URL` for the TCP clients; without it, `ALL_PROXY` unless `NO_PROXY` exempts the host.
+/// How the TCP clients' connections leave: `--proxy URL` (without it,
+/// `ALL_PROXY` unless `NO_PROXY` exempts the host) and `--keepalive SECS`.
 #[derive(Debug, Args)]
-pub(crate) struct ProxyArgs {
+pub(crate) struct OriginArgs {
     /// Go through this proxy: socks5://[USER:PASS@]HOST:PORT (socks5h:// to let it resolve names)
     /// or http://[USER:PASS@]HOST:PORT (CONNECT); ALL_PROXY and NO_PROXY are honoured as curl does
     #[arg(long, value_name = "URL")]
     proxy: Option<portier::proxy::Proxy>,
+    /// TCP keepalive: probe a connection idle this long, so a peer that vanished is noticed
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
+    keepalive: Option<Duration>,
 }
 
-impl ProxyArgs {
-    /// The proxy to reach `host` through; none for UDP, which proxies here do not carry.
-    pub(crate) fn for_host(&self, host: &str, tcp: bool) -> Result<Option<portier::proxy::Proxy>> {
+impl OriginArgs {
+    /// The way to `host`: its proxy (none for UDP, which proxies here do not carry) and keepalive.
+    pub(crate) fn origin(&self, host: &str, tcp: bool) -> Result<portier::client::Origin> {
+        Ok(portier::client::Origin {
+            proxy: self.proxy_for(host, tcp)?,
+            keepalive: self.keepalive,
+            ..Default::default()
+        })
+    }
+
+    fn proxy_for(&self, host: &str, tcp: bool) -> Result<Option<portier::proxy::Proxy>> {
         match (&self.proxy, tcp) {
             (Some(_), false) => Err(Error::Usage(
                 "--proxy carries TCP (and TLS) only, not UDP".into(),

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 use portier::client::parse_ports;
+use portier::client::{Family, Origin};
 use portier::error::{Error, Result};
-use portier::nc::{Ending, Family, NcConfig, NcMode, Origin};
+use portier::nc::{Ending, NcConfig, NcMode};
 
 use super::{loopback_only, parse_duration, program, proto};
 

@@ -8,6 +8,7 @@ use clap::builder::TypedValueParser;
 use ipnet::IpNet;
 use portier::access::{AccessList, parse_range};
 use portier::address::{Address, Transport};
+use portier::client::Origin;
 use portier::error::{Error, Result};
 use portier::relay::RelayConfig;
 use portier::tls::{ClientTlsConfig, Fingerprint, ServerIdentity, ServerTlsConfig};
@@ -69,7 +70,7 @@ pub(super) struct RelayArgs {
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     mode: Option<u32>,
     #[command(flatten)]
-    proxy: super::ProxyArgs,
+    origin: super::OriginArgs,
 }
 
 fn parse_mode(text: &str) -> std::result::Result<u32, String> {
@@ -113,17 +114,20 @@ impl RelayArgs {
                 key: None,
             },
             unix_mode: self.mode,
-            proxy: match &self.to {
+            origin: match &self.to {
                 Address::Inet {
                     transport: Transport::Tcp | Transport::Tls,
                     host,
                     ..
-                } => self.proxy.for_host(host, true)?,
-                Address::Inet { .. } => self.proxy.for_host("", false)?,
-                Address::Unix { .. } if self.proxy.proxy.is_some() => {
+                } => self.origin.origin(host, true)?,
+                Address::Inet { .. } => self.origin.origin("", false)?,
+                Address::Unix { .. } if self.origin.proxy.is_some() => {
                     return Err(Error::Usage("--proxy is for a tcp:// or tls:// TO".into()));
                 }
-                Address::Unix { .. } => None,
+                Address::Unix { .. } => Origin {
+                    keepalive: self.origin.keepalive,
+                    ..Origin::default()
+                },
             },
         })
     }

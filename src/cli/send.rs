@@ -74,7 +74,7 @@ pub(super) struct SendArgs {
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
-    proxy: super::ProxyArgs,
+    origin: super::OriginArgs,
 }
 
 /// TLS options of `send` and `connect`.
@@ -123,7 +123,7 @@ impl SendArgs {
             }
         };
         Ok(SendConfig {
-            proxy: self.proxy.for_host(&self.host, !self.udp)?,
+            origin: self.origin.origin(&self.host, !self.udp)?,
             host: self.host.clone(),
             port: self.port,
             proto: proto(self.udp),

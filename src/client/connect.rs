@@ -37,8 +37,8 @@ pub struct ConnectConfig {
     pub tls: Option<ClientTlsConfig>,
     /// TCP: a program talks to the peer instead of stdin and stdout.
     pub exec: Option<Program>,
-    /// TCP: go through this proxy.
-    pub proxy: Option<crate::proxy::Proxy>,
+    /// TCP: how the connection leaves (a proxy, keepalive).
+    pub origin: Origin,
 }
 
 /// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
@@ -54,7 +54,7 @@ async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
     let stream = endpoint::connect_tcp(
         (host, port),
-        &Origin::through(config.proxy.clone()),
+        &config.origin,
         config.timeout,
         config.tls.as_ref(),
     )

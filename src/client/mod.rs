@@ -12,6 +12,7 @@ mod progress;
 mod send;
 mod stream;
 
+pub use crate::endpoint::{Family, Origin};
 pub use crate::exec::Program;
 pub use check::{CheckConfig, CheckOutput, PortReport, PortState, check, check_ports, parse_ports};
 pub use connect::{ConnectConfig, UDP_LINGER, connect};

@@ -55,8 +55,8 @@ pub struct SendConfig {
     pub reply_timeout: Option<Duration>,
     /// TCP: speak TLS.
     pub tls: Option<ClientTlsConfig>,
-    /// TCP: go through this proxy.
-    pub proxy: Option<crate::proxy::Proxy>,
+    /// TCP: how the connection leaves (a proxy, keepalive).
+    pub origin: Origin,
 }
 
 impl SendConfig {
@@ -73,7 +73,7 @@ impl SendConfig {
             repeat: Repeat::default(),
             reply_timeout: None,
             tls: None,
-            proxy: None,
+            origin: Origin::default(),
         }
     }
 }
@@ -92,7 +92,7 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
     let stream = endpoint::connect_tcp(
         (host, port),
-        &Origin::through(config.proxy.clone()),
+        &config.origin,
         config.timeout,
         config.tls.as_ref(),
     )

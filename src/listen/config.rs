@@ -59,6 +59,8 @@ pub struct ListenConfig {
     /// Close TCP clients that send nothing, or take nothing written to
     /// them (echo, broker, chat), for this long.
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on every client: probe one idle this long, so a vanished peer frees its slot.
+    pub keepalive: Option<Duration>,
     /// UDP echo: replies per second to any one peer, at most.
     pub echo_rate: u32,
     /// TCP: run this program for each client, the connection on its stdin and stdout.
@@ -91,6 +93,7 @@ impl Default for ListenConfig {
             access: AccessList::default(),
             max_conns: DEFAULT_MAX_CONNS,
             idle_timeout: None,
+            keepalive: None,
             echo_rate: DEFAULT_ECHO_RATE,
             exec: None,
             join: Vec::new(),

@@ -213,6 +213,7 @@ impl Listener {
             max_conns: config.max_conns,
             connections: Arc::new(Semaphore::new(config.max_conns)),
             idle_timeout: config.idle_timeout,
+            keepalive: config.keepalive,
             echo_rate: config.echo_rate,
             exec: config.exec.clone(),
             hub: replies::Hub::default(),
@@ -273,6 +274,7 @@ struct Context {
     /// One permit per TCP client being served.
     connections: Arc<Semaphore>,
     idle_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
     echo_rate: u32,
     /// `--exec`: the program each TCP client talks to.
     exec: Option<Program>,

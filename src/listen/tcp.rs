@@ -89,6 +89,10 @@ async fn serve_connection(
 ) {
     let started = Instant::now();
     let local = stream.local_addr().ok();
+    if let Err(e) = crate::endpoint::set_keepalive(&stream, context.keepalive) {
+        let error = Message::new(Proto::Tcp, Some(peer), Event::Error(e.to_string()));
+        context.emit(error).await;
+    }
     let (mut reader, writer, subject) = match open(stream, &context).await {
         Ok(opened) => opened,
         Err(error) => {

@@ -234,3 +234,54 @@ fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
         assert!(server.wait().success());
     }
 }
+
+/// The timers `ss` shows for established TCP sockets matching `filter`.
+fn socket_timers(filter: &str) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn keepalive_is_on_for_clients_and_for_the_listener_when_asked() {
+    // connect --keepalive: its socket to the server probes when idle.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = portier()
+        .args([
+            "connect",
+            "--keepalive",
+            "30",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let ours = socket_timers(&format!("( dport = :{port} )"));
+    assert!(ours.contains("timer:(keepalive,"), "{ours}");
+    let _ = client.kill();
+    let _ = client.wait();
+
+    // listen --keepalive: each accepted client is probed; without it, none is.
+    for (args, wanted) in [
+        (&["-t", "--keepalive", "30"][..], true),
+        (&["-t"][..], false),
+    ] {
+        let mut server = Server::start(args);
+        let _stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        server.run.stderr.wait_for_text("connect");
+        let timers = socket_timers(&format!("( sport = :{} )", server.port));
+        assert_eq!(
+            timers.contains("timer:(keepalive,"),
+            wanted,
+            "{args:?}: {timers}"
+        );
+        server.run.stop();
+    }
+}
