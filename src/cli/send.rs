@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use portier::client::{Repeat, SendConfig, Source};
+use portier::client::{OnFull, Reconnect, Repeat, SendConfig, Source};
 use portier::error::Result;
 use portier::tls::{ClientTlsConfig, Fingerprint};
 use portier::udp_options::{Interface, SendOptions};
@@ -71,10 +71,60 @@ pub(super) struct SendArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration, default_value = "1",
           requires = "count")]
     interval: Duration,
+    /// TCP: send line by line, and connect again (backoff with jitter) whenever the connection breaks
+    #[arg(long, conflicts_with_all = ["udp", "tls"])]
+    reconnect: bool,
+    /// --reconnect: bytes of lines kept while disconnected (e.g. 64KiB, 10MiB)
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size, requires = "reconnect")]
+    buffer: usize,
+    /// --reconnect: a full buffer stops reading input (block) or drops lines, counted (drop)
+    #[arg(long, value_enum, default_value = "block", requires = "reconnect")]
+    on_full: OnFullArg,
+    /// --reconnect: the first wait before connecting again; it doubles up to --retry-max
+    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_positive_duration, requires = "reconnect")]
+    retry_min: Duration,
+    /// --reconnect: the longest wait between two attempts
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_positive_duration, requires = "reconnect")]
+    retry_max: Duration,
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
     origin: super::OriginArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnFullArg {
+    Block,
+    Drop,
+}
+
+/// `65536`, `64KiB`, `10MiB`, `1GiB` (and K, M, G, KB, MB, GB as powers of 1024 too).
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let digits = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text.trim()[digits.len()..];
+    let scale: usize = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{text}': a size is a number of bytes, or 64KiB, 10MiB, 1GiB"
+            ));
+        }
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(size) if size > 0 => Ok(size),
+        _ => Err(format!(
+            "'{text}': a size is a number of bytes above 0, or 64KiB, 10MiB, 1GiB"
+        )),
+    }
 }
 
 /// TLS options of `send` and `connect`.
@@ -141,6 +191,15 @@ impl SendArgs {
             },
             reply_timeout: self.reply.then_some(self.reply_timeout),
             tls: self.tls.config(),
+            reconnect: self.reconnect.then(|| Reconnect {
+                backoff_min: self.retry_min,
+                backoff_max: self.retry_max.max(self.retry_min),
+                buffer: self.buffer,
+                on_full: match self.on_full {
+                    OnFullArg::Block => OnFull::Block,
+                    OnFullArg::Drop => OnFull::Drop,
+                },
+            }),
         })
     }
 }

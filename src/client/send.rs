@@ -57,6 +57,8 @@ pub struct SendConfig {
     pub tls: Option<ClientTlsConfig>,
     /// TCP: how the connection leaves (a proxy, keepalive).
     pub origin: Origin,
+    /// TCP: send line by line, connecting again whenever the connection breaks.
+    pub reconnect: Option<super::Reconnect>,
 }
 
 impl SendConfig {
@@ -74,6 +76,7 @@ impl SendConfig {
             reply_timeout: None,
             tls: None,
             origin: Origin::default(),
+            reconnect: None,
         }
     }
 }
@@ -90,6 +93,17 @@ pub async fn send(config: &SendConfig) -> Result<()> {
 async fn send_tcp(config: &SendConfig) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
+    if let Some(reconnect) = &config.reconnect {
+        let target = (host.as_str(), port);
+        return super::reconnect::send_reconnecting(
+            input.reader,
+            target,
+            &config.origin,
+            config.timeout,
+            reconnect,
+        )
+        .await;
+    }
     let stream = endpoint::connect_tcp(
         (host, port),
         &config.origin,

@@ -57,3 +57,19 @@ pub fn kernel_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
 pub fn kernel_drops<S>(_socket: &S) -> Option<u64> {
     None
 }
+
+/// How many bytes written to this TCP socket its peer has not acknowledged
+/// (`SIOCOUTQ`); after the connection broke, what never reached the peer.
+#[cfg(target_os = "linux")]
+pub fn unacknowledged(socket: &impl std::os::fd::AsRawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer, which
+    // is valid for that write; the descriptor is borrowed for the call.
+    let status = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (status == 0).then(|| usize::try_from(queued).unwrap_or(0))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn unacknowledged<S>(_socket: &S) -> Option<usize> {
+    None
+}

@@ -15,6 +15,7 @@ mod listen;
 mod nc;
 mod netns;
 mod proxy;
+mod reconnect;
 mod relay;
 mod send_connect;
 mod server;
