@@ -51,6 +51,25 @@ pub enum Address {
     },
 }
 
+/// A UNIX socket to send to or talk with, instead of a host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixPeer {
+    /// Datagrams (`unix-dgram:`) rather than a stream (`unix:`).
+    pub datagram: bool,
+    /// Its file or abstract name.
+    pub name: UnixName,
+}
+
+impl fmt::Display for UnixPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = Address::Unix {
+            datagram: self.datagram,
+            name: self.name.clone(),
+        };
+        address.fmt(f)
+    }
+}
+
 /// Why an address was not understood: the part that is wrong, and the form expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{input}': {why}")]

@@ -376,6 +376,55 @@ async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStr
     Err(last.unwrap_or_else(|| no_addresses(host)))
 }
 
+/// A stream connection to a UNIX socket, by file or abstract name.
+pub async fn connect_unix(name: &crate::address::UnixName) -> Result<tokio::net::UnixStream> {
+    use crate::address::UnixName;
+    match name {
+        UnixName::Path(path) => tokio::net::UnixStream::connect(path)
+            .await
+            .context(|| format!("cannot connect to unix:{}", path.display())),
+        UnixName::Abstract(name) => {
+            let failed = || format!("cannot connect to unix:@{name}");
+            let address = abstract_name(name)?;
+            let stream = std::os::unix::net::UnixStream::connect_addr(&address).context(failed)?;
+            stream.set_nonblocking(true).context(failed)?;
+            tokio::net::UnixStream::from_std(stream).context(failed)
+        }
+    }
+}
+
+/// A datagram socket connected to a UNIX socket (a syslog socket, say):
+/// unnamed, as `logger` sends from.
+pub fn connect_unix_datagram(name: &crate::address::UnixName) -> Result<tokio::net::UnixDatagram> {
+    use crate::address::UnixName;
+    let shown = match name {
+        UnixName::Path(path) => format!("unix-dgram:{}", path.display()),
+        UnixName::Abstract(name) => format!("unix-dgram:@{name}"),
+    };
+    let failed = || format!("cannot send to {shown}");
+    let socket = std::os::unix::net::UnixDatagram::unbound().context(failed)?;
+    match name {
+        UnixName::Path(path) => socket.connect(path).context(failed)?,
+        UnixName::Abstract(name) => socket.connect_addr(&abstract_name(name)?).context(failed)?,
+    }
+    socket.set_nonblocking(true).context(failed)?;
+    tokio::net::UnixDatagram::from_std(socket).context(failed)
+}
+
+/// A Linux abstract socket name (`unix:@name`).
+pub fn abstract_name(name: &str) -> Result<std::os::unix::net::SocketAddr> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .context(|| format!("unix:@{name} is not a usable abstract name"))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    Err(Error::Usage(format!(
+        "unix:@{name}: abstract names exist on Linux only"
+    )))
+}
+
 /// A UDP socket set up to send to `host`, and the address it sends to.
 ///
 /// A unicast destination is connected, so the kernel reports ICMP errors on

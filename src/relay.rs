@@ -165,7 +165,7 @@ fn bind_unix(name: &UnixName, mode: Option<u32>) -> Result<(UnixListener, Option
     let path = match name {
         UnixName::Path(path) => path,
         UnixName::Abstract(name) => {
-            let address = abstract_address(name)?;
+            let address = endpoint::abstract_name(name)?;
             let listener = std::os::unix::net::UnixListener::bind_addr(&address)
                 .context(|| format!("cannot listen on unix:@{name}"))?;
             return Ok((from_std_listener(listener, &format!("unix:@{name}"))?, None));
@@ -191,12 +191,6 @@ fn from_std_listener(
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
         .context(|| format!("cannot listen on {shown}"))
-}
-
-fn abstract_address(name: &str) -> Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .context(|| format!("unix:@{name} is not a usable abstract name"))
 }
 
 fn clear_stale_socket(path: &Path) -> Result<()> {
@@ -413,20 +407,7 @@ async fn connect_upstream(
             }
         }
         Address::Unix { name, .. } => {
-            let stream = match name {
-                UnixName::Path(path) => UnixStream::connect(path)
-                    .await
-                    .context(|| format!("cannot connect to unix:{}", path.display()))?,
-                UnixName::Abstract(name) => {
-                    let address = abstract_address(name)?;
-                    let stream = std::os::unix::net::UnixStream::connect_addr(&address)
-                        .context(|| format!("cannot connect to unix:@{name}"))?;
-                    stream
-                        .set_nonblocking(true)
-                        .and_then(|()| UnixStream::from_std(stream))
-                        .context(|| format!("cannot connect to unix:@{name}"))?
-                }
-            };
+            let stream = endpoint::connect_unix(name).await?;
             Ok(Conn::Unix(stream))
         }
     }

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use clap::Args;
 use portier::client::ConnectConfig;
-use portier::error::Result;
+use portier::error::{Error, Result};
 
 use super::send::ClientTlsArgs;
-use super::{parse_duration, program, proto};
+use super::{Target, parse_duration, program, proto};
 
 pub(super) const CONNECT_EXAMPLES: &str = "\
 Examples:
@@ -17,11 +17,11 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(super) struct ConnectArgs {
-    /// Host: a name, an IPv4 or an IPv6 address
+    /// Host: a name, an IPv4 or an IPv6 address; or an address: tcp://HOST:PORT, udp://HOST:PORT,
+    /// tls://HOST:PORT, unix:/path, unix:@name (then no PORT follows)
     host: String,
     /// Port (1-65535)
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    port: Option<std::ffi::OsString>,
     /// Use UDP (one datagram per line of stdin)
     #[arg(short, long)]
     udp: bool,
@@ -43,13 +43,25 @@ pub(super) struct ConnectArgs {
 
 impl ConnectArgs {
     pub(super) fn config(&self) -> Result<ConnectConfig> {
+        let target = Target::from_words(&self.host, self.port.as_ref(), &[], None)?;
+        if let Some(word) = target.rest.first() {
+            let word = word.to_string_lossy();
+            return Err(Error::Usage(format!(
+                "'{word}' after an address: connect takes no more words"
+            )));
+        }
+        let udp = self.udp || target.udp;
+        super::send::check_target(&target, udp, self.tls.tls, false)?;
         Ok(ConnectConfig {
-            origin: self.origin.origin(&self.host, !self.udp)?,
-            host: self.host.clone(),
-            port: self.port,
-            proto: proto(self.udp),
+            origin: self
+                .origin
+                .origin(&target.host, !udp && target.unix.is_none())?,
+            host: target.host,
+            port: target.port,
+            proto: proto(udp),
+            unix: target.unix,
             timeout: self.timeout,
-            tls: self.tls.config(),
+            tls: self.tls.config(target.tls),
             exec: program(self.exec.as_deref(), self.sh_exec.as_deref())?,
         })
     }

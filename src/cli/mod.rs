@@ -187,6 +187,84 @@ impl OriginArgs {
     }
 }
 
+/// Where `send` and `connect` go: `HOST PORT`, or one address
+/// (`tcp://HOST:PORT`, `udp://`, `tls://`, `unix:/path`, `unix-dgram:/path`)
+/// whose next word, if any, is not a port but the message's first.
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `udp://` (or `-u`).
+    pub(crate) udp: bool,
+    /// `tls://`: TLS without `--tls`.
+    pub(crate) tls: bool,
+    pub(crate) unix: Option<portier::address::UnixPeer>,
+    /// The words after the host and port.
+    pub(crate) rest: Vec<std::ffi::OsString>,
+}
+
+impl Target {
+    pub(crate) fn from_words(
+        host: &str,
+        port: Option<&std::ffi::OsString>,
+        message: &[std::ffi::OsString],
+        default_port: Option<u16>,
+    ) -> Result<Target> {
+        use portier::address::{Address, Transport, UnixPeer};
+        let mut target = Target {
+            host: host.to_string(),
+            port: 0,
+            udp: false,
+            tls: false,
+            unix: None,
+            rest: message.to_vec(),
+        };
+        if !(host.contains("://") || host.starts_with("unix:") || host.starts_with("unix-dgram:")) {
+            let port = match port {
+                Some(word) => match word.to_str().and_then(|w| w.parse::<u16>().ok()) {
+                    Some(port) if port > 0 => port,
+                    _ => {
+                        let shown = word.to_string_lossy();
+                        return Err(Error::Usage(format!(
+                            "PORT: '{shown}' is not a port (1-65535)"
+                        )));
+                    }
+                },
+                None => default_port.ok_or_else(|| {
+                    Error::Usage(
+                        "a port is needed after the host (or give an address: tcp://HOST:PORT)"
+                            .into(),
+                    )
+                })?,
+            };
+            target.port = port;
+            return Ok(target);
+        }
+        let address: Address = host
+            .parse()
+            .map_err(|e: portier::address::AddressError| Error::Usage(e.to_string()))?;
+        if let Some(word) = port {
+            target.rest.insert(0, word.clone());
+        }
+        match address {
+            Address::Inet { port: 0, .. } => {
+                return Err(Error::Usage(format!("{host}: port 0 cannot be sent to")));
+            }
+            Address::Inet {
+                transport,
+                host,
+                port,
+            } => {
+                target.host = host;
+                target.port = port;
+                target.udp = transport == Transport::Udp;
+                target.tls = transport == Transport::Tls;
+            }
+            Address::Unix { datagram, name } => target.unix = Some(UnixPeer { datagram, name }),
+        }
+        Ok(target)
+    }
+}
+
 pub(crate) fn proto(udp: bool) -> Proto {
     if udp { Proto::Udp } else { Proto::Tcp }
 }

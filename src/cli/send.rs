@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use portier::client::{OnFull, Reconnect, Repeat, SendConfig, Source};
-use portier::error::Result;
+use portier::error::{Error, Result};
 use portier::tls::{ClientTlsConfig, Fingerprint};
 use portier::udp_options::{Interface, SendOptions};
 
-use super::{parse_duration, parse_positive_duration, proto};
+use super::{Target, parse_duration, parse_positive_duration, proto};
 
 pub(super) const SEND_EXAMPLES: &str = "\
 Examples:
@@ -26,12 +26,12 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(super) struct SendArgs {
-    /// Host: a name, an IPv4 or an IPv6 address
+    /// Host: a name, an IPv4 or an IPv6 address; or an address: tcp://HOST:PORT, udp://HOST:PORT,
+    /// tls://HOST:PORT, unix:/path, unix:@name, unix-dgram:/path (then no PORT follows)
     #[arg(default_value = "127.0.0.1")]
     host: String,
-    /// Port (1-65535)
-    #[arg(default_value_t = 8888, value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    /// Port (1-65535) [default: 8888]
+    port: Option<OsString>,
     /// Message words, joined by spaces and ended by a newline; without them, stdin is sent
     #[arg(value_name = "MESSAGE")]
     message: Vec<OsString>,
@@ -132,7 +132,7 @@ fn parse_size(text: &str) -> std::result::Result<usize, String> {
 pub(super) struct ClientTlsArgs {
     /// Speak TLS; the server is checked against the system's trusted CAs
     #[arg(long, conflicts_with = "udp")]
-    tls: bool,
+    pub(super) tls: bool,
     /// TLS: trust this CA (PEM); a server's own self-signed certificate works too
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
@@ -150,9 +150,28 @@ pub(super) struct ClientTlsArgs {
     key: Option<PathBuf>,
 }
 
+/// A `udp://` or `unix:` target with flags that cannot go with it.
+pub(super) fn check_target(target: &Target, udp: bool, tls: bool, reconnect: bool) -> Result<()> {
+    let clash = match (&target.unix, udp, tls || target.tls) {
+        (Some(_), true, _) => Some("-u"),
+        (Some(_), _, true) => Some("--tls"),
+        (None, true, true) => Some("--tls with UDP"),
+        _ => None,
+    };
+    match (clash, &target.unix) {
+        (Some(flag), Some(unix)) => Err(Error::Usage(format!("{unix} does not go with {flag}"))),
+        (Some(flag), None) => Err(Error::Usage(format!("{flag}: TLS is for TCP"))),
+        (None, Some(unix)) if reconnect => {
+            Err(Error::Usage(format!("--reconnect is for TCP, not {unix}")))
+        }
+        (None, _) => Ok(()),
+    }
+}
+
 impl ClientTlsArgs {
-    pub(super) fn config(&self) -> Option<ClientTlsConfig> {
-        self.tls.then(|| ClientTlsConfig {
+    /// The TLS set-up, with `--tls` or a `tls://` address (`forced`).
+    pub(super) fn config(&self, forced: bool) -> Option<ClientTlsConfig> {
+        (self.tls || forced).then(|| ClientTlsConfig {
             ca: self.ca.clone(),
             pins: self.pin.clone(),
             insecure: self.insecure,
@@ -164,19 +183,30 @@ impl ClientTlsArgs {
 
 impl SendArgs {
     pub(super) fn config(&self) -> Result<SendConfig> {
-        let source = match (&self.file, self.message.is_empty()) {
-            (Some(path), _) => Source::File(path.clone()),
+        let target = Target::from_words(&self.host, self.port.as_ref(), &self.message, Some(8888))?;
+        let udp = self.udp || target.udp;
+        check_target(&target, udp, self.tls.tls, self.reconnect)?;
+        let source = match (&self.file, target.rest.is_empty()) {
+            (Some(_), false) => {
+                return Err(Error::Usage(
+                    "--file and message words: one or the other".into(),
+                ));
+            }
+            (Some(path), true) => Source::File(path.clone()),
             (None, true) => Source::Stdin,
             (None, false) => {
-                let words: Vec<&[u8]> = self.message.iter().map(|w| w.as_encoded_bytes()).collect();
+                let words: Vec<&[u8]> = target.rest.iter().map(|w| w.as_encoded_bytes()).collect();
                 Source::Message(Bytes::from(words.join(&b' ')))
             }
         };
         Ok(SendConfig {
-            origin: self.origin.origin(&self.host, !self.udp)?,
-            host: self.host.clone(),
-            port: self.port,
-            proto: proto(self.udp),
+            origin: self
+                .origin
+                .origin(&target.host, !udp && target.unix.is_none())?,
+            host: target.host,
+            port: target.port,
+            proto: proto(udp),
+            unix: target.unix,
             source,
             newline: !self.no_newline,
             timeout: self.timeout,
@@ -190,7 +220,7 @@ impl SendArgs {
                 interval: self.interval,
             },
             reply_timeout: self.reply.then_some(self.reply_timeout),
-            tls: self.tls.config(),
+            tls: self.tls.config(target.tls),
             reconnect: self.reconnect.then(|| Reconnect {
                 backoff_min: self.retry_min,
                 backoff_max: self.retry_max.max(self.retry_min),

@@ -37,6 +37,8 @@ pub struct ConnectConfig {
     pub tls: Option<ClientTlsConfig>,
     /// TCP: a program talks to the peer instead of stdin and stdout.
     pub exec: Option<Program>,
+    /// Talk with this UNIX stream socket instead of `host` and `port`.
+    pub unix: Option<crate::address::UnixPeer>,
     /// TCP: how the connection leaves (a proxy, keepalive).
     pub origin: Origin,
 }
@@ -44,6 +46,15 @@ pub struct ConnectConfig {
 /// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
 /// when the peer closes; the end of stdin only half-closes it, so the peer can still answer.
 pub async fn connect(config: &ConnectConfig) -> Result<()> {
+    if let Some(unix) = &config.unix {
+        if unix.datagram {
+            return Err(Error::Usage(format!(
+                "connect talks with streams; to send datagrams to {unix}, use send"
+            )));
+        }
+        let stream = endpoint::connect_unix(&unix.name).await?;
+        return session(stream, PeerOutput::default(), unix).await;
+    }
     match config.proto {
         Proto::Tcp => connect_tcp(config).await,
         Proto::Udp => connect_udp(config).await,
@@ -98,7 +109,7 @@ pub(crate) async fn program_session(
 async fn session(
     stream: impl AsyncRead + AsyncWrite,
     output: PeerOutput,
-    peer: SocketAddr,
+    peer: impl std::fmt::Display + Copy,
 ) -> Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut download = std::pin::pin!(output.copy_from(reader, peer));

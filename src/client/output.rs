@@ -2,7 +2,6 @@
 //! checked for the one mistake that shows as garbage (clear text to a TLS server).
 
 use std::io::{self, IsTerminal};
-use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -75,7 +74,7 @@ impl PeerOutput {
     pub async fn copy_from(
         mut self,
         mut from: impl AsyncRead + Unpin,
-        peer: SocketAddr,
+        peer: impl std::fmt::Display + Copy,
     ) -> Result<u64> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;

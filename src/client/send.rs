@@ -14,6 +14,7 @@ use super::output::PeerOutput;
 use super::ping::{self, Repeat};
 use super::progress::Progress;
 use super::stream::{lost, upload};
+use crate::address::UnixPeer;
 use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
@@ -59,6 +60,8 @@ pub struct SendConfig {
     pub origin: Origin,
     /// TCP: send line by line, connecting again whenever the connection breaks.
     pub reconnect: Option<super::Reconnect>,
+    /// Send to this UNIX socket instead of `host` and `port`.
+    pub unix: Option<UnixPeer>,
 }
 
 impl SendConfig {
@@ -77,6 +80,7 @@ impl SendConfig {
             tls: None,
             origin: Origin::default(),
             reconnect: None,
+            unix: None,
         }
     }
 }
@@ -84,6 +88,9 @@ impl SendConfig {
 /// Runs `portier send`. Over TCP it then waits until the peer closes,
 /// copying whatever the peer answers to stdout.
 pub async fn send(config: &SendConfig) -> Result<()> {
+    if let Some(unix) = &config.unix {
+        return send_unix(config, unix).await;
+    }
     match config.proto {
         Proto::Tcp => send_tcp(config).await,
         Proto::Udp => send_udp(config).await,
@@ -130,6 +137,42 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
     Ok(())
 }
 
+/// To a UNIX socket: a stream like TCP's (the answer printed until the peer
+/// closes), or one datagram per message or line (a syslog socket takes those).
+async fn send_unix(config: &SendConfig, unix: &UnixPeer) -> Result<()> {
+    let input = config.open().await?;
+    if !unix.datagram {
+        let stream = endpoint::connect_unix(&unix.name).await?;
+        return exchange(stream, input.reader, PeerOutput::default(), unix).await;
+    }
+    let socket = endpoint::connect_unix_datagram(&unix.name)?;
+    let mut lines = tokio::io::BufReader::new(input.reader);
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = tokio::io::AsyncBufReadExt::read_until(&mut lines, b'\n', &mut line)
+            .await
+            .context(|| "cannot read input".into())?;
+        if read == 0 {
+            return Ok(());
+        }
+        if !config.newline && line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        socket
+            .send(&line)
+            .await
+            .map_err(|e| match e.raw_os_error() {
+                Some(code) if code == libc::EMSGSIZE => Error::Usage(format!(
+                    "line {number} ({} bytes) is too large for one datagram to {unix}",
+                    line.len()
+                )),
+                _ => Error::io(format!("cannot send to {unix}"), e),
+            })?;
+    }
+    Ok(())
+}
+
 /// `exchange`, with the upload spliced from stdin or the file to the socket
 /// inside the kernel (bulk sends), on a thread of its own, when `from` is given.
 #[cfg(target_os = "linux")]
@@ -168,7 +211,7 @@ async fn exchange(
     stream: impl AsyncRead + AsyncWrite,
     input: impl AsyncRead + Unpin,
     output: PeerOutput,
-    peer: SocketAddr,
+    peer: impl std::fmt::Display + Copy,
 ) -> Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
     let upload = async {

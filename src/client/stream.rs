@@ -1,6 +1,6 @@
 //! TCP for the clients: a stream uploaded in constant memory.
 
-use std::net::SocketAddr;
+use std::fmt::Display;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -10,7 +10,7 @@ use crate::error::{IoContext, Result};
 pub async fn upload(
     mut input: impl AsyncRead + Unpin,
     socket: &mut (impl AsyncWrite + Unpin),
-    peer: SocketAddr,
+    peer: impl Display + Copy,
 ) -> Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0;
@@ -27,6 +27,7 @@ pub async fn upload(
     }
 }
 
-pub fn lost(peer: SocketAddr) -> String {
+/// The peer is an address, or a UNIX socket's name.
+pub fn lost(peer: impl Display) -> String {
     format!("connection to {peer} lost while sending")
 }

@@ -285,3 +285,115 @@ fn keepalive_is_on_for_clients_and_for_the_listener_when_asked() {
         server.run.stop();
     }
 }
+
+/// socat serving ADDRESS (its syntax) with `tr a-z A-Z`, ready when `path` exists or the port listens.
+fn shouting_socat(address: &str) -> Running {
+    let mut command = std::process::Command::new("socat");
+    command.args([address, "SYSTEM:tr a-z A-Z"]);
+    Running::spawn(command)
+}
+
+fn wait_path(path: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < crate::common::PATIENCE,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn send_and_connect_take_addresses_unix_sockets_included() {
+    if !crate::common::have_peer("send_and_connect_take_addresses", "socat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A UNIX stream socket: the message, the answer, the peer's close.
+    let stream_path = dir.path().join("stream.sock");
+    let _stream_peer = shouting_socat(&format!("UNIX-LISTEN:{}", stream_path.display()));
+    wait_path(&stream_path);
+    let out = send_ok(
+        &[&format!("unix:{}", stream_path.display()), "hello", "unix"],
+        b"",
+    );
+    assert_eq!(out.stdout, b"HELLO UNIX\n");
+
+    // A UNIX datagram socket (as /dev/log is): one datagram per line, from an unnamed socket.
+    let dgram_path = dir.path().join("log.sock");
+    let mut receiver = std::process::Command::new("socat");
+    receiver.args(["-u", &format!("UNIX-RECV:{}", dgram_path.display()), "-"]);
+    let receiver = Running::spawn(receiver);
+    wait_path(&dgram_path);
+    send_ok(
+        &[&format!("unix-dgram:{}", dgram_path.display())],
+        b"first\nsecond\n",
+    );
+    receiver.stdout.wait_for_text("second");
+    assert_eq!(receiver.stdout.text(), "first\nsecond\n");
+
+    // An abstract name, with connect.
+    let name = format!("portier-send-{}", std::process::id());
+    let _abstract_peer = shouting_socat(&format!("ABSTRACT-LISTEN:{name}"));
+    thread::sleep(std::time::Duration::from_millis(200)); // no file to wait for
+    let mut command = portier();
+    command.args(["connect", &format!("unix:@{name}")]);
+    let out = run_with_input(command, b"abstract\n");
+    assert_eq!(
+        out.stdout,
+        b"ABSTRACT\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // tcp://HOST:PORT: the word after it is the message, not a port.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        stream.read_to_string(&mut got).unwrap();
+        got
+    });
+    send_ok(
+        &[
+            &format!("tcp://127.0.0.1:{port}"),
+            "8888",
+            "is",
+            "a",
+            "word",
+        ],
+        b"",
+    );
+    assert_eq!(got.join().unwrap(), "8888 is a word\n");
+}
+
+#[test]
+fn addresses_that_cannot_work_are_usage_errors() {
+    for (args, why) in [
+        (
+            &["send", "-u", "unix:/tmp/x", "hi"][..],
+            "does not go with -u",
+        ),
+        (&["send", "tcp://h", "hi"][..], "missing ':PORT'"),
+        (
+            &["send", "udp://127.0.0.1:9", "--tls", "hi"][..],
+            "TLS is for TCP",
+        ),
+        (&["send", "127.0.0.1", "abc"][..], "'abc' is not a port"),
+        (&["connect", "unix-dgram:/tmp/x"][..], "use send"),
+        (
+            &["connect", "tcp://127.0.0.1:9", "9"][..],
+            "connect takes no more words",
+        ),
+    ] {
+        let mut command = portier();
+        command.args(args);
+        let out = run_with_input(command, b"");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(why), "{args:?}: {said}");
+    }
+}
