@@ -30,11 +30,13 @@ pub(super) struct ConnectArgs {
     #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_duration)]
     timeout: Option<Duration>,
     /// TCP: run this program with the connection on its stdin and stdout (split on spaces, no shell)
-    #[arg(short = 'e', long, value_name = "CMD", conflicts_with_all = ["udp", "sh_exec"])]
+    #[arg(short = 'e', long, value_name = "CMD", conflicts_with_all = ["udp", "sh_exec", "reconnect"])]
     exec: Option<String>,
     /// Like --exec, through `sh -c`
-    #[arg(short = 'c', long, value_name = "CMD", conflicts_with = "udp")]
+    #[arg(short = 'c', long, value_name = "CMD", conflicts_with_all = ["udp", "reconnect"])]
     sh_exec: Option<String>,
+    #[command(flatten)]
+    reconnect: super::send::ReconnectArgs,
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
@@ -51,7 +53,7 @@ impl ConnectArgs {
             )));
         }
         let udp = self.udp || target.udp;
-        super::send::check_target(&target, udp, self.tls.tls, false)?;
+        super::send::check_target(&target, udp, self.tls.tls, self.reconnect.reconnect)?;
         Ok(ConnectConfig {
             origin: self
                 .origin
@@ -60,6 +62,7 @@ impl ConnectArgs {
             port: target.port,
             proto: proto(udp),
             unix: target.unix,
+            reconnect: self.reconnect.config(),
             timeout: self.timeout,
             tls: self.tls.config(target.tls),
             exec: program(self.exec.as_deref(), self.sh_exec.as_deref())?,

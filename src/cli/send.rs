@@ -71,9 +71,20 @@ pub(super) struct SendArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration, default_value = "1",
           requires = "count")]
     interval: Duration,
+    #[command(flatten)]
+    reconnect: ReconnectArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    #[command(flatten)]
+    origin: super::OriginArgs,
+}
+
+/// `--reconnect` and its limits, for send and connect.
+#[derive(Debug, Args)]
+pub(super) struct ReconnectArgs {
     /// TCP: send line by line, and connect again (backoff with jitter) whenever the connection breaks
-    #[arg(long, conflicts_with_all = ["udp", "tls"])]
-    reconnect: bool,
+    #[arg(long, conflicts_with = "tls")]
+    pub(super) reconnect: bool,
     /// --reconnect: bytes of lines kept while disconnected (e.g. 64KiB, 10MiB)
     #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size, requires = "reconnect")]
     buffer: usize,
@@ -86,10 +97,20 @@ pub(super) struct SendArgs {
     /// --reconnect: the longest wait between two attempts
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_positive_duration, requires = "reconnect")]
     retry_max: Duration,
-    #[command(flatten)]
-    tls: ClientTlsArgs,
-    #[command(flatten)]
-    origin: super::OriginArgs,
+}
+
+impl ReconnectArgs {
+    pub(super) fn config(&self) -> Option<Reconnect> {
+        self.reconnect.then(|| Reconnect {
+            backoff_min: self.retry_min,
+            backoff_max: self.retry_max.max(self.retry_min),
+            buffer: self.buffer,
+            on_full: match self.on_full {
+                OnFullArg::Block => OnFull::Block,
+                OnFullArg::Drop => OnFull::Drop,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -152,6 +173,11 @@ pub(super) struct ClientTlsArgs {
 
 /// A `udp://` or `unix:` target with flags that cannot go with it.
 pub(super) fn check_target(target: &Target, udp: bool, tls: bool, reconnect: bool) -> Result<()> {
+    if reconnect && udp {
+        return Err(Error::Usage(
+            "--reconnect is for TCP: UDP has no connection to lose".into(),
+        ));
+    }
     let clash = match (&target.unix, udp, tls || target.tls) {
         (Some(_), true, _) => Some("-u"),
         (Some(_), _, true) => Some("--tls"),
@@ -185,7 +211,7 @@ impl SendArgs {
     pub(super) fn config(&self) -> Result<SendConfig> {
         let target = Target::from_words(&self.host, self.port.as_ref(), &self.message, Some(8888))?;
         let udp = self.udp || target.udp;
-        check_target(&target, udp, self.tls.tls, self.reconnect)?;
+        check_target(&target, udp, self.tls.tls, self.reconnect.reconnect)?;
         let source = match (&self.file, target.rest.is_empty()) {
             (Some(_), false) => {
                 return Err(Error::Usage(
@@ -221,15 +247,7 @@ impl SendArgs {
             },
             reply_timeout: self.reply.then_some(self.reply_timeout),
             tls: self.tls.config(target.tls),
-            reconnect: self.reconnect.then(|| Reconnect {
-                backoff_min: self.retry_min,
-                backoff_max: self.retry_max.max(self.retry_min),
-                buffer: self.buffer,
-                on_full: match self.on_full {
-                    OnFullArg::Block => OnFull::Block,
-                    OnFullArg::Drop => OnFull::Drop,
-                },
-            }),
+            reconnect: self.reconnect.config(),
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct ConnectConfig {
     pub exec: Option<Program>,
     /// Talk with this UNIX stream socket instead of `host` and `port`.
     pub unix: Option<crate::address::UnixPeer>,
+    /// TCP: stdin line by line, connecting again whenever the connection breaks.
+    pub reconnect: Option<super::Reconnect>,
     /// TCP: how the connection leaves (a proxy, keepalive).
     pub origin: Origin,
 }
@@ -63,6 +65,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
 
 async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
     let (host, port) = (&config.host, config.port);
+    if let Some(reconnect) = &config.reconnect {
+        let (target, stdin) = ((host.as_str(), port), tokio::io::stdin());
+        return super::send_reconnecting(stdin, target, &config.origin, config.timeout, reconnect)
+            .await;
+    }
     let stream = endpoint::connect_tcp(
         (host, port),
         &config.origin,

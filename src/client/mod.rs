@@ -18,6 +18,7 @@ pub use crate::exec::Program;
 pub use check::{CheckConfig, CheckOutput, PortReport, PortState, check, check_ports, parse_ports};
 pub use connect::{ConnectConfig, UDP_LINGER, connect};
 pub use ping::Repeat;
+pub(crate) use reconnect::send_reconnecting;
 pub use reconnect::{OnFull, Reconnect};
 pub use send::{SendConfig, Source, send};
 // For `portier nc`, which is built of the same pieces.

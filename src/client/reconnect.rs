@@ -22,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::output::PeerOutput;
 use crate::endpoint::{self, Origin};
 use crate::error::{Error, Result};
 use crate::sink::say;
@@ -86,8 +87,9 @@ impl Shared {
     }
 }
 
-/// Streams `input` line by line to `host:port`, reconnecting as told; ends
-/// when the input has ended and every line has been handed to a connection.
+/// Streams `input` line by line to `host:port`, reconnecting as told, and
+/// what the peer says to stdout; ends when the input has ended, every line
+/// has been handed to a connection, and the peer has closed it.
 pub async fn send_reconnecting(
     input: impl AsyncRead + Unpin,
     (host, port): (&str, u16),
@@ -205,6 +207,7 @@ async fn send_lines(
 ) -> Result<()> {
     let mut wait = reconnect.backoff_min;
     let mut connected_before = false;
+    let mut output = PeerOutput::default();
     loop {
         let (stream, peer) = match endpoint::connect_plain_tcp(target, origin, timeout).await {
             Ok(connected) => connected,
@@ -226,7 +229,7 @@ async fn send_lines(
         }
         connected_before = true;
         set_connected(shared, true);
-        let sent = stream_to(stream, peer, shared).await;
+        let sent = stream_to(stream, peer, shared, &mut output).await;
         set_connected(shared, false);
         match sent {
             Ok(()) => return Ok(()),
@@ -242,6 +245,7 @@ async fn stream_to(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
+    output: &mut PeerOutput,
 ) -> std::result::Result<(), String> {
     // What was sent and may not have arrived: as much as the send buffer holds.
     let window = socket2::SockRef::from(&stream)
@@ -259,14 +263,14 @@ async fn stream_to(
         let line = tokio::select! {
             line = next_line(shared) => line,
             // The peer closing (or resetting) while we wait for input.
-            gone = peer_end(&mut reader) => break gone.map_or_else(broke, |()| format!("{peer} closed the connection")),
+            gone = peer_end(&mut reader, output) => break gone.map_or_else(broke, |()| format!("{peer} closed the connection")),
         };
         let Some(line) = line else {
             // All sent: our end, then the peer's.
             if let Err(e) = writer.shutdown().await {
                 break broke(e);
             }
-            return match peer_end(&mut reader).await {
+            return match peer_end(&mut reader, output).await {
                 Ok(()) => Ok(()),
                 Err(e) => Err(format!("{}; the last lines may not have arrived", broke(e))),
             };
@@ -328,13 +332,19 @@ fn lines_holding(sent: &VecDeque<Bytes>, bytes: usize) -> usize {
 }
 
 /// Waits for the peer's end: `Ok` when it closed, `Err` when it reset. What it
-/// sends meanwhile is read and passed over (a collector has nothing to say).
-async fn peer_end(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<()> {
-    let mut buf = [0u8; 512];
+/// sends meanwhile goes to stdout (`connect`; a collector has nothing to say).
+async fn peer_end(
+    reader: &mut (impl AsyncRead + Unpin),
+    output: &mut PeerOutput,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        if reader.read(&mut buf).await? == 0 {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
             return Ok(());
         }
+        // Nobody reading stdout any more is not the peer's end: the stream goes on.
+        let _ = output.write(&buf[..n]).await;
     }
 }
 

@@ -154,3 +154,44 @@ fn with_on_full_drop_what_overflows_is_counted() {
         "every line delivered or counted: {said}"
     );
 }
+
+#[test]
+fn connect_reconnect_prints_each_collectors_answers_and_goes_on() {
+    let port = free_port();
+    let first = listen(port);
+    let mut child = portier()
+        .args([
+            "connect",
+            "--reconnect",
+            "--retry-min",
+            "0.02",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = Capture::from(child.stdout.take().unwrap());
+    // Each life answers one line in capitals, then leaves.
+    let answer_one = |listener: TcpListener| {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream).write_all(line.to_uppercase().as_bytes()).unwrap();
+    };
+    stdin.write_all(b"first\n").unwrap();
+    answer_one(first);
+    stdout.wait_for_text("FIRST\n");
+    thread::sleep(Duration::from_millis(100)); // away a while
+    stdin.write_all(b"second\n").unwrap();
+    answer_one(listen(port));
+    stdout.wait_for_text("SECOND\n");
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(stdout.text(), "FIRST\nSECOND\n");
+}
