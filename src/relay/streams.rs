@@ -1,13 +1,8 @@
-//! `portier relay FROM TO`: forwarding. Each client of FROM gets its own
-//! connection to TO (streams: TCP, TLS, UNIX), or its own upstream socket
-//! (UDP), and bytes go both ways until either end is done.
-//!
-//! Streams keep TCP's meaning end to end: one side's end of stream becomes a
-//! half-close on the other (so request/response protocols still work), and a
-//! reset (RST) becomes a reset. Every byte is counted, both ways, in the
-//! disconnect events and the summary.
+//! Streams joined: TCP, TLS and UNIX clients, each with its own connection
+//! to the upstream. One side's end of stream becomes a half-close on the
+//! other (so request/response protocols still work) and a reset becomes a
+//! reset. Between two plain sockets on Linux the bytes stay in the kernel.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,140 +13,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::AccessList;
+use super::{RelayConfig, Totals};
 use crate::address::{Address, Transport, UnixName};
 use crate::endpoint::{self, Origin};
 use crate::error::{Error, IoContext, Result};
 use crate::sink::say;
-use crate::tls::{self, ClientTlsConfig, ServerTls, ServerTlsConfig};
-
-/// What `portier relay` does.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// Where clients come in.
-    pub from: Address,
-    /// Where each client is forwarded.
-    pub to: Address,
-    /// Which peers may use the relay (IP clients only).
-    pub access: AccessList,
-    /// Clients (stream) or sessions (UDP) at once; more are refused and counted.
-    pub max_conns: usize,
-    /// Close a connection, or end a UDP session, after this long with no byte either way.
-    pub idle_timeout: Option<Duration>,
-    /// FROM is `tls://`: the certificate to present.
-    pub server_tls: Option<ServerTlsConfig>,
-    /// TO is `tls://`: how to check the server.
-    pub client_tls: ClientTlsConfig,
-    /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
-    pub unix_mode: Option<u32>,
-    /// How connections to TO leave (a proxy, keepalive); keepalive applies to clients too.
-    pub origin: Origin,
-}
-
-/// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
-pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
-
-/// Runs the relay until `shutdown` is cancelled, then says what it moved.
-pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<()> {
-    check_pair(config)?;
-    endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
-    let totals = Arc::new(Totals::default());
-    let served = match &config.from {
-        Address::Inet {
-            transport: Transport::Udp,
-            host,
-            port,
-        } => {
-            let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
-            // A burst waits in the kernel while the relay forwards; what still
-            // overflows is counted there, and reported.
-            crate::udp_options::set_receive_buffer(&socket, crate::listen::DEFAULT_RECV_BUFFER)?;
-            say_listening(&config.from, socket.local_addr().ok());
-            relay_udp(socket, config, &totals, &shutdown).await
-        }
-        Address::Inet { host, port, .. } => {
-            let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
-            say_listening(&config.from, listener.local_addr().ok());
-            let incoming = Incoming::Tcp(listener);
-            serve_streams(incoming, config, &totals, &shutdown).await
-        }
-        Address::Unix { name, .. } => {
-            let (listener, _file) = bind_unix(name, config.unix_mode)?;
-            say_listening(&config.from, None);
-            serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
-        }
-    };
-    say(&totals.summary());
-    served
-}
-
-/// Combinations that are refused before any socket opens.
-fn check_pair(config: &RelayConfig) -> Result<()> {
-    let datagram = |address: &Address| match address {
-        Address::Inet { transport, .. } => *transport == Transport::Udp,
-        Address::Unix { datagram, .. } => *datagram,
-    };
-    let (from, to) = (&config.from, &config.to);
-    if matches!(from, Address::Unix { datagram: true, .. })
-        || matches!(to, Address::Unix { datagram: true, .. })
-    {
-        return Err(Error::Usage(
-            "relay does not take unix-dgram: addresses yet; use unix: (stream) or udp://".into(),
-        ));
-    }
-    if datagram(from) != datagram(to) {
-        return Err(Error::Usage(format!(
-            "relay from {from} to {to}: both ends must be streams (tcp, tls, unix) or both udp; datagrams to lines and back are not built yet"
-        )));
-    }
-    if matches!(
-        from,
-        Address::Inet {
-            transport: Transport::Tls,
-            ..
-        }
-    ) && config.server_tls.is_none()
-    {
-        return Err(Error::Usage(format!(
-            "{from} needs a certificate: --cert FILE --key FILE, or --self-signed"
-        )));
-    }
-    if from == to {
-        return Err(Error::Usage(format!(
-            "relay from {from} to itself would loop"
-        )));
-    }
-    Ok(())
-}
-
-/// An empty host listens on every address, IPv4 and IPv6.
-fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
-    let host = (!host.is_empty()).then_some(host);
-    let ip = endpoint::listen_ips(host)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Resolve {
-            host: host.unwrap_or_default().to_string(),
-            reason: "no addresses found".into(),
-        })?;
-    Ok(SocketAddr::new(ip, port))
-}
-
-fn say_listening(from: &Address, local: Option<SocketAddr>) {
-    match local {
-        Some(local) => say(&format!("relay listening on {from} ({local})")),
-        None => say(&format!("relay listening on {from}")),
-    }
-}
+use crate::tls::{self, ServerTls};
 
 /// A UNIX socket file removed when dropped, so a relay leaves no stale file.
-struct SocketFile(PathBuf);
+pub(super) struct SocketFile(PathBuf);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
@@ -161,7 +37,10 @@ impl Drop for SocketFile {
 
 /// Binds a UNIX stream listener. A stale socket file (nothing accepts on
 /// it) is replaced; a live one, or a file that is not a socket, is an error.
-fn bind_unix(name: &UnixName, mode: Option<u32>) -> Result<(UnixListener, Option<SocketFile>)> {
+pub(super) fn bind_unix(
+    name: &UnixName,
+    mode: Option<u32>,
+) -> Result<(UnixListener, Option<SocketFile>)> {
     let path = match name {
         UnixName::Path(path) => path,
         UnixName::Abstract(name) => {
@@ -214,57 +93,8 @@ fn clear_stale_socket(path: &Path) -> Result<()> {
     }
 }
 
-/// The counters behind the summary.
-#[derive(Default)]
-struct Totals {
-    connections: AtomicU64,
-    refused: AtomicU64,
-    over_limit: AtomicU64,
-    upstream_failed: AtomicU64,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
-    datagrams_up: AtomicU64,
-    datagrams_down: AtomicU64,
-    /// Datagrams the kernel dropped before the relay read them (buffers full).
-    kernel_drops: AtomicU64,
-}
-
-impl Totals {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn summary(&self) -> String {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let mut line = format!(
-            "relay summary: {} clients, {} bytes to the upstream, {} bytes back",
-            get(&self.connections),
-            get(&self.bytes_up),
-            get(&self.bytes_down)
-        );
-        let datagrams = (get(&self.datagrams_up), get(&self.datagrams_down));
-        if datagrams != (0, 0) {
-            line += &format!(" ({} datagrams up, {} back)", datagrams.0, datagrams.1);
-        }
-        for (counter, what) in [
-            (
-                &self.kernel_drops,
-                "datagrams dropped by the kernel, buffers full",
-            ),
-            (&self.refused, "refused (--allow/--deny)"),
-            (&self.over_limit, "turned away (-m)"),
-            (&self.upstream_failed, "upstream failures"),
-        ] {
-            if get(counter) > 0 {
-                line += &format!(", {} {what}", get(counter));
-            }
-        }
-        line
-    }
-}
-
 /// Where stream clients come from.
-enum Incoming {
+pub(super) enum Incoming {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
@@ -295,7 +125,7 @@ impl Incoming {
     }
 }
 
-async fn serve_streams(
+pub(super) async fn serve_streams(
     incoming: Incoming,
     config: &RelayConfig,
     totals: &Arc<Totals>,
@@ -656,169 +486,5 @@ async fn pump(
         to.write_all(&buf[..n]).await?;
         moved.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();
-    }
-}
-
-/// One UDP client's session: its own socket to the upstream.
-struct Session {
-    upstream: Arc<UdpSocket>,
-    last: Arc<AtomicU64>,
-    replies: tokio::task::AbortHandle,
-}
-
-/// UDP: a session per client address, each with a connected upstream socket
-/// whose replies go back to that client; idle sessions end.
-async fn relay_udp(
-    socket: UdpSocket,
-    config: &RelayConfig,
-    totals: &Arc<Totals>,
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    let Address::Inet { host, port, .. } = &config.to else {
-        return Err(Error::Usage(
-            "a UDP relay forwards to udp://HOST:PORT".into(),
-        ));
-    };
-    let upstream_addr = endpoint::resolve(host, *port).await?[0];
-    let socket = Arc::new(socket);
-    let idle = config.idle_timeout.unwrap_or(UDP_SESSION_IDLE);
-    let started = Instant::now();
-    let now_ms = move || started.elapsed().as_millis() as u64;
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
-    let mut replies = JoinSet::new();
-    let mut buf = vec![0u8; 65_536];
-    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
-    loop {
-        let (len, client) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                sessions.retain(|client, session| {
-                    let quiet = now_ms().saturating_sub(session.last.load(Ordering::Relaxed));
-                    let alive = quiet < idle.as_millis() as u64;
-                    if !alive {
-                        session.replies.abort();
-                        let drops = crate::sys::kernel_drops(session.upstream.as_ref());
-                        Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
-                        say(&format!("{client} session ended (idle)"));
-                    }
-                    alive
-                });
-                continue;
-            }
-            Some(_) = replies.join_next(), if !replies.is_empty() => continue,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, client)) => (len, endpoint::natural(client)),
-                Err(_) => continue, // an ICMP error for an earlier reply: nothing to do here
-            },
-        };
-        if let Some(why) = config.access.refusal(client.ip()) {
-            Totals::add(&totals.refused, 1);
-            say(&format!("{client} refused: {why}"));
-            continue;
-        }
-        if !sessions.contains_key(&client) {
-            if sessions.len() >= config.max_conns.max(1) {
-                Totals::add(&totals.over_limit, 1);
-                continue; // counted in the summary; one line per datagram would be a flood
-            }
-            let upstream = match open_upstream(upstream_addr).await {
-                Ok(upstream) => Arc::new(upstream),
-                Err(e) => {
-                    Totals::add(&totals.upstream_failed, 1);
-                    say(&format!("{client}: {e}"));
-                    continue;
-                }
-            };
-            Totals::add(&totals.connections, 1);
-            say(&format!(
-                "{client} session started, relayed to {}",
-                config.to
-            ));
-            let last = Arc::new(AtomicU64::new(now_ms()));
-            let back = send_back(
-                upstream.clone(),
-                socket.clone(),
-                client,
-                last.clone(),
-                totals.clone(),
-                started,
-            );
-            let handle = replies.spawn(back);
-            sessions.insert(
-                client,
-                Session {
-                    upstream,
-                    last,
-                    replies: handle,
-                },
-            );
-        }
-        let Some(session) = sessions.get(&client) else {
-            continue;
-        };
-        session.last.store(now_ms(), Ordering::Relaxed);
-        match session.upstream.send(&buf[..len]).await {
-            Ok(_) => {
-                Totals::add(&totals.datagrams_up, 1);
-                Totals::add(&totals.bytes_up, len as u64);
-            }
-            Err(e) => {
-                Totals::add(&totals.upstream_failed, 1);
-                say(&format!(
-                    "{client}: {}",
-                    endpoint::udp_send_error(upstream_addr, e)
-                ));
-            }
-        }
-    }
-    replies.abort_all();
-    let upstreams = sessions.values().map(|session| session.upstream.as_ref());
-    let drops = std::iter::once(socket.as_ref())
-        .chain(upstreams)
-        .filter_map(crate::sys::kernel_drops)
-        .sum();
-    Totals::add(&totals.kernel_drops, drops);
-    Ok(())
-}
-
-async fn open_upstream(upstream: SocketAddr) -> Result<UdpSocket> {
-    let any: SocketAddr = match upstream {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(any)
-        .await
-        .context(|| format!("cannot open a socket to udp {upstream}"))?;
-    socket
-        .connect(upstream)
-        .await
-        .map_err(|e| endpoint::udp_send_error(upstream, e))?;
-    Ok(socket)
-}
-
-/// The upstream's replies to one session, back to its client.
-async fn send_back(
-    upstream: Arc<UdpSocket>,
-    socket: Arc<UdpSocket>,
-    client: SocketAddr,
-    last: Arc<AtomicU64>,
-    totals: Arc<Totals>,
-    started: Instant,
-) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let len = match upstream.recv(&mut buf).await {
-            Ok(len) => len,
-            Err(_) => {
-                // ICMP port unreachable from the upstream: counted; the session stays.
-                Totals::add(&totals.upstream_failed, 1);
-                continue;
-            }
-        };
-        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if socket.send_to(&buf[..len], client).await.is_ok() {
-            Totals::add(&totals.datagrams_down, 1);
-            Totals::add(&totals.bytes_down, len as u64);
-        }
     }
 }

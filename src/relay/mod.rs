@@ -1,0 +1,196 @@
+//! `portier relay FROM TO`: forwarding. Each client of FROM gets its own
+//! connection to TO (streams: TCP, TLS, UNIX), or its own upstream socket
+//! (UDP), and bytes go both ways until either end is done.
+//!
+//! - `streams.rs`: TCP, TLS and UNIX streams joined, spliced on Linux; one
+//!   side's end of stream becomes a half-close on the other, a reset a reset.
+//! - `udp.rs`: a session (its own upstream socket) per UDP client.
+//!
+//! Every byte is counted, both ways, in the disconnect events and the summary.
+
+mod streams;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::access::AccessList;
+use crate::address::{Address, Transport};
+use crate::endpoint::{self, Origin};
+use crate::error::{Error, Result};
+use crate::sink::say;
+use crate::tls::{ClientTlsConfig, ServerTlsConfig};
+use streams::{Incoming, bind_unix, serve_streams};
+use udp::relay_udp;
+
+/// What `portier relay` does.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Where clients come in.
+    pub from: Address,
+    /// Where each client is forwarded.
+    pub to: Address,
+    /// Which peers may use the relay (IP clients only).
+    pub access: AccessList,
+    /// Clients (stream) or sessions (UDP) at once; more are refused and counted.
+    pub max_conns: usize,
+    /// Close a connection, or end a UDP session, after this long with no byte either way.
+    pub idle_timeout: Option<Duration>,
+    /// FROM is `tls://`: the certificate to present.
+    pub server_tls: Option<ServerTlsConfig>,
+    /// TO is `tls://`: how to check the server.
+    pub client_tls: ClientTlsConfig,
+    /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
+    pub unix_mode: Option<u32>,
+    /// How connections to TO leave (a proxy, keepalive); keepalive applies to clients too.
+    pub origin: Origin,
+}
+
+/// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
+pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
+
+/// Runs the relay until `shutdown` is cancelled, then says what it moved.
+pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<()> {
+    check_pair(config)?;
+    endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
+    let totals = Arc::new(Totals::default());
+    let served = match &config.from {
+        Address::Inet {
+            transport: Transport::Udp,
+            host,
+            port,
+        } => {
+            let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
+            // A burst waits in the kernel while the relay forwards; what still
+            // overflows is counted there, and reported.
+            crate::udp_options::set_receive_buffer(&socket, crate::listen::DEFAULT_RECV_BUFFER)?;
+            say_listening(&config.from, socket.local_addr().ok());
+            relay_udp(socket, config, &totals, &shutdown).await
+        }
+        Address::Inet { host, port, .. } => {
+            let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
+            say_listening(&config.from, listener.local_addr().ok());
+            let incoming = Incoming::Tcp(listener);
+            serve_streams(incoming, config, &totals, &shutdown).await
+        }
+        Address::Unix { name, .. } => {
+            let (listener, _file) = bind_unix(name, config.unix_mode)?;
+            say_listening(&config.from, None);
+            serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
+        }
+    };
+    say(&totals.summary());
+    served
+}
+
+/// Combinations that are refused before any socket opens.
+fn check_pair(config: &RelayConfig) -> Result<()> {
+    let datagram = |address: &Address| match address {
+        Address::Inet { transport, .. } => *transport == Transport::Udp,
+        Address::Unix { datagram, .. } => *datagram,
+    };
+    let (from, to) = (&config.from, &config.to);
+    if matches!(from, Address::Unix { datagram: true, .. })
+        || matches!(to, Address::Unix { datagram: true, .. })
+    {
+        return Err(Error::Usage(
+            "relay does not take unix-dgram: addresses yet; use unix: (stream) or udp://".into(),
+        ));
+    }
+    if datagram(from) != datagram(to) {
+        return Err(Error::Usage(format!(
+            "relay from {from} to {to}: both ends must be streams (tcp, tls, unix) or both udp; datagrams to lines and back are not built yet"
+        )));
+    }
+    if matches!(
+        from,
+        Address::Inet {
+            transport: Transport::Tls,
+            ..
+        }
+    ) && config.server_tls.is_none()
+    {
+        return Err(Error::Usage(format!(
+            "{from} needs a certificate: --cert FILE --key FILE, or --self-signed"
+        )));
+    }
+    if from == to {
+        return Err(Error::Usage(format!(
+            "relay from {from} to itself would loop"
+        )));
+    }
+    Ok(())
+}
+
+/// An empty host listens on every address, IPv4 and IPv6.
+fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    let host = (!host.is_empty()).then_some(host);
+    let ip = endpoint::listen_ips(host)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Resolve {
+            host: host.unwrap_or_default().to_string(),
+            reason: "no addresses found".into(),
+        })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn say_listening(from: &Address, local: Option<SocketAddr>) {
+    match local {
+        Some(local) => say(&format!("relay listening on {from} ({local})")),
+        None => say(&format!("relay listening on {from}")),
+    }
+}
+
+/// The counters behind the summary.
+#[derive(Default)]
+pub(super) struct Totals {
+    connections: AtomicU64,
+    refused: AtomicU64,
+    over_limit: AtomicU64,
+    upstream_failed: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    datagrams_up: AtomicU64,
+    datagrams_down: AtomicU64,
+    /// Datagrams the kernel dropped before the relay read them (buffers full).
+    kernel_drops: AtomicU64,
+}
+
+impl Totals {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut line = format!(
+            "relay summary: {} clients, {} bytes to the upstream, {} bytes back",
+            get(&self.connections),
+            get(&self.bytes_up),
+            get(&self.bytes_down)
+        );
+        let datagrams = (get(&self.datagrams_up), get(&self.datagrams_down));
+        if datagrams != (0, 0) {
+            line += &format!(" ({} datagrams up, {} back)", datagrams.0, datagrams.1);
+        }
+        for (counter, what) in [
+            (
+                &self.kernel_drops,
+                "datagrams dropped by the kernel, buffers full",
+            ),
+            (&self.refused, "refused (--allow/--deny)"),
+            (&self.over_limit, "turned away (-m)"),
+            (&self.upstream_failed, "upstream failures"),
+        ] {
+            if get(counter) > 0 {
+                line += &format!(", {} {what}", get(counter));
+            }
+        }
+        line
+    }
+}
