@@ -5,9 +5,11 @@
 //! - `streams.rs`: TCP, TLS and UNIX streams joined, spliced on Linux; one
 //!   side's end of stream becomes a half-close on the other, a reset a reset.
 //! - `udp.rs`: a session (its own upstream socket) per UDP client.
+//! - `lines.rs`: UDP to a TCP collector (a datagram a line) and TCP lines to UDP.
 //!
 //! Every byte is counted, both ways, in the disconnect events and the summary.
 
+mod lines;
 mod streams;
 mod udp;
 
@@ -69,13 +71,24 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
             // overflows is counted there, and reported.
             crate::udp_options::set_receive_buffer(&socket, crate::listen::DEFAULT_RECV_BUFFER)?;
             say_listening(&config.from, socket.local_addr().ok());
-            relay_udp(socket, config, &totals, &shutdown).await
+            match &config.to {
+                Address::Inet {
+                    transport: Transport::Tcp,
+                    ..
+                } => lines::datagrams_to_lines(socket, config, &totals, &shutdown).await,
+                _ => relay_udp(socket, config, &totals, &shutdown).await,
+            }
         }
         Address::Inet { host, port, .. } => {
             let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
             say_listening(&config.from, listener.local_addr().ok());
-            let incoming = Incoming::Tcp(listener);
-            serve_streams(incoming, config, &totals, &shutdown).await
+            match &config.to {
+                Address::Inet {
+                    transport: Transport::Udp,
+                    ..
+                } => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
+                _ => serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await,
+            }
         }
         Address::Unix { name, .. } => {
             let (listener, _file) = bind_unix(name, config.unix_mode)?;
@@ -101,9 +114,19 @@ fn check_pair(config: &RelayConfig) -> Result<()> {
             "relay does not take unix-dgram: addresses yet; use unix: (stream) or udp://".into(),
         ));
     }
-    if datagram(from) != datagram(to) {
+    // Datagrams and lines: UDP to plain TCP, plain TCP to UDP.
+    let plain_tcp = |address: &Address| {
+        matches!(
+            address,
+            Address::Inet {
+                transport: Transport::Tcp,
+                ..
+            }
+        )
+    };
+    if datagram(from) != datagram(to) && !(plain_tcp(from) || plain_tcp(to)) {
         return Err(Error::Usage(format!(
-            "relay from {from} to {to}: both ends must be streams (tcp, tls, unix) or both udp; datagrams to lines and back are not built yet"
+            "relay from {from} to {to}: datagrams and lines are joined between udp:// and tcp:// only"
         )));
     }
     if matches!(

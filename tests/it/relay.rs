@@ -324,8 +324,8 @@ fn pairs_that_cannot_work_are_usage_errors() {
     for (from, to, why) in [
         (
             "udp://:5000",
-            "tcp://127.0.0.1:9",
-            "both ends must be streams",
+            "unix:/tmp/x.sock",
+            "joined between udp:// and tcp:// only",
         ),
         ("tcp://127.0.0.1:5000", "tcp://127.0.0.1:5000", "would loop"),
         ("tls://:5000", "tcp://127.0.0.1:9", "needs a certificate"),
@@ -386,4 +386,79 @@ fn the_same_bytes_as_socat_for_a_large_stream() {
     });
     assert_eq!(ours, socat);
     assert_eq!(ours, (true, 4_000_000));
+}
+
+#[test]
+fn udp_datagrams_become_lines_on_one_tcp_connection_to_a_collector() {
+    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = collector.local_addr().unwrap().port();
+    let lines = thread::spawn(move || {
+        let (stream, _) = collector.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = String::new();
+        let mut reader = std::io::BufReader::new(stream);
+        for _ in 0..3 {
+            std::io::BufRead::read_line(&mut reader, &mut got).unwrap();
+        }
+        got
+    });
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &[],
+    );
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    a.send_to(b"<13>one", ("127.0.0.1", port)).unwrap();
+    thread::sleep(Duration::from_millis(50)); // in order
+    b.send_to(b"<13>two\n", ("127.0.0.1", port)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    a.send_to(b"<13>three", ("127.0.0.1", port)).unwrap();
+    assert_eq!(lines.join().unwrap(), "<13>one\n<13>two\n<13>three\n");
+    run.stop();
+    assert!(
+        run.stderr.text().contains("(3 datagrams up, 0 back)"),
+        "{}",
+        run.stderr.text()
+    );
+}
+
+#[test]
+fn tcp_lines_become_datagrams_and_answers_come_back_as_lines() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (len, from) = upstream.recv_from(&mut buf).unwrap();
+            upstream
+                .send_to(&buf[..len].to_ascii_uppercase(), from)
+                .unwrap();
+            got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        got
+    });
+    let port = free_port();
+    let mut run = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{up_port}"),
+        &[],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"ping\npong\n").unwrap();
+    let mut answers = [0u8; 10];
+    stream.read_exact(&mut answers).unwrap();
+    assert_eq!(&answers, b"PING\nPONG\n");
+    assert_eq!(
+        echo.join().unwrap(),
+        ["ping", "pong"],
+        "one datagram a line, without its newline"
+    );
+    run.stop();
 }

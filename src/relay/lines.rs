@@ -1,0 +1,219 @@
+//! Datagrams and lines: a UDP FROM relayed to a TCP collector, each datagram
+//! a line on one connection (syslog over UDP into a TCP log collector), and
+//! a TCP FROM relayed to a UDP TO, each line a datagram, what the upstream
+//! answers written back to the client as lines.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{RelayConfig, Totals};
+use crate::address::Address;
+use crate::client::{OnFull, Reconnect, send_reconnecting};
+use crate::endpoint;
+use crate::error::{Error, Result};
+use crate::sink::say;
+
+/// How long a stopping relay gives its collector to take the last lines.
+const LAST_LINES: Duration = Duration::from_millis(500);
+
+/// Lines and datagrams are bounded by what one datagram holds.
+const MAX_LINE: usize = 65_507;
+
+/// UDP FROM, TCP TO: every datagram a line on one connection, which is made
+/// again whenever it breaks (lines wait meanwhile, and overflow counted).
+pub(super) async fn datagrams_to_lines(
+    socket: UdpSocket,
+    config: &RelayConfig,
+    totals: &Arc<Totals>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Address::Inet { host, port, .. } = &config.to else {
+        return Err(Error::Usage("datagrams go as lines to a tcp:// TO".into()));
+    };
+    let (mut lines_in, lines_out) = tokio::io::duplex(256 << 10);
+    let reconnect = Reconnect {
+        on_full: OnFull::Drop, // waiting would only move the loss into the kernel, uncounted
+        ..Reconnect::default()
+    };
+    let collector = send_reconnecting(lines_out, (host, *port), &config.origin, None, &reconnect);
+    let mut collector = std::pin::pin!(collector);
+    let mut buf = vec![0u8; 65_536];
+    let forwarding = async {
+        loop {
+            let (len, client) = tokio::select! {
+                _ = shutdown.cancelled() => return Ok::<_, Error>(()),
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok(received) => received,
+                    Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
+                },
+            };
+            let client = endpoint::natural(client);
+            if let Some(why) = config.access.refusal(client.ip()) {
+                Totals::add(&totals.refused, 1);
+                say(&format!("{client} refused: {why}"));
+                continue;
+            }
+            let datagram = &buf[..len];
+            let line = datagram.strip_suffix(b"\n").unwrap_or(datagram);
+            lines_in.write_all(line).await.map_err(lost_collector)?;
+            lines_in.write_all(b"\n").await.map_err(lost_collector)?;
+            Totals::add(&totals.datagrams_up, 1);
+            Totals::add(&totals.bytes_up, len as u64);
+        }
+    };
+    tokio::select! {
+        forwarded = forwarding => forwarded?,
+        sent = &mut collector => return sent,
+    }
+    drop(lines_in); // the end of the lines: the collector's connection is closed after them
+    match tokio::time::timeout(LAST_LINES, collector).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            say("the collector did not take the last lines in time");
+            Ok(())
+        }
+    }
+}
+
+fn lost_collector(e: std::io::Error) -> Error {
+    Error::io("the lines to the collector stopped", e)
+}
+
+/// TCP FROM, UDP TO: each client's lines are datagrams from a socket of its
+/// own, and the upstream's datagrams come back to it as lines.
+pub(super) async fn lines_to_datagrams(
+    listener: TcpListener,
+    config: &RelayConfig,
+    totals: &Arc<Totals>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Address::Inet { host, port, .. } = &config.to else {
+        return Err(Error::Usage("lines go as datagrams to a udp:// TO".into()));
+    };
+    let upstream = endpoint::resolve(host, *port).await?[0];
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_conns.max(1)));
+    let mut clients = JoinSet::new();
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = clients.join_next(), if !clients.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await; // out of descriptors
+                    continue;
+                }
+            },
+        };
+        let client = endpoint::natural(client);
+        if let Some(why) = config.access.refusal(client.ip()) {
+            Totals::add(&totals.refused, 1);
+            say(&format!("{client} refused: {why}"));
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            Totals::add(&totals.over_limit, 1);
+            say(&format!(
+                "{client} turned away: {} clients already (-m)",
+                config.max_conns
+            ));
+            continue;
+        };
+        Totals::add(&totals.connections, 1);
+        let (totals, shutdown) = (totals.clone(), shutdown.clone());
+        let to = config.to.clone();
+        clients.spawn(async move {
+            say(&format!(
+                "{client} connected, its lines relayed to {to} as datagrams"
+            ));
+            let why = match client_lines(stream, upstream, &totals, &shutdown).await {
+                Ok(()) => String::new(),
+                Err(e) => format!(" ({e})"),
+            };
+            say(&format!("{client} disconnected{why}"));
+            drop(slot);
+        });
+    }
+    while clients.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn client_lines(
+    stream: TcpStream,
+    upstream: SocketAddr,
+    totals: &Totals,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let any: SocketAddr = match upstream {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any)
+        .await
+        .map_err(|e| Error::io(format!("cannot open a socket to udp {upstream}"), e))?;
+    socket
+        .connect(upstream)
+        .await
+        .map_err(|e| endpoint::udp_send_error(upstream, e))?;
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader);
+    let up = async {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = (&mut lines)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| Error::io("the client's lines stopped", e))?;
+            if read == 0 {
+                return Ok(());
+            }
+            let datagram = line.strip_suffix(b"\n").unwrap_or(&line);
+            if datagram.len() > MAX_LINE {
+                return Err(Error::Usage(format!(
+                    "a line over {MAX_LINE} bytes does not fit in one datagram"
+                )));
+            }
+            match socket.send(datagram).await {
+                Ok(_) => {
+                    Totals::add(&totals.datagrams_up, 1);
+                    Totals::add(&totals.bytes_up, datagram.len() as u64);
+                }
+                // ICMP port unreachable from an earlier datagram: counted, and on we go.
+                Err(_) => Totals::add(&totals.upstream_failed, 1),
+            }
+        }
+    };
+    // Ends only when the client can no longer be written to: why.
+    let down = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok(len) = socket.recv(&mut buf).await else {
+                Totals::add(&totals.upstream_failed, 1);
+                continue;
+            };
+            let answer = buf[..len].strip_suffix(b"\n").unwrap_or(&buf[..len]);
+            let written = async {
+                writer.write_all(answer).await?;
+                writer.write_all(b"\n").await
+            };
+            if let Err(e) = written.await {
+                return e;
+            }
+            Totals::add(&totals.datagrams_down, 1);
+            Totals::add(&totals.bytes_down, len as u64);
+        }
+    };
+    tokio::select! {
+        sent = up => sent,
+        gone = down => Err(Error::io("the client went away", gone)),
+        _ = shutdown.cancelled() => Ok(()),
+    }
+}
