@@ -69,8 +69,33 @@ pub(super) struct RelayArgs {
     /// FROM unix:/path: the socket file's permissions, in octal (e.g. 660)
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     mode: Option<u32>,
+    /// FROM unix:/path: the socket file's group, a name or a number (with --mode 660: its members may connect)
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    group: Option<u32>,
+    /// Say the totals so far on stderr this often (e.g. 10s)
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
+    stats: Option<Duration>,
     #[command(flatten)]
     origin: super::OriginArgs,
+}
+
+/// A group id, or a name looked up in /etc/group.
+fn parse_group(text: &str) -> std::result::Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse::<u32>().ok()?;
+            (name == text).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group named '{text}' in /etc/group"))
 }
 
 fn parse_mode(text: &str) -> std::result::Result<u32, String> {
@@ -114,6 +139,8 @@ impl RelayArgs {
                 key: None,
             },
             unix_mode: self.mode,
+            unix_group: self.group,
+            stats: self.stats,
             origin: match &self.to {
                 Address::Inet {
                     transport: Transport::Tcp | Transport::Tls,

@@ -48,6 +48,10 @@ pub struct RelayConfig {
     pub client_tls: ClientTlsConfig,
     /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
     pub unix_mode: Option<u32>,
+    /// FROM is a UNIX socket file: the group to give it (a gid), so its members may connect.
+    pub unix_group: Option<u32>,
+    /// Say the totals so far this often (`--stats`).
+    pub stats: Option<Duration>,
     /// How connections to TO leave (a proxy, keepalive); keepalive applies to clients too.
     pub origin: Origin,
 }
@@ -60,44 +64,68 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
     check_pair(config)?;
     endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
     let totals = Arc::new(Totals::default());
-    let served = match &config.from {
-        Address::Inet {
-            transport: Transport::Udp,
-            host,
-            port,
-        } => {
-            let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
-            // A burst waits in the kernel while the relay forwards; what still
-            // overflows is counted there, and reported.
-            crate::udp_options::set_receive_buffer(&socket, crate::listen::DEFAULT_RECV_BUFFER)?;
-            say_listening(&config.from, socket.local_addr().ok());
-            match &config.to {
-                Address::Inet {
-                    transport: Transport::Tcp,
-                    ..
-                } => lines::datagrams_to_lines(socket, config, &totals, &shutdown).await,
-                _ => relay_udp(socket, config, &totals, &shutdown).await,
+    let serving = async {
+        match &config.from {
+            Address::Inet {
+                transport: Transport::Udp,
+                host,
+                port,
+            } => {
+                let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
+                // A burst waits in the kernel while the relay forwards; what still
+                // overflows is counted there, and reported.
+                crate::udp_options::set_receive_buffer(
+                    &socket,
+                    crate::listen::DEFAULT_RECV_BUFFER,
+                )?;
+                say_listening(&config.from, socket.local_addr().ok());
+                match &config.to {
+                    Address::Inet {
+                        transport: Transport::Tcp,
+                        ..
+                    } => lines::datagrams_to_lines(socket, config, &totals, &shutdown).await,
+                    _ => relay_udp(socket, config, &totals, &shutdown).await,
+                }
+            }
+            Address::Inet { host, port, .. } => {
+                let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
+                say_listening(&config.from, listener.local_addr().ok());
+                match &config.to {
+                    Address::Inet {
+                        transport: Transport::Udp,
+                        ..
+                    } => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
+                    _ => serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await,
+                }
+            }
+            Address::Unix { name, .. } => {
+                let (listener, _file) = bind_unix(name, config.unix_mode, config.unix_group)?;
+                say_listening(&config.from, None);
+                serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
             }
         }
-        Address::Inet { host, port, .. } => {
-            let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
-            say_listening(&config.from, listener.local_addr().ok());
-            match &config.to {
-                Address::Inet {
-                    transport: Transport::Udp,
-                    ..
-                } => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
-                _ => serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await,
-            }
-        }
-        Address::Unix { name, .. } => {
-            let (listener, _file) = bind_unix(name, config.unix_mode)?;
-            say_listening(&config.from, None);
-            serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
-        }
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        never = report_every(config.stats, &totals) => match never {},
     };
     say(&totals.summary());
     served
+}
+
+/// `--stats`: the totals so far, on stderr, every `every` (never without it).
+async fn report_every(every: Option<Duration>, totals: &Totals) -> std::convert::Infallible {
+    let Some(every) = every else {
+        return std::future::pending().await;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await; // the first tick is at once
+    loop {
+        ticks.tick().await;
+        say(&totals
+            .summary()
+            .replacen("relay summary", "relay so far", 1));
+    }
 }
 
 /// Combinations that are refused before any socket opens.

@@ -40,6 +40,7 @@ impl Drop for SocketFile {
 pub(super) fn bind_unix(
     name: &UnixName,
     mode: Option<u32>,
+    group: Option<u32>,
 ) -> Result<(UnixListener, Option<SocketFile>)> {
     let path = match name {
         UnixName::Path(path) => path,
@@ -54,6 +55,15 @@ pub(super) fn bind_unix(
     let shown = || format!("cannot listen on unix:{}", path.display());
     let listener = UnixListener::bind(path).context(shown)?;
     let file = SocketFile(path.clone());
+    if group.is_some() {
+        std::os::unix::fs::chown(path, None, group).context(|| {
+            format!(
+                "cannot give {} to group {}",
+                path.display(),
+                group.unwrap_or_default()
+            )
+        })?;
+    }
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

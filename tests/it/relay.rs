@@ -117,11 +117,13 @@ fn a_unix_socket_in_front_of_tcp_names_its_clients_and_is_removed_on_exit() {
     let mut run = relay(
         &from,
         &format!("tcp://127.0.0.1:{up_port}"),
-        &["--mode", "600"],
+        &["--mode", "660", "--group", "nogroup"],
     );
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o600);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+    assert_eq!(meta.gid(), 65534, "nogroup, from /etc/group");
     let stream = UnixStream::connect(&path).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let shutdown = stream.try_clone().unwrap();
@@ -460,5 +462,24 @@ fn tcp_lines_become_datagrams_and_answers_come_back_as_lines() {
         ["ping", "pong"],
         "one datagram a line, without its newline"
     );
+    run.stop();
+}
+
+#[test]
+fn stats_says_the_totals_so_far_while_relaying() {
+    let (up_port, upstream) = tcp_upstream(answer_after_eof);
+    let port = free_port();
+    let mut run = relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        &["--stats", "0.1"],
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let shutdown = stream.try_clone().unwrap();
+    client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    upstream.join().unwrap();
+    run.stderr
+        .wait_for_text("relay so far: 1 clients, 11 bytes to the upstream, 11 bytes back");
     run.stop();
 }
