@@ -30,6 +30,26 @@ fn tcp_upstream(serve: impl FnOnce(TcpStream) + Send + 'static) -> (u16, JoinHan
     (port, upstream)
 }
 
+/// A UDP upstream that answers `count` datagrams in capitals; who sent each, and what.
+fn shouting_udp_upstream(count: usize) -> (u16, JoinHandle<Vec<(std::net::SocketAddr, String)>>) {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        (0..count)
+            .map(|_| {
+                let (len, from) = upstream.recv_from(&mut buf).unwrap();
+                upstream
+                    .send_to(&buf[..len].to_ascii_uppercase(), from)
+                    .unwrap();
+                (from, String::from_utf8_lossy(&buf[..len]).into_owned())
+            })
+            .collect()
+    });
+    (port, echo)
+}
+
 /// Reads the request to its end (the client's half-close, passed on), then answers and closes.
 fn answer_after_eof(mut stream: impl Read + Write) {
     let mut request = Vec::new();
@@ -199,21 +219,7 @@ fn tcp_in_front_of_a_unix_socket_and_an_abstract_name() {
 
 #[test]
 fn udp_sessions_route_replies_to_their_own_client_and_end_when_idle() {
-    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up_port = upstream.local_addr().unwrap().port();
-    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let echo = thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut sources = Vec::new();
-        for _ in 0..2 {
-            let (len, from) = upstream.recv_from(&mut buf).unwrap();
-            upstream
-                .send_to(&buf[..len].to_ascii_uppercase(), from)
-                .unwrap();
-            sources.push(from);
-        }
-        sources
-    });
+    let (up_port, echo) = shouting_udp_upstream(2);
     let port = free_port();
     let mut run = relay(
         &format!("udp://127.0.0.1:{port}"),
@@ -430,21 +436,7 @@ fn udp_datagrams_become_lines_on_one_tcp_connection_to_a_collector() {
 
 #[test]
 fn tcp_lines_become_datagrams_and_answers_come_back_as_lines() {
-    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up_port = upstream.local_addr().unwrap().port();
-    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let echo = thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut got = Vec::new();
-        for _ in 0..2 {
-            let (len, from) = upstream.recv_from(&mut buf).unwrap();
-            upstream
-                .send_to(&buf[..len].to_ascii_uppercase(), from)
-                .unwrap();
-            got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-        }
-        got
-    });
+    let (up_port, echo) = shouting_udp_upstream(2);
     let port = free_port();
     let mut run = relay(
         &format!("tcp://127.0.0.1:{port}"),
@@ -457,8 +449,14 @@ fn tcp_lines_become_datagrams_and_answers_come_back_as_lines() {
     let mut answers = [0u8; 10];
     stream.read_exact(&mut answers).unwrap();
     assert_eq!(&answers, b"PING\nPONG\n");
+    let got: Vec<String> = echo
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
     assert_eq!(
-        echo.join().unwrap(),
+        got,
         ["ping", "pong"],
         "one datagram a line, without its newline"
     );
