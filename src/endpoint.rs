@@ -355,7 +355,14 @@ pub async fn connect_plain_tcp(
 /// The first address of `host` that accepts a connection from `origin`.
 async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStream, SocketAddr)> {
     if let Some(proxy) = &origin.proxy {
-        let stream = crate::proxy::connect(proxy, host, port).await?;
+        let host = match proxy.kind {
+            // socks5:// resolves here, socks5h:// and http:// at the proxy.
+            crate::proxy::ProxyKind::Socks5 { remote_dns: false } => {
+                resolve(host, port).await?[0].ip().to_string()
+            }
+            _ => host.to_string(),
+        };
+        let stream = crate::proxy::connect(proxy, &host, port).await?;
         let via = stream.peer_addr().context(|| format!("proxy {proxy}"))?;
         set_keepalive(&stream, origin.keepalive)?;
         return Ok((stream, natural(via)));

@@ -168,7 +168,8 @@ fn exempt(list: &str, host: &str) -> bool {
         })
 }
 
-/// A TCP connection to `host:port` through `proxy`.
+/// A TCP connection to `host:port` through `proxy`. For `socks5://` (no
+/// remote DNS) the caller gives `host` already resolved to an address.
 pub(crate) async fn connect(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream> {
     let failed = |why: String| Error::Proxy {
         proxy: proxy.to_string(),
@@ -179,9 +180,7 @@ pub(crate) async fn connect(proxy: &Proxy, host: &str, port: u16) -> Result<TcpS
             .await
             .map_err(|e| failed(format!("cannot reach it: {}", crate::error::describe(&e))))?;
         let answer = match proxy.kind {
-            ProxyKind::Socks5 { remote_dns } => {
-                socks5(&mut stream, proxy, host, port, remote_dns).await
-            }
+            ProxyKind::Socks5 { .. } => socks5(&mut stream, proxy, host, port).await,
             ProxyKind::HttpConnect => http_connect(&mut stream, proxy, host, port).await,
         };
         match answer {
@@ -220,7 +219,6 @@ async fn socks5(
     proxy: &Proxy,
     host: &str,
     port: u16,
-    remote_dns: bool,
 ) -> std::result::Result<(), Handshake> {
     let refused = |why: &str| Err(Handshake::Refused(why.to_string()));
     // Greeting: no authentication, and username/password when we have them.
@@ -259,16 +257,9 @@ async fn socks5(
     }
     // The request: the host by name (the proxy resolves it) or by address.
     let mut request = vec![0x05, 0x01, 0x00];
-    let ip = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => Some(ip),
-        Err(_) if remote_dns => None,
-        Err(_) => {
-            let addrs = crate::endpoint::resolve(host, port)
-                .await
-                .map_err(|e| Handshake::Refused(e.to_string()))?;
-            addrs.first().map(|addr| addr.ip())
-        }
-    };
+    // A name goes to the proxy as a name: `connect`'s caller resolved it
+    // already where the proxy is not to (`socks5://`).
+    let ip = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
     match ip {
         Some(IpAddr::V4(v4)) => {
             request.push(0x01);

@@ -68,6 +68,14 @@ fn client_exchange(
     answer
 }
 
+/// `client_exchange` over a new TCP connection to `port`, half-closed after the request.
+fn tcp_exchange(port: u16) -> Vec<u8> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let shutdown = stream.try_clone().unwrap();
+    client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap())
+}
+
 #[test]
 fn tcp_to_tcp_passes_half_closes_both_ways_and_counts_bytes() {
     let (up_port, upstream) = tcp_upstream(answer_after_eof);
@@ -77,10 +85,7 @@ fn tcp_to_tcp_passes_half_closes_both_ways_and_counts_bytes() {
         &format!("tcp://127.0.0.1:{up_port}"),
         &[],
     );
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let shutdown = stream.try_clone().unwrap();
-    let answer = client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    let answer = tcp_exchange(port);
     assert_eq!(answer, b"HELLO RELAY");
     upstream.join().unwrap();
     run.stderr
@@ -207,10 +212,7 @@ fn tcp_in_front_of_a_unix_socket_and_an_abstract_name() {
         &format!("unix:@{name}"),
         &[],
     );
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let shutdown = stream.try_clone().unwrap();
-    let answer = client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    let answer = tcp_exchange(port);
     assert_eq!(answer, b"HELLO RELAY");
     upstream.join().unwrap();
     outer.stop();
@@ -472,10 +474,7 @@ fn stats_says_the_totals_so_far_while_relaying() {
         &format!("tcp://127.0.0.1:{up_port}"),
         &["--stats", "0.1"],
     );
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let shutdown = stream.try_clone().unwrap();
-    client_exchange(stream, |_| shutdown.shutdown(Shutdown::Write).unwrap());
+    tcp_exchange(port);
     upstream.join().unwrap();
     run.stderr
         .wait_for_text("relay so far: 1 clients, 11 bytes to the upstream, 11 bytes back");
