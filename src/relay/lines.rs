@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
-use crate::address::Address;
+use crate::address::{Address, UnixName};
 use crate::client::{OnFull, Reconnect, send_reconnecting};
 use crate::endpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::sink::say;
 
 /// How long a stopping relay gives its collector to take the last lines.
@@ -25,10 +26,90 @@ const LAST_LINES: Duration = Duration::from_millis(500);
 /// Lines and datagrams are bounded by what one datagram holds.
 const MAX_LINE: usize = 65_507;
 
-/// UDP FROM, TCP TO: every datagram a line on one connection, which is made
-/// again whenever it breaks (lines wait meanwhile, and overflow counted).
+/// Where datagrams come from: UDP clients, or the (often unnamed) senders
+/// to a UNIX datagram socket.
+pub(super) enum Datagrams {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Datagrams {
+    /// The next datagram's length and, for UDP, its sender.
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>)> {
+        match self {
+            Datagrams::Udp(socket) => {
+                let (len, from) = socket.recv_from(buf).await?;
+                Ok((len, Some(endpoint::natural(from))))
+            }
+            Datagrams::Unix(socket) => Ok((socket.recv(buf).await?, None)),
+        }
+    }
+}
+
+/// Binds a UNIX datagram socket on a file (claimed as for streams) or an abstract name.
+pub(super) fn bind_unix_datagram(
+    name: &UnixName,
+    config: &RelayConfig,
+) -> Result<(UnixDatagram, Option<SocketFile>)> {
+    let shown = || format!("cannot listen on {}", config.from);
+    let (socket, file) = match name {
+        UnixName::Path(path) => {
+            socket_file::claim(path)?;
+            let socket = std::os::unix::net::UnixDatagram::bind(path).context(shown)?;
+            let file = socket_file::settle(path, config.unix_mode, config.unix_group)?;
+            (socket, Some(file))
+        }
+        UnixName::Abstract(name) => {
+            let address = endpoint::abstract_name(name)?;
+            let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).context(shown)?;
+            (socket, None)
+        }
+    };
+    socket.set_nonblocking(true).context(shown)?;
+    Ok((UnixDatagram::from_std(socket).context(shown)?, file))
+}
+
+/// UNIX datagrams to a UDP TO, one way: each datagram sent on as it came.
+pub(super) async fn unix_datagrams_to_udp(
+    socket: UnixDatagram,
+    config: &RelayConfig,
+    totals: &Arc<Totals>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Address::Inet { host, port, .. } = &config.to else {
+        return Err(Error::Usage(
+            "unix-dgram: goes on to udp:// or tcp://".into(),
+        ));
+    };
+    let options = crate::udp_options::SendOptions::default();
+    let (sender, upstream) =
+        endpoint::connect_udp((host, *port), &config.origin, None, &options).await?;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let len = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            received = socket.recv(&mut buf) => {
+                received.context(|| format!("cannot receive on {}", config.from))?
+            }
+        };
+        match sender.send(&buf[..len]).await {
+            Ok(_) => {
+                Totals::add(&totals.datagrams_up, 1);
+                Totals::add(&totals.bytes_up, len as u64);
+            }
+            Err(e) => {
+                Totals::add(&totals.upstream_failed, 1);
+                say(&endpoint::udp_send_error(upstream, e).to_string());
+            }
+        }
+    }
+}
+
+/// Datagrams (UDP, UNIX) FROM, TCP TO: every datagram a line on one
+/// connection, which is made again whenever it breaks (lines wait
+/// meanwhile, and overflow is counted).
 pub(super) async fn datagrams_to_lines(
-    socket: UdpSocket,
+    source: Datagrams,
     config: &RelayConfig,
     totals: &Arc<Totals>,
     shutdown: &CancellationToken,
@@ -48,13 +129,14 @@ pub(super) async fn datagrams_to_lines(
         loop {
             let (len, client) = tokio::select! {
                 _ = shutdown.cancelled() => return Ok::<_, Error>(()),
-                received = socket.recv_from(&mut buf) => match received {
+                received = source.recv(&mut buf) => match received {
                     Ok(received) => received,
                     Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
                 },
             };
-            let client = endpoint::natural(client);
-            if let Some(why) = config.access.refusal(client.ip()) {
+            let refusal =
+                client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
+            if let Some((client, why)) = refusal {
                 Totals::add(&totals.refused, 1);
                 say(&format!("{client} refused: {why}"));
                 continue;

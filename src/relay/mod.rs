@@ -5,11 +5,14 @@
 //! - `streams.rs`: TCP, TLS and UNIX streams joined, spliced on Linux; one
 //!   side's end of stream becomes a half-close on the other, a reset a reset.
 //! - `udp.rs`: a session (its own upstream socket) per UDP client.
-//! - `lines.rs`: UDP to a TCP collector (a datagram a line) and TCP lines to UDP.
+//! - `lines.rs`: datagrams (UDP, UNIX) to a TCP collector, a datagram a
+//!   line, and TCP lines to UDP.
+//! - `socket_file.rs`: a UNIX socket file claimed, set up and removed.
 //!
 //! Every byte is counted, both ways, in the disconnect events and the summary.
 
 mod lines;
+mod socket_file;
 mod streams;
 mod udp;
 
@@ -83,7 +86,10 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
                     Address::Inet {
                         transport: Transport::Tcp,
                         ..
-                    } => lines::datagrams_to_lines(socket, config, &totals, &shutdown).await,
+                    } => {
+                        let source = lines::Datagrams::Udp(socket);
+                        lines::datagrams_to_lines(source, config, &totals, &shutdown).await
+                    }
                     _ => relay_udp(socket, config, &totals, &shutdown).await,
                 }
             }
@@ -96,6 +102,23 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
                         ..
                     } => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
                     _ => serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await,
+                }
+            }
+            Address::Unix {
+                datagram: true,
+                name,
+            } => {
+                let (socket, _file) = lines::bind_unix_datagram(name, config)?;
+                say_listening(&config.from, None);
+                match &config.to {
+                    Address::Inet {
+                        transport: Transport::Tcp,
+                        ..
+                    } => {
+                        let source = lines::Datagrams::Unix(socket);
+                        lines::datagrams_to_lines(source, config, &totals, &shutdown).await
+                    }
+                    _ => lines::unix_datagrams_to_udp(socket, config, &totals, &shutdown).await,
                 }
             }
             Address::Unix { name, .. } => {
@@ -135,12 +158,22 @@ fn check_pair(config: &RelayConfig) -> Result<()> {
         Address::Unix { datagram, .. } => *datagram,
     };
     let (from, to) = (&config.from, &config.to);
-    if matches!(from, Address::Unix { datagram: true, .. })
-        || matches!(to, Address::Unix { datagram: true, .. })
-    {
-        return Err(Error::Usage(
-            "relay does not take unix-dgram: addresses yet; use unix: (stream) or udp://".into(),
-        ));
+    // A UNIX datagram socket feeds UDP or a TCP collector; its senders are
+    // often unnamed (logger), so nothing can be answered back to them.
+    let unix_datagram = |address: &Address| matches!(address, Address::Unix { datagram: true, .. });
+    let tcp_or_udp = |address: &Address| {
+        matches!(
+            address,
+            Address::Inet {
+                transport: Transport::Tcp | Transport::Udp,
+                ..
+            }
+        )
+    };
+    if unix_datagram(to) || (unix_datagram(from) && !tcp_or_udp(to)) {
+        return Err(Error::Usage(format!(
+            "relay from {from} to {to}: unix-dgram: is taken as FROM only, to a tcp:// or udp:// TO"
+        )));
     }
     // Datagrams and lines: UDP to plain TCP, plain TCP to UDP.
     let plain_tcp = |address: &Address| {
@@ -152,7 +185,8 @@ fn check_pair(config: &RelayConfig) -> Result<()> {
             }
         )
     };
-    if datagram(from) != datagram(to) && !(plain_tcp(from) || plain_tcp(to)) {
+    if datagram(from) != datagram(to) && !(plain_tcp(from) || plain_tcp(to)) && !unix_datagram(from)
+    {
         return Err(Error::Usage(format!(
             "relay from {from} to {to}: datagrams and lines are joined between udp:// and tcp:// only"
         )));

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,24 +18,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
 use crate::address::{Address, Transport, UnixName};
 use crate::endpoint::{self, Origin};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::sink::say;
 use crate::tls::{self, ServerTls};
 
-/// A UNIX socket file removed when dropped, so a relay leaves no stale file.
-pub(super) struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Binds a UNIX stream listener. A stale socket file (nothing accepts on
-/// it) is replaced; a live one, or a file that is not a socket, is an error.
+/// Binds a UNIX stream listener, on a file ([`socket_file::claim`]) or an abstract name.
 pub(super) fn bind_unix(
     name: &UnixName,
     mode: Option<u32>,
@@ -46,61 +36,17 @@ pub(super) fn bind_unix(
         UnixName::Path(path) => path,
         UnixName::Abstract(name) => {
             let address = endpoint::abstract_name(name)?;
-            let listener = std::os::unix::net::UnixListener::bind_addr(&address)
-                .context(|| format!("cannot listen on unix:@{name}"))?;
-            return Ok((from_std_listener(listener, &format!("unix:@{name}"))?, None));
+            let shown = || format!("cannot listen on unix:@{name}");
+            let listener = std::os::unix::net::UnixListener::bind_addr(&address).context(shown)?;
+            listener.set_nonblocking(true).context(shown)?;
+            return Ok((UnixListener::from_std(listener).context(shown)?, None));
         }
     };
-    clear_stale_socket(path)?;
-    let shown = || format!("cannot listen on unix:{}", path.display());
-    let listener = UnixListener::bind(path).context(shown)?;
-    let file = SocketFile(path.clone());
-    if group.is_some() {
-        std::os::unix::fs::chown(path, None, group).context(|| {
-            format!(
-                "cannot give {} to group {}",
-                path.display(),
-                group.unwrap_or_default()
-            )
-        })?;
-    }
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .context(|| format!("cannot set the mode of {}", path.display()))?;
-    }
+    socket_file::claim(path)?;
+    let listener =
+        UnixListener::bind(path).context(|| format!("cannot listen on unix:{}", path.display()))?;
+    let file = socket_file::settle(path, mode, group)?;
     Ok((listener, Some(file)))
-}
-
-fn from_std_listener(
-    listener: std::os::unix::net::UnixListener,
-    shown: &str,
-) -> Result<UnixListener> {
-    listener
-        .set_nonblocking(true)
-        .and_then(|()| UnixListener::from_std(listener))
-        .context(|| format!("cannot listen on {shown}"))
-}
-
-fn clear_stale_socket(path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(()); // nothing there
-    };
-    if !meta.file_type().is_socket() {
-        return Err(Error::Usage(format!(
-            "{} exists and is not a socket: not removed",
-            path.display()
-        )));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(Error::Usage(format!(
-            "something already listens on unix:{}",
-            path.display()
-        ))),
-        Err(_) => std::fs::remove_file(path)
-            .context(|| format!("cannot remove the stale socket {}", path.display())),
-    }
 }
 
 /// Where stream clients come from.

@@ -480,3 +480,91 @@ fn stats_says_the_totals_so_far_while_relaying() {
         .wait_for_text("relay so far: 1 clients, 11 bytes to the upstream, 11 bytes back");
     run.stop();
 }
+
+#[test]
+fn a_unix_datagram_socket_feeds_a_collector_that_logger_writes_to() {
+    let test = "a_unix_datagram_socket_feeds_a_collector_that_logger_writes_to";
+    if !have_peer(test, "logger") {
+        return;
+    }
+    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = collector.local_addr().unwrap().port();
+    let lines = thread::spawn(move || {
+        let (stream, _) = collector.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line).unwrap();
+        line
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.sock");
+    let from = format!("unix-dgram:{}", path.display());
+    let mut run = relay(&from, &format!("tcp://127.0.0.1:{up_port}"), &[]);
+    // The real logger, writing to the socket as to /dev/log: one unnamed datagram.
+    let status = std::process::Command::new("logger")
+        .args([
+            "--socket",
+            &path.display().to_string(),
+            "--tag",
+            "portier-test",
+        ])
+        .arg("hello from logger")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let line = lines.join().unwrap();
+    assert!(
+        line.contains("portier-test") && line.ends_with("hello from logger\n"),
+        "{line:?}"
+    );
+    run.stop();
+    assert!(!path.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn a_live_socket_of_the_other_type_is_never_replaced() {
+    // A datagram socket in use (as /dev/log is) looks refused to a stream connect.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live-dgram.sock");
+    let _live = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut command = portier();
+    command.args([
+        "relay",
+        &format!("unix:{}", path.display()),
+        "tcp://127.0.0.1:9",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listens"));
+    assert!(path.exists(), "left in place");
+}
+
+#[test]
+fn unix_datagrams_go_on_as_udp_datagrams() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.sock");
+    let from = format!("unix-dgram:{}", path.display());
+    let mut run = relay(&from, &format!("udp://127.0.0.1:{up_port}"), &[]);
+    let mut command = portier();
+    command.args(["send", &from]);
+    let out = run_with_input(command, b"one\ntwo\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 16];
+    for expected in [&b"one\n"[..], b"two\n"] {
+        let len = upstream.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], expected);
+    }
+    run.stop();
+    assert!(
+        run.stderr.text().contains("(2 datagrams up, 0 back)"),
+        "{}",
+        run.stderr.text()
+    );
+}
