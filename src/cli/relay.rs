@@ -10,7 +10,7 @@ use portier::access::{AccessList, parse_range};
 use portier::address::{Address, Transport};
 use portier::client::Origin;
 use portier::error::{Error, Result};
-use portier::relay::RelayConfig;
+use portier::relay::{EventFormat, RelayConfig};
 use portier::tls::{ClientTlsConfig, Fingerprint, ServerIdentity, ServerTlsConfig};
 
 use super::parse_positive_duration;
@@ -72,9 +72,12 @@ pub(super) struct RelayArgs {
     /// FROM unix:/path: the socket file's group, a name or a number (with --mode 660: its members may connect)
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
     group: Option<u32>,
-    /// Say the totals so far on stderr this often (e.g. 10s)
+    /// Say the totals so far this often (e.g. 10s)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     stats: Option<Duration>,
+    /// Events as lines on stderr (text), or one JSON object per line on stdout (json)
+    #[arg(short, long, value_enum, default_value = "text")]
+    format: EventsArg,
     #[command(flatten)]
     origin: super::OriginArgs,
 }
@@ -96,6 +99,12 @@ fn parse_group(text: &str) -> std::result::Result<u32, String> {
         })
         .next()
         .ok_or_else(|| format!("no group named '{text}' in /etc/group"))
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EventsArg {
+    Text,
+    Json,
 }
 
 fn parse_mode(text: &str) -> std::result::Result<u32, String> {
@@ -141,6 +150,10 @@ impl RelayArgs {
             unix_mode: self.mode,
             unix_group: self.group,
             stats: self.stats,
+            events: match self.format {
+                EventsArg::Text => EventFormat::Text,
+                EventsArg::Json => EventFormat::Json,
+            },
             origin: match &self.to {
                 Address::Inet {
                     transport: Transport::Tcp | Transport::Tls,

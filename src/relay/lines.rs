@@ -12,13 +12,13 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{Event, Relayed, tell};
 use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
 use crate::address::{Address, UnixName};
 use crate::client::{OnFull, Reconnect, send_reconnecting};
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
-use crate::sink::say;
 
 /// How long a stopping relay gives its collector to take the last lines.
 const LAST_LINES: Duration = Duration::from_millis(500);
@@ -99,7 +99,8 @@ pub(super) async fn unix_datagrams_to_udp(
             }
             Err(e) => {
                 Totals::add(&totals.upstream_failed, 1);
-                say(&endpoint::udp_send_error(upstream, e).to_string());
+                let error = endpoint::udp_send_error(upstream, e).to_string();
+                tell(config, Event::Failed(None, error));
             }
         }
     }
@@ -138,7 +139,7 @@ pub(super) async fn datagrams_to_lines(
                 client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
             if let Some((client, why)) = refusal {
                 Totals::add(&totals.refused, 1);
-                say(&format!("{client} refused: {why}"));
+                tell(config, Event::Refused(&client.to_string(), why));
                 continue;
             }
             let datagram = &buf[..len];
@@ -157,7 +158,8 @@ pub(super) async fn datagrams_to_lines(
     match tokio::time::timeout(LAST_LINES, collector).await {
         Ok(sent) => sent,
         Err(_) => {
-            say("the collector did not take the last lines in time");
+            let late = "the collector did not take the last lines in time".to_string();
+            tell(config, Event::Notice(late));
             Ok(())
         }
     }
@@ -196,29 +198,37 @@ pub(super) async fn lines_to_datagrams(
         let client = endpoint::natural(client);
         if let Some(why) = config.access.refusal(client.ip()) {
             Totals::add(&totals.refused, 1);
-            say(&format!("{client} refused: {why}"));
+            tell(config, Event::Refused(&client.to_string(), why));
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             Totals::add(&totals.over_limit, 1);
-            say(&format!(
-                "{client} turned away: {} clients already (-m)",
-                config.max_conns
-            ));
+            tell(
+                config,
+                Event::TurnedAway(&client.to_string(), config.max_conns),
+            );
             continue;
         };
         Totals::add(&totals.connections, 1);
         let (totals, shutdown) = (totals.clone(), shutdown.clone());
-        let to = config.to.clone();
+        let config = config.clone();
         clients.spawn(async move {
-            say(&format!(
-                "{client} connected, its lines relayed to {to} as datagrams"
-            ));
-            let why = match client_lines(stream, upstream, &totals, &shutdown).await {
-                Ok(()) => String::new(),
-                Err(e) => format!(" ({e})"),
-            };
-            say(&format!("{client} disconnected{why}"));
+            let client = client.to_string();
+            tell(&config, Event::Connected(&client, Relayed::Lines));
+            let why = client_lines(stream, upstream, &totals, &shutdown)
+                .await
+                .err();
+            let why = why.map(|e| e.to_string());
+            let bytes = None; // counted for the relay as a whole
+            let why = why.as_deref();
+            tell(
+                &config,
+                Event::Disconnected {
+                    client: &client,
+                    bytes,
+                    why,
+                },
+            );
             drop(slot);
         });
     }

@@ -11,6 +11,7 @@
 //!
 //! Every byte is counted, both ways, in the disconnect events and the summary.
 
+mod events;
 mod lines;
 mod socket_file;
 mod streams;
@@ -27,8 +28,9 @@ use crate::access::AccessList;
 use crate::address::{Address, Transport};
 use crate::endpoint::{self, Origin};
 use crate::error::{Error, Result};
-use crate::sink::say;
 use crate::tls::{ClientTlsConfig, ServerTlsConfig};
+pub use events::EventFormat;
+use events::{Event, tell};
 use streams::{Incoming, bind_unix, serve_streams};
 use udp::relay_udp;
 
@@ -55,6 +57,8 @@ pub struct RelayConfig {
     pub unix_group: Option<u32>,
     /// Say the totals so far this often (`--stats`).
     pub stats: Option<Duration>,
+    /// Events as lines on stderr, or JSON on stdout (`-f json`).
+    pub events: EventFormat,
     /// How connections to TO leave (a proxy, keepalive); keepalive applies to clients too.
     pub origin: Origin,
 }
@@ -81,7 +85,7 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
                     &socket,
                     crate::listen::DEFAULT_RECV_BUFFER,
                 )?;
-                say_listening(&config.from, socket.local_addr().ok());
+                tell(config, Event::Listening(socket.local_addr().ok()));
                 match &config.to {
                     Address::Inet {
                         transport: Transport::Tcp,
@@ -95,7 +99,7 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
             }
             Address::Inet { host, port, .. } => {
                 let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
-                say_listening(&config.from, listener.local_addr().ok());
+                tell(config, Event::Listening(listener.local_addr().ok()));
                 match &config.to {
                     Address::Inet {
                         transport: Transport::Udp,
@@ -109,7 +113,7 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
                 name,
             } => {
                 let (socket, _file) = lines::bind_unix_datagram(name, config)?;
-                say_listening(&config.from, None);
+                tell(config, Event::Listening(None));
                 match &config.to {
                     Address::Inet {
                         transport: Transport::Tcp,
@@ -123,31 +127,29 @@ pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<
             }
             Address::Unix { name, .. } => {
                 let (listener, _file) = bind_unix(name, config.unix_mode, config.unix_group)?;
-                say_listening(&config.from, None);
+                tell(config, Event::Listening(None));
                 serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
             }
         }
     };
     let served = tokio::select! {
         served = serving => served,
-        never = report_every(config.stats, &totals) => match never {},
+        never = report_every(config, &totals) => match never {},
     };
-    say(&totals.summary());
+    tell(config, Event::Totals(&totals, false));
     served
 }
 
-/// `--stats`: the totals so far, on stderr, every `every` (never without it).
-async fn report_every(every: Option<Duration>, totals: &Totals) -> std::convert::Infallible {
-    let Some(every) = every else {
+/// `--stats`: the totals so far, every `config.stats` (never without it).
+async fn report_every(config: &RelayConfig, totals: &Totals) -> std::convert::Infallible {
+    let Some(every) = config.stats else {
         return std::future::pending().await;
     };
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await; // the first tick is at once
     loop {
         ticks.tick().await;
-        say(&totals
-            .summary()
-            .replacen("relay summary", "relay so far", 1));
+        tell(config, Event::Totals(totals, true));
     }
 }
 
@@ -222,13 +224,6 @@ fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
             reason: "no addresses found".into(),
         })?;
     Ok(SocketAddr::new(ip, port))
-}
-
-fn say_listening(from: &Address, local: Option<SocketAddr>) {
-    match local {
-        Some(local) => say(&format!("relay listening on {from} ({local})")),
-        None => say(&format!("relay listening on {from}")),
-    }
 }
 
 /// The counters behind the summary.

@@ -18,12 +18,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{Event, Relayed, tell};
 use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
 use crate::address::{Address, Transport, UnixName};
 use crate::endpoint::{self, Origin};
 use crate::error::{IoContext, Result};
-use crate::sink::say;
 use crate::tls::{self, ServerTls};
 
 /// Binds a UNIX stream listener, on a file ([`socket_file::claim`]) or an abstract name.
@@ -89,7 +89,8 @@ pub(super) async fn serve_streams(
 ) -> Result<()> {
     let server_tls = config.server_tls.as_ref().map(ServerTls::new).transpose()?;
     if let Some(fingerprint) = server_tls.as_ref().and_then(|tls| tls.self_signed.as_ref()) {
-        say(&format!("self-signed certificate, SHA-256 {fingerprint}"));
+        let made = format!("self-signed certificate, SHA-256 {fingerprint}");
+        tell(config, Event::Notice(made));
     }
     let acceptor = server_tls.map(|tls| tls.acceptor);
     let connector = match &config.to {
@@ -110,32 +111,27 @@ pub(super) async fn serve_streams(
         let (conn, name, ip_peer) = match accepted {
             Ok((Conn::Tcp(stream), name, peer)) => {
                 if let Err(e) = endpoint::set_keepalive(&stream, config.origin.keepalive) {
-                    say(&format!("{name}: {e}"));
+                    tell(config, Event::Failed(Some(&name), e.to_string()));
                 }
                 (Conn::Tcp(stream), name, peer)
             }
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
-                say(&format!(
-                    "cannot accept a client: {}",
-                    crate::error::describe(&e)
-                ));
+                let error = format!("cannot accept a client: {}", crate::error::describe(&e));
+                tell(config, Event::Failed(None, error));
                 tokio::time::sleep(Duration::from_millis(100)).await; // out of descriptors: let clients close
                 continue;
             }
         };
         if let Some(why) = ip_peer.and_then(|peer| config.access.refusal(peer.ip())) {
             Totals::add(&totals.refused, 1);
-            say(&format!("{name} refused: {why}"));
+            tell(config, Event::Refused(&name, why));
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             Totals::add(&totals.over_limit, 1);
-            say(&format!(
-                "{name} turned away: {} clients already (-m)",
-                config.max_conns
-            ));
+            tell(config, Event::TurnedAway(&name, config.max_conns));
             continue;
         };
         Totals::add(&totals.connections, 1);
@@ -146,7 +142,7 @@ pub(super) async fn serve_streams(
             let client = match (conn, acceptor) {
                 (Conn::Tcp(stream), Some(acceptor)) => match tls::accept(&acceptor, stream).await {
                     Ok((stream, _)) => Conn::TlsServer(Box::new(stream)),
-                    Err(e) => return say(&format!("{name}: {e}")),
+                    Err(e) => return tell(&config, Event::Failed(Some(&name), e)),
                 },
                 (conn, _) => conn,
             };
@@ -155,19 +151,24 @@ pub(super) async fn serve_streams(
                     Ok(upstream) => upstream,
                     Err(e) => {
                         Totals::add(&totals.upstream_failed, 1);
-                        return say(&format!("{name}: {e}; client closed"));
+                        let error = format!("{e}; client closed");
+                        return tell(&config, Event::Failed(Some(&name), error));
                     }
                 };
-            say(&format!("{name} connected, relayed to {}", config.to));
+            tell(&config, Event::Connected(&name, Relayed::Stream));
             let ended = join(client, upstream, config.idle_timeout, &shutdown).await;
             Totals::add(&totals.bytes_up, ended.up);
             Totals::add(&totals.bytes_down, ended.down);
-            say(&format!(
-                "{name} disconnected: {} bytes to the upstream, {} back{}",
-                ended.up,
-                ended.down,
-                ended.why.map(|why| format!(" ({why})")).unwrap_or_default()
-            ));
+            let bytes = Some((ended.up, ended.down));
+            let why = ended.why.as_deref();
+            tell(
+                &config,
+                Event::Disconnected {
+                    client: &name,
+                    bytes,
+                    why,
+                },
+            );
             drop(slot);
         });
     }

@@ -12,11 +12,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{Event, Relayed, tell};
 use super::{RelayConfig, Totals, UDP_SESSION_IDLE};
 use crate::address::Address;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
-use crate::sink::say;
 
 /// One UDP client's session: its own socket to the upstream.
 struct Session {
@@ -58,7 +58,7 @@ pub(super) async fn relay_udp(
                         session.replies.abort();
                         let drops = crate::sys::kernel_drops(session.upstream.as_ref());
                         Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
-                        say(&format!("{client} session ended (idle)"));
+                        tell(config, Event::SessionEnded(&client.to_string()));
                     }
                     alive
                 });
@@ -72,7 +72,7 @@ pub(super) async fn relay_udp(
         };
         if let Some(why) = config.access.refusal(client.ip()) {
             Totals::add(&totals.refused, 1);
-            say(&format!("{client} refused: {why}"));
+            tell(config, Event::Refused(&client.to_string(), why));
             continue;
         }
         if !sessions.contains_key(&client) {
@@ -84,15 +84,18 @@ pub(super) async fn relay_udp(
                 Ok(upstream) => Arc::new(upstream),
                 Err(e) => {
                     Totals::add(&totals.upstream_failed, 1);
-                    say(&format!("{client}: {e}"));
+                    tell(
+                        config,
+                        Event::Failed(Some(&client.to_string()), e.to_string()),
+                    );
                     continue;
                 }
             };
             Totals::add(&totals.connections, 1);
-            say(&format!(
-                "{client} session started, relayed to {}",
-                config.to
-            ));
+            tell(
+                config,
+                Event::Connected(&client.to_string(), Relayed::Session),
+            );
             let last = Arc::new(AtomicU64::new(now_ms()));
             let back = send_back(
                 upstream.clone(),
@@ -123,10 +126,8 @@ pub(super) async fn relay_udp(
             }
             Err(e) => {
                 Totals::add(&totals.upstream_failed, 1);
-                say(&format!(
-                    "{client}: {}",
-                    endpoint::udp_send_error(upstream_addr, e)
-                ));
+                let error = endpoint::udp_send_error(upstream_addr, e).to_string();
+                tell(config, Event::Failed(Some(&client.to_string()), error));
             }
         }
     }

@@ -568,3 +568,42 @@ fn unix_datagrams_go_on_as_udp_datagrams() {
         run.stderr.text()
     );
 }
+
+#[test]
+fn json_events_for_scripts_on_stdout() {
+    let (up_port, upstream) = tcp_upstream(answer_after_eof);
+    let port = free_port();
+    let mut command = portier();
+    command.args([
+        "relay",
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+        "-f",
+        "json",
+    ]);
+    let mut run = Running::spawn(command);
+    wait_bound(false, port);
+    assert_eq!(tcp_exchange(port), b"HELLO RELAY");
+    upstream.join().unwrap();
+    run.stdout.wait_for_text("\"disconnect\"");
+    run.stop();
+    let records = run.stdout.json_lines();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["listening", "connect", "disconnect", "summary"]);
+    assert_eq!(
+        (
+            records[2]["bytes_up"].as_u64(),
+            records[2]["bytes_down"].as_u64()
+        ),
+        (Some(11), Some(11))
+    );
+    assert_eq!(records[3]["clients"].as_u64(), Some(1));
+    assert!(
+        run.stderr.text().is_empty(),
+        "events are on stdout: {}",
+        run.stderr.text()
+    );
+}
