@@ -138,13 +138,15 @@ pub fn raise_open_file_limit() {
 }
 
 /// A socket bound by someone else (systemd, a parent, a test), for
-/// [`crate::listen::Listener::from_sockets`].
+/// [`crate::listen::Listener::from_sockets`] and [`crate::relay::relay`].
 #[derive(Debug)]
 pub enum Socket {
     /// A listening TCP socket.
     Tcp(std::net::TcpListener),
     /// A bound UDP socket.
     Udp(std::net::UdpSocket),
+    /// A listening UNIX stream socket (for `relay unix:PATH`).
+    Unix(std::os::unix::net::UnixListener),
 }
 
 /// A bound listening socket of either protocol.
@@ -166,6 +168,11 @@ impl Bound {
             Socket::Udp(socket) => {
                 socket.set_nonblocking(true).context(cannot)?;
                 Bound::Udp(UdpSocket::from_std(socket).context(cannot)?)
+            }
+            Socket::Unix(_) => {
+                return Err(Error::Usage(
+                    "a UNIX socket was handed in: listen serves TCP and UDP (portier relay unix:PATH serves UNIX ones)".into(),
+                ));
             }
         })
     }

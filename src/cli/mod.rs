@@ -289,9 +289,9 @@ impl Cli {
         })
     }
 
-    /// True for `listen`, which serves sockets handed in through `LISTEN_FDS`.
+    /// True for `listen` and `relay`, which serve sockets handed in through `LISTEN_FDS`.
     pub(crate) fn takes_sockets(&self) -> bool {
-        matches!(self.command, Command::Listen(_))
+        matches!(self.command, Command::Listen(_) | Command::Relay(_))
     }
 
     /// True for a `listen` that can have many TCP clients at once; a UDP
@@ -331,7 +331,7 @@ impl Cli {
                 let config = args.config()?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 signals::cancel_on_signal(shutdown.clone());
-                Box::pin(async move { portier::relay::relay(&config, shutdown).await })
+                Box::pin(async move { portier::relay::relay(&config, handed_in, shutdown).await })
             }
             Command::Nc(Deferred(args)) => {
                 let config = args.config()?;

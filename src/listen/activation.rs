@@ -18,9 +18,12 @@ pub fn sockets_from_env() -> Result<Vec<Socket>> {
             if let Ok(Some(listener)) = passed.take_tcp_listener(index) {
                 return check_listening(listener, index);
             }
+            if let Ok(Some(listener)) = passed.take_unix_listener(index) {
+                return Ok(Socket::Unix(listener));
+            }
             match passed.take_udp_socket(index) {
                 Ok(Some(socket)) => Ok(Socket::Udp(socket)),
-                _ => Err(not_usable(index, "neither a TCP nor a UDP socket")),
+                _ => Err(not_usable(index, "not a TCP, UDP or UNIX stream socket")),
             }
         })
         .collect()
@@ -43,7 +46,7 @@ fn check_listening(listener: TcpListener, _index: usize) -> Result<Socket> {
 
 fn not_usable(index: usize, what: &str) -> Error {
     Error::Usage(format!(
-        "socket {} passed in LISTEN_FDS is {what}; pass TCP listeners or UDP sockets",
+        "socket {} passed in LISTEN_FDS is {what}; pass TCP listeners, UDP sockets or UNIX listeners",
         3 + index
     ))
 }

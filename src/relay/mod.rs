@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessList;
 use crate::address::{Address, Transport};
-use crate::endpoint::{self, Origin};
-use crate::error::{Error, Result};
+use crate::endpoint::{self, Origin, Socket};
+use crate::error::{Error, IoContext, Result};
 use crate::tls::{ClientTlsConfig, ServerTlsConfig};
 pub use events::EventFormat;
 use events::{Event, tell};
@@ -66,67 +66,154 @@ pub struct RelayConfig {
 /// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
 pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
 
+/// FROM, bound: its socket, and the socket file removed when it is dropped.
+enum Bound {
+    Udp(tokio::net::UdpSocket),
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, Option<socket_file::SocketFile>),
+    UnixDatagram(tokio::net::UnixDatagram, Option<socket_file::SocketFile>),
+}
+
+/// Binds FROM, or takes the socket handed in for it (systemd socket
+/// activation): then its file, if any, is systemd's to keep.
+fn bind_from(config: &RelayConfig, handed_in: Vec<Socket>) -> Result<Bound> {
+    let mut handed_in = handed_in.into_iter();
+    let (Some(socket), None) = (handed_in.next(), handed_in.next()) else {
+        return bind_here(config);
+    };
+    let cannot = || "cannot serve the socket handed in".to_string();
+    let bound = match (socket, &config.from) {
+        (
+            Socket::Udp(socket),
+            Address::Inet {
+                transport: Transport::Udp,
+                ..
+            },
+        ) => {
+            socket.set_nonblocking(true).context(cannot)?;
+            Bound::Udp(tokio::net::UdpSocket::from_std(socket).context(cannot)?)
+        }
+        (
+            Socket::Tcp(listener),
+            Address::Inet {
+                transport: Transport::Tcp | Transport::Tls,
+                ..
+            },
+        ) => {
+            listener.set_nonblocking(true).context(cannot)?;
+            Bound::Tcp(tokio::net::TcpListener::from_std(listener).context(cannot)?)
+        }
+        (
+            Socket::Unix(listener),
+            Address::Unix {
+                datagram: false, ..
+            },
+        ) => {
+            listener.set_nonblocking(true).context(cannot)?;
+            Bound::Unix(
+                tokio::net::UnixListener::from_std(listener).context(cannot)?,
+                None,
+            )
+        }
+        (socket, from) => {
+            let kind = match socket {
+                Socket::Tcp(_) => "a TCP listener",
+                Socket::Udp(_) => "a UDP socket",
+                Socket::Unix(_) => "a UNIX stream listener",
+            };
+            return Err(Error::Usage(format!(
+                "the socket handed in (LISTEN_FDS) is {kind}, which does not serve {from}"
+            )));
+        }
+    };
+    Ok(bound)
+}
+
+fn bind_here(config: &RelayConfig) -> Result<Bound> {
+    Ok(match &config.from {
+        Address::Inet {
+            transport: Transport::Udp,
+            host,
+            port,
+        } => Bound::Udp(endpoint::bind_udp(listen_addr(host, *port)?)?),
+        Address::Inet { host, port, .. } => {
+            Bound::Tcp(endpoint::bind_tcp(listen_addr(host, *port)?)?)
+        }
+        Address::Unix {
+            datagram: true,
+            name,
+        } => {
+            let (socket, file) = lines::bind_unix_datagram(name, config)?;
+            Bound::UnixDatagram(socket, file)
+        }
+        Address::Unix { name, .. } => {
+            let (listener, file) = bind_unix(name, config.unix_mode, config.unix_group)?;
+            Bound::Unix(listener, file)
+        }
+    })
+}
+
 /// Runs the relay until `shutdown` is cancelled, then says what it moved.
-pub async fn relay(config: &RelayConfig, shutdown: CancellationToken) -> Result<()> {
+/// `handed_in`: FROM's socket when systemd (or a parent) bound it.
+pub async fn relay(
+    config: &RelayConfig,
+    handed_in: Vec<Socket>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     check_pair(config)?;
     endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
     let totals = Arc::new(Totals::default());
+    let bound = bind_from(config, handed_in)?;
+    let to_tcp = matches!(
+        config.to,
+        Address::Inet {
+            transport: Transport::Tcp,
+            ..
+        }
+    );
+    let to_udp = matches!(
+        config.to,
+        Address::Inet {
+            transport: Transport::Udp,
+            ..
+        }
+    );
     let serving = async {
-        match &config.from {
-            Address::Inet {
-                transport: Transport::Udp,
-                host,
-                port,
-            } => {
-                let socket = endpoint::bind_udp(listen_addr(host, *port)?)?;
+        match bound {
+            Bound::Udp(socket) => {
                 // A burst waits in the kernel while the relay forwards; what still
                 // overflows is counted there, and reported.
-                crate::udp_options::set_receive_buffer(
-                    &socket,
-                    crate::listen::DEFAULT_RECV_BUFFER,
-                )?;
+                let buffer = crate::listen::DEFAULT_RECV_BUFFER;
+                crate::udp_options::set_receive_buffer(&socket, buffer)?;
                 tell(config, Event::Listening(socket.local_addr().ok()));
-                match &config.to {
-                    Address::Inet {
-                        transport: Transport::Tcp,
-                        ..
-                    } => {
+                match to_tcp {
+                    true => {
                         let source = lines::Datagrams::Udp(socket);
                         lines::datagrams_to_lines(source, config, &totals, &shutdown).await
                     }
-                    _ => relay_udp(socket, config, &totals, &shutdown).await,
+                    false => relay_udp(socket, config, &totals, &shutdown).await,
                 }
             }
-            Address::Inet { host, port, .. } => {
-                let listener = endpoint::bind_tcp(listen_addr(host, *port)?)?;
+            Bound::Tcp(listener) => {
                 tell(config, Event::Listening(listener.local_addr().ok()));
-                match &config.to {
-                    Address::Inet {
-                        transport: Transport::Udp,
-                        ..
-                    } => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
-                    _ => serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await,
+                match to_udp {
+                    true => lines::lines_to_datagrams(listener, config, &totals, &shutdown).await,
+                    false => {
+                        serve_streams(Incoming::Tcp(listener), config, &totals, &shutdown).await
+                    }
                 }
             }
-            Address::Unix {
-                datagram: true,
-                name,
-            } => {
-                let (socket, _file) = lines::bind_unix_datagram(name, config)?;
+            Bound::UnixDatagram(socket, _file) => {
                 tell(config, Event::Listening(None));
-                match &config.to {
-                    Address::Inet {
-                        transport: Transport::Tcp,
-                        ..
-                    } => {
+                match to_tcp {
+                    true => {
                         let source = lines::Datagrams::Unix(socket);
                         lines::datagrams_to_lines(source, config, &totals, &shutdown).await
                     }
-                    _ => lines::unix_datagrams_to_udp(socket, config, &totals, &shutdown).await,
+                    false => lines::unix_datagrams_to_udp(socket, config, &totals, &shutdown).await,
                 }
             }
-            Address::Unix { name, .. } => {
-                let (listener, _file) = bind_unix(name, config.unix_mode, config.unix_group)?;
+            Bound::Unix(listener, _file) => {
                 tell(config, Event::Listening(None));
                 serve_streams(Incoming::Unix(listener), config, &totals, &shutdown).await
             }

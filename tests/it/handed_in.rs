@@ -140,3 +140,44 @@ fn systemd_socket_activation_serves_the_passed_udp_socket() {
         "{events}"
     );
 }
+
+#[test]
+fn a_relay_serves_a_unix_socket_systemd_bound() {
+    let test = "a_relay_serves_a_unix_socket_systemd_bound";
+    if !have_peer(test, "systemd-socket-activate") {
+        return;
+    }
+    use std::io::Read;
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let (mut stream, _) = upstream.accept().unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        stream.write_all(&got.to_ascii_uppercase()).unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activated.sock");
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args(["-l", &path.display().to_string()])
+        .arg(portier().get_program())
+        .args(["relay", &format!("unix:{}", path.display())])
+        .arg(format!("tcp://127.0.0.1:{up_port}"));
+    let mut run = Running::spawn(command);
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < crate::common::PATIENCE, "no socket file");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The first client starts portier, which takes the socket systemd bound.
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client.write_all(b"activated").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "ACTIVATED");
+    served.join().unwrap();
+    run.stderr.wait_for_text("relay listening on unix:");
+    run.stop();
+}
