@@ -69,39 +69,71 @@ pub(super) fn bind_unix_datagram(
     Ok((UnixDatagram::from_std(socket).context(shown)?, file))
 }
 
-/// UNIX datagrams to a UDP TO, one way: each datagram sent on as it came.
-pub(super) async fn unix_datagrams_to_udp(
-    socket: UnixDatagram,
+/// Datagrams sent on one way, as they came: UNIX datagrams to UDP, or any
+/// datagrams to a UNIX datagram socket (whose answers have nowhere to go).
+pub(super) async fn forward_datagrams(
+    source: Datagrams,
     config: &RelayConfig,
     totals: &Arc<Totals>,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let Address::Inet { host, port, .. } = &config.to else {
-        return Err(Error::Usage(
-            "unix-dgram: goes on to udp:// or tcp://".into(),
-        ));
+    let sink = match &config.to {
+        Address::Inet { host, port, .. } => {
+            let options = crate::udp_options::SendOptions::default();
+            let target = (host.as_str(), *port);
+            let (socket, upstream) =
+                endpoint::connect_udp(target, &config.origin, None, &options).await?;
+            Sink::Udp(socket, upstream)
+        }
+        Address::Unix { name, .. } => Sink::Unix(endpoint::connect_unix_datagram(name)?),
     };
-    let options = crate::udp_options::SendOptions::default();
-    let (sender, upstream) =
-        endpoint::connect_udp((host, *port), &config.origin, None, &options).await?;
     let mut buf = vec![0u8; 65_536];
     loop {
-        let len = tokio::select! {
+        let (len, client) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            received = socket.recv(&mut buf) => {
-                received.context(|| format!("cannot receive on {}", config.from))?
-            }
+            received = source.recv(&mut buf) => match received {
+                Ok(received) => received,
+                Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
+            },
         };
-        match sender.send(&buf[..len]).await {
-            Ok(_) => {
+        let refusal = client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
+        if let Some((client, why)) = refusal {
+            Totals::add(&totals.refused, 1);
+            tell(config, Event::Refused(&client.to_string(), why));
+            continue;
+        }
+        match sink.send(&buf[..len]).await {
+            Ok(()) => {
                 Totals::add(&totals.datagrams_up, 1);
                 Totals::add(&totals.bytes_up, len as u64);
             }
-            Err(e) => {
+            Err(error) => {
                 Totals::add(&totals.upstream_failed, 1);
-                let error = endpoint::udp_send_error(upstream, e).to_string();
                 tell(config, Event::Failed(None, error));
             }
+        }
+    }
+}
+
+/// Where one-way datagrams go.
+enum Sink {
+    Udp(UdpSocket, SocketAddr),
+    Unix(UnixDatagram),
+}
+
+impl Sink {
+    async fn send(&self, datagram: &[u8]) -> std::result::Result<(), String> {
+        match self {
+            Sink::Udp(socket, upstream) => socket
+                .send(datagram)
+                .await
+                .map(drop)
+                .map_err(|e| endpoint::udp_send_error(*upstream, e).to_string()),
+            Sink::Unix(socket) => socket
+                .send(datagram)
+                .await
+                .map(drop)
+                .map_err(|e| crate::error::describe(&e)),
         }
     }
 }

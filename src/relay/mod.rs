@@ -186,12 +186,16 @@ pub async fn relay(
                 let buffer = crate::listen::DEFAULT_RECV_BUFFER;
                 crate::udp_options::set_receive_buffer(&socket, buffer)?;
                 tell(config, Event::Listening(socket.local_addr().ok()));
-                match to_tcp {
-                    true => {
+                match (to_tcp, to_udp) {
+                    (true, _) => {
                         let source = lines::Datagrams::Udp(socket);
                         lines::datagrams_to_lines(source, config, &totals, &shutdown).await
                     }
-                    false => relay_udp(socket, config, &totals, &shutdown).await,
+                    (_, true) => relay_udp(socket, config, &totals, &shutdown).await,
+                    _ => {
+                        let source = lines::Datagrams::Udp(socket);
+                        lines::forward_datagrams(source, config, &totals, &shutdown).await
+                    }
                 }
             }
             Bound::Tcp(listener) => {
@@ -205,12 +209,10 @@ pub async fn relay(
             }
             Bound::UnixDatagram(socket, _file) => {
                 tell(config, Event::Listening(None));
+                let source = lines::Datagrams::Unix(socket);
                 match to_tcp {
-                    true => {
-                        let source = lines::Datagrams::Unix(socket);
-                        lines::datagrams_to_lines(source, config, &totals, &shutdown).await
-                    }
-                    false => lines::unix_datagrams_to_udp(socket, config, &totals, &shutdown).await,
+                    true => lines::datagrams_to_lines(source, config, &totals, &shutdown).await,
+                    false => lines::forward_datagrams(source, config, &totals, &shutdown).await,
                 }
             }
             Bound::Unix(listener, _file) => {
@@ -259,9 +261,15 @@ fn check_pair(config: &RelayConfig) -> Result<()> {
             }
         )
     };
-    if unix_datagram(to) || (unix_datagram(from) && !tcp_or_udp(to)) {
+    // A UNIX datagram socket as TO takes datagrams (UDP, UNIX) one way.
+    if unix_datagram(to) && !datagram(from) {
         return Err(Error::Usage(format!(
-            "relay from {from} to {to}: unix-dgram: is taken as FROM only, to a tcp:// or udp:// TO"
+            "relay from {from} to {to}: a unix-dgram: TO takes datagrams, from udp:// or unix-dgram:"
+        )));
+    }
+    if unix_datagram(from) && !(tcp_or_udp(to) || unix_datagram(to)) {
+        return Err(Error::Usage(format!(
+            "relay from {from} to {to}: unix-dgram: goes on to tcp://, udp:// or unix-dgram:"
         )));
     }
     // Datagrams and lines: UDP to plain TCP, plain TCP to UDP.

@@ -607,3 +607,37 @@ fn json_events_for_scripts_on_stdout() {
         run.stderr.text()
     );
 }
+
+#[test]
+fn udp_datagrams_go_on_to_a_unix_datagram_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sink.sock");
+    let sink = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sink.set_read_timeout(Some(PATIENCE)).unwrap();
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("unix-dgram:{}", path.display()),
+        &[],
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .send_to(b"<14>to syslog", ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let len = sink.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"<14>to syslog");
+    run.stop();
+    let mut command = portier();
+    command.args([
+        "relay",
+        "tcp://127.0.0.1:5001",
+        &format!("unix-dgram:{}", path.display()),
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a stream to a datagram socket is refused"
+    );
+}
