@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::pki::{EVIL_NAME, Pki};
-use crate::common::{PATIENCE, Running, Server, have_peer, portier, skip};
+use crate::common::{PATIENCE, Running, Server, free_port, have_peer, portier, skip};
 
 /// Sends one UDP datagram whose source address is `from`, whatever socket
 /// owns it: what an attacker on the path does. `false` (after saying so) without a raw socket.
@@ -660,4 +660,83 @@ fn a_missing_seed_fails_when_peers_are_required_and_skips_otherwise() {
     };
     assert!(missing(false).is_none());
     assert!(std::panic::catch_unwind(|| missing(true)).is_err());
+}
+
+// SIGTERM ends the newer long-running commands promptly too, mid-work.
+
+#[test]
+fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
+    // A relay with a client connected to an upstream that never reads or closes.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    let port = free_port();
+    let mut relay = Running::spawn({
+        let mut command = portier();
+        command.args([
+            "relay",
+            &format!("tcp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{up_port}"),
+        ]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_held, _) = upstream.accept().unwrap();
+    relay.stderr.wait_for_text("connected, relayed to");
+    assert!(stop_timed(&mut relay) < PROMPTLY, "relay with a client");
+
+    // UDP into a TCP collector that accepts and never reads.
+    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector_port = collector.local_addr().unwrap().port();
+    let port = free_port();
+    let mut relay = Running::spawn({
+        let mut command = portier();
+        command.args([
+            "relay",
+            &format!("udp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{collector_port}"),
+        ]);
+        command
+    });
+    crate::common::wait_bound(true, port);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = [b'x'; 1000];
+    for _ in 0..5_000 {
+        let _ = sender.send_to(&line, ("127.0.0.1", port)); // bounded: 5 MB, more than the buffers
+    }
+    let (_never_read, _) = collector.accept().unwrap();
+    assert!(
+        stop_timed(&mut relay) < PROMPTLY,
+        "relay into a stuck collector"
+    );
+
+    // nc waiting for a client.
+    let port = free_port();
+    let mut nc = Running::spawn({
+        let mut command = portier();
+        command.args(["nc", "-l", &port.to_string()]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    assert!(stop_timed(&mut nc) < PROMPTLY, "nc -l");
+
+    // send --reconnect backing off from a port nobody listens on: no
+    // handler there, so the signal's own action ends it, at once.
+    let closed = free_port();
+    let mut sender = Running::spawn({
+        let mut command = portier();
+        command.args([
+            "send",
+            "--reconnect",
+            "127.0.0.1",
+            &closed.to_string(),
+            "hi",
+        ]);
+        command
+    });
+    sender.stderr.wait_for_text("trying again in");
+    let asked = Instant::now();
+    sender.terminate();
+    sender.wait();
+    assert!(asked.elapsed() < PROMPTLY, "send --reconnect");
 }
