@@ -3,6 +3,12 @@
 //! Lines are bounded (a peer that never sends `\n` cannot make us buffer
 //! without limit) and are cut only between UTF-8 characters, so a character
 //! split across two reads, or across a long-line cut, is never mangled.
+//!
+//! The framings devices use (`--frame`): NUL-ended messages, a 2- or 4-byte
+//! big-endian length before each, and syslog's octet counting (RFC 6587:
+//! `LEN SP MSG`, or a line where a message does not start with a count).
+//! Their messages are the payload alone; one longer than the limit comes out
+//! in pieces flagged `cut`, so no peer makes us buffer without limit either.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -22,6 +28,24 @@ pub enum Framing {
     /// out in pieces of at most `max_line` bytes.
     Lines {
         /// The longest line kept whole, its newline not counted.
+        max_line: usize,
+    },
+    /// One message per NUL-ended run of bytes, the NUL left out.
+    Nul {
+        /// The longest message kept whole.
+        max_line: usize,
+    },
+    /// Each message after its length: 2 or 4 bytes, big-endian.
+    LengthPrefixed {
+        /// The length's width in bytes: 2 or 4.
+        width: usize,
+        /// The longest message kept whole.
+        max_line: usize,
+    },
+    /// Syslog over TCP (RFC 6587): `LEN SP MSG`; a message that does not
+    /// start with a count runs to the end of its line instead.
+    OctetCount {
+        /// The longest message kept whole.
         max_line: usize,
     },
 }
@@ -48,6 +72,9 @@ pub struct Framer {
     framing: Framing,
     pending: BytesMut,
     ready: Option<Bytes>,
+    /// Counted framings: the bytes of the current message still to come,
+    /// once its length has been read.
+    remaining: Option<usize>,
 }
 
 impl Framer {
@@ -57,6 +84,7 @@ impl Framer {
             framing,
             pending: BytesMut::new(),
             ready: None,
+            remaining: None,
         }
     }
 
@@ -74,7 +102,7 @@ impl Framer {
                     self.ready = Some(self.pending.split_to(whole).freeze());
                 }
             }
-            Framing::Lines { .. } => self.pending.extend_from_slice(&chunk),
+            _ => self.pending.extend_from_slice(&chunk),
         }
     }
 
@@ -83,8 +111,19 @@ impl Framer {
         if let Some(ready) = self.ready.take() {
             return Some(Frame::whole(ready));
         }
-        let Framing::Lines { max_line } = self.framing else {
-            return None;
+        let max_line = match self.framing {
+            Framing::Raw | Framing::RawWholeChars => return None,
+            Framing::Lines { max_line } => max_line,
+            Framing::Nul { max_line } => return self.next_ended(0, max_line),
+            Framing::LengthPrefixed { width, max_line } => {
+                return self.next_counted(max_line, |pending| length_prefix(pending, width));
+            }
+            Framing::OctetCount { max_line } => {
+                if self.remaining.is_none() && !self.pending.first()?.is_ascii_digit() {
+                    return self.next_ended(b'\n', max_line); // a plain line
+                }
+                return self.next_counted(max_line, octet_count);
+            }
         };
         let newline = self.pending.iter().position(|&b| b == b'\n');
         if let Some(end) = newline.filter(|&at| at <= max_line) {
@@ -98,6 +137,55 @@ impl Framer {
             return Some(Frame { bytes, cut: true });
         }
         None
+    }
+
+    /// The next message ended by `end`, which is left out.
+    fn next_ended(&mut self, end: u8, max_line: usize) -> Option<Frame> {
+        match self.pending.iter().position(|&b| b == end) {
+            Some(at) if at <= max_line => {
+                let bytes = self.take(at);
+                self.pending.advance(1);
+                Some(Frame::whole(bytes))
+            }
+            _ if self.pending.len() > max_line => Some(Frame {
+                bytes: self.take(max_line),
+                cut: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The next message of a counted framing: `header` reads the count
+    /// (its bytes, the count), or says it has not all come yet.
+    fn next_counted(
+        &mut self,
+        max_line: usize,
+        header: impl Fn(&[u8]) -> Option<(usize, usize)>,
+    ) -> Option<Frame> {
+        let remaining = match self.remaining {
+            Some(remaining) => remaining,
+            None => {
+                let (header_len, count) = header(&self.pending)?;
+                self.pending.advance(header_len);
+                count
+            }
+        };
+        if remaining == 0 {
+            self.remaining = None;
+            return self.next_frame(); // an empty message: nothing to deliver
+        }
+        let piece = remaining.min(max_line);
+        if self.pending.len() < piece {
+            self.remaining = Some(remaining);
+            return None;
+        }
+        let bytes = self.take(piece);
+        let left = remaining - piece;
+        self.remaining = (left > 0).then_some(left);
+        Some(Frame {
+            bytes,
+            cut: left > 0,
+        })
     }
 
     /// The first `len` pending bytes. A long one is copied out: sharing the
@@ -120,6 +208,31 @@ impl Framer {
     pub fn finish(&mut self) -> Option<Frame> {
         let rest = self.pending.split().freeze();
         (!rest.is_empty()).then(|| Frame::whole(rest))
+    }
+}
+
+/// A 2- or 4-byte big-endian length: (its width, the length).
+fn length_prefix(pending: &[u8], width: usize) -> Option<(usize, usize)> {
+    let bytes = pending.get(..width)?;
+    let length = bytes
+        .iter()
+        .fold(0usize, |length, &b| length << 8 | usize::from(b));
+    Some((width, length))
+}
+
+/// RFC 6587's `LEN SP`: (its width, the length). Not a count (too long, or
+/// not followed by a space) is taken as a count of what is there, so the
+/// bytes still come out rather than stall.
+fn octet_count(pending: &[u8]) -> Option<(usize, usize)> {
+    const MAX_DIGITS: usize = 10;
+    let digits = pending.iter().take_while(|b| b.is_ascii_digit()).count();
+    match pending.get(digits) {
+        None if digits <= MAX_DIGITS => None, // the count may go on
+        Some(b' ') if (1..=MAX_DIGITS).contains(&digits) => {
+            let count = std::str::from_utf8(&pending[..digits]).ok()?.parse().ok()?;
+            Some((digits + 1, count))
+        }
+        _ => Some((0, digits.max(1))), // not a count: those bytes, as a message
     }
 }
 
@@ -208,6 +321,76 @@ mod tests {
     }
 
     #[test]
+    fn device_framings_give_the_payloads() {
+        let nul = frame(Framing::Nul { max_line: 64 }, b"ab\0cd\0ef", &[1, 4]);
+        assert_eq!(nul, vec![&b"ab"[..], b"cd", b"ef"]);
+        let u16 = Framing::LengthPrefixed {
+            width: 2,
+            max_line: 64,
+        };
+        assert_eq!(
+            frame(u16, b"\0\x02hi\0\x03abc", &[1, 3, 5]),
+            vec![&b"hi"[..], b"abc"]
+        );
+        let u32 = Framing::LengthPrefixed {
+            width: 4,
+            max_line: 64,
+        };
+        assert_eq!(frame(u32, b"\0\0\0\x01x", &[2]), vec![&b"x"[..]]);
+        let octets = Framing::OctetCount { max_line: 64 };
+        let got = frame(
+            octets,
+            b"5 hello12 <13>1 a b\nc\nplain line\n3 end",
+            &[3, 9],
+        );
+        assert_eq!(
+            got,
+            vec![&b"hello"[..], b"<13>1 a b\nc\n", b"plain line", b"end"]
+        );
+    }
+
+    #[test]
+    fn a_counted_message_over_the_limit_comes_in_flagged_pieces() {
+        let framing = Framing::LengthPrefixed {
+            width: 2,
+            max_line: 4,
+        };
+        let got: Vec<(Vec<u8>, bool)> = frames(framing, b"\0\x0aabcdefghij\0\x01z", &[3])
+            .into_iter()
+            .map(|f| (f.bytes.to_vec(), f.cut))
+            .collect();
+        let expected = [("abcd", true), ("efgh", true), ("ij", false), ("z", false)];
+        let expected: Vec<(Vec<u8>, bool)> = expected
+            .iter()
+            .map(|(b, c)| (b.as_bytes().to_vec(), *c))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    /// How a test writes one message in a framing.
+    type Encode = fn(&[u8]) -> Vec<u8>;
+
+    /// The messages `encode`d one after another, framed in reads cut at
+    /// `cuts`, with each message's cut pieces joined again.
+    fn round_trip(
+        framing: Framing,
+        messages: &[Vec<u8>],
+        cuts: &[usize],
+        encode: Encode,
+    ) -> Vec<Vec<u8>> {
+        let stream: Vec<u8> = messages.iter().flat_map(|m| encode(m)).collect();
+        let mut joined = Vec::new();
+        let mut current = Vec::new();
+        for frame in frames(framing, &stream, cuts) {
+            current.extend_from_slice(&frame.bytes);
+            if !frame.cut {
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+        joined
+    }
+
+    #[test]
     fn incomplete_characters_are_detected() {
         assert_eq!(incomplete_char_len(b"abc"), 0);
         assert_eq!(incomplete_char_len(&"é".as_bytes()[..1]), 1);
@@ -228,6 +411,29 @@ mod tests {
                 let frames = frame(framing, &data, &cuts);
                 prop_assert_eq!(frames.concat(), data.clone());
                 prop_assert!(frames.iter().all(|f| !f.is_empty()));
+            }
+        }
+
+        #[test]
+        fn device_framings_give_back_every_message(
+            messages in proptest::collection::vec(proptest::collection::vec(1u8..=255, 1..80), 0..12),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            max_line in 1usize..100,
+        ) {
+            let nul = |m: &[u8]| [m, b"\0"].concat();
+            let u16 = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
+            let u32 = |m: &[u8]| [&(m.len() as u32).to_be_bytes()[..], m].concat();
+            let octets = |m: &[u8]| [format!("{} ", m.len()).as_bytes(), m].concat();
+            let cases: [(Framing, Encode); 4] = [
+                (Framing::Nul { max_line }, nul),
+                (Framing::LengthPrefixed { width: 2, max_line }, u16),
+                (Framing::LengthPrefixed { width: 4, max_line }, u32),
+                (Framing::OctetCount { max_line }, octets),
+            ];
+            for (framing, encode) in cases {
+                let got = round_trip(framing, &messages, &cuts, encode);
+                // A NUL-ended message over the limit is cut where it stands: its pieces rejoin too.
+                prop_assert_eq!(&got, &messages, "{:?}", framing);
             }
         }
 

@@ -150,9 +150,22 @@ pub(super) struct ListenArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(4..).map(|n| n as usize))]
     max_line: usize,
+    /// TCP: how messages are cut from a stream: lines, nul (NUL-ended), u16be or u32be (a
+    /// length first), octet-count (syslog over TCP, RFC 6587); the messages without their framing
+    #[arg(long, value_enum, value_name = "FRAMING")]
+    frame: Option<FrameArg>,
     /// No event lines (listening, connect, disconnect) on stderr
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FrameArg {
+    Lines,
+    Nul,
+    U16be,
+    U32be,
+    OctetCount,
 }
 
 impl ListenArgs {
@@ -172,11 +185,23 @@ impl ListenArgs {
             _ => Mode::Print,
         };
         // A chat relays whole lines, whatever stdout shows.
-        let framing = match mode {
-            Mode::Chat => Framing::Lines {
-                max_line: self.max_line,
-            },
-            _ => format.framing(output.terminal, self.max_line),
+        let max_line = self.max_line;
+        let framing = match (mode, self.frame) {
+            (Mode::Chat, _) => Framing::Lines { max_line },
+            (_, Some(frame)) if self.udp => {
+                use clap::ValueEnum;
+                let name = frame.to_possible_value().map(|v| v.get_name().to_string());
+                return Err(Error::Usage(format!(
+                    "--frame {} cuts TCP streams; a UDP datagram is already one message",
+                    name.unwrap_or_default()
+                )));
+            }
+            (_, Some(FrameArg::Lines)) => Framing::Lines { max_line },
+            (_, Some(FrameArg::Nul)) => Framing::Nul { max_line },
+            (_, Some(FrameArg::U16be)) => Framing::LengthPrefixed { width: 2, max_line },
+            (_, Some(FrameArg::U32be)) => Framing::LengthPrefixed { width: 4, max_line },
+            (_, Some(FrameArg::OctetCount)) => Framing::OctetCount { max_line },
+            (_, None) => format.framing(output.terminal, max_line),
         };
         let tls = self.server_tls()?;
         // Broker and chat relay between connected clients: UDP has none.

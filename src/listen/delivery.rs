@@ -40,7 +40,10 @@ impl Delivery {
     /// Bytes skip the writer only when they are to reach stdout exactly as
     /// received and nowhere else, from one reader.
     pub fn choose(config: &ListenConfig, output: &OutputConfig, around: Surroundings) -> Delivery {
-        let bytes_as_received = output.format == Format::Raw && !output.terminal;
+        // A --frame cuts and unwraps messages: the bytes are not delivered as received.
+        let bytes_as_received = output.format == Format::Raw
+            && !output.terminal
+            && config.framing == crate::framing::Framing::Raw;
         // With --exec the data goes to the programs, not to stdout.
         let only_stdout = output.file.is_none() && config.tls.is_none() && config.exec.is_none();
         if !(bytes_as_received && only_stdout && around.stdout_spliceable) {

@@ -335,3 +335,89 @@ fn a_peer_cannot_drive_the_terminal() {
         "{shown}"
     );
 }
+
+#[test]
+fn frame_octet_count_takes_syslog_from_the_real_logger() {
+    if !crate::common::have_peer("frame_octet_count", "logger") {
+        return;
+    }
+    let mut server = Server::start(&[
+        "-t",
+        "-b",
+        "127.0.0.1",
+        "--frame",
+        "octet-count",
+        "-f",
+        "json",
+    ]);
+    // Two messages on one connection, each `LEN SP MSG` (RFC 6587), one of them multi-line.
+    let mut logger = Command::new("logger");
+    logger
+        .args([
+            "--tcp",
+            "--octet-count",
+            "--rfc5424",
+            "--tag",
+            "portier-test",
+        ])
+        .args(["--server", "127.0.0.1", "--port", &server.port.to_string()]);
+    let out = crate::common::run_with_input(logger, b"first message\nsecond message\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait_lines(4); // connect, two data, disconnect
+    server.run.stop();
+    let texts: Vec<String> = server
+        .run
+        .stdout
+        .json_texts()
+        .into_iter()
+        .map(|(text, _)| text)
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    for (text, wanted) in texts.iter().zip(["first message", "second message"]) {
+        assert!(
+            text.starts_with('<') && text.contains("portier-test"),
+            "the count is taken off: {text}"
+        );
+        assert!(text.ends_with(wanted), "{text}");
+    }
+}
+
+#[test]
+fn frame_u16be_and_nul_give_one_message_each() {
+    for (frame, stream) in [
+        ("u16be", &b"\x00\x05hello\x00\x02hi"[..]),
+        ("u32be", b"\x00\x00\x00\x05hello\x00\x00\x00\x02hi"),
+        ("nul", b"hello\0hi\0"),
+    ] {
+        let mut server = Server::start(&["-t", "-b", "127.0.0.1", "--frame", frame, "-f", "json"]);
+        tcp_send(server.port, stream);
+        server.wait_lines(4);
+        server.run.stop();
+        let texts: Vec<String> = server
+            .run
+            .stdout
+            .json_texts()
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect();
+        assert_eq!(texts, ["hello", "hi"], "--frame {frame}");
+    }
+}
+
+#[test]
+fn frame_is_for_tcp_streams() {
+    let out = crate::common::run_with_input(
+        {
+            let mut command = portier();
+            command.args(["listen", "-u", "--frame", "nul", "0"]);
+            command
+        },
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--frame nul cuts TCP streams"));
+}
