@@ -49,6 +49,9 @@ pub(super) fn bind_unix(
     Ok((listener, Some(file)))
 }
 
+/// How long the upstream may take to accept a relayed client.
+const UPSTREAM_CONNECT: Duration = Duration::from_secs(30);
+
 /// Where stream clients come from.
 pub(super) enum Incoming {
     Tcp(TcpListener),
@@ -139,22 +142,45 @@ pub(super) async fn serve_streams(
         let (acceptor, connector) = (acceptor.clone(), connector.clone());
         let shutdown = shutdown.clone();
         clients.spawn(async move {
-            let client = match (conn, acceptor) {
-                (Conn::Tcp(stream), Some(acceptor)) => match tls::accept(&acceptor, stream).await {
-                    Ok((stream, _)) => Conn::TlsServer(Box::new(stream)),
-                    Err(e) => return tell(&config, Event::Failed(Some(&name), e)),
-                },
-                (conn, _) => conn,
-            };
-            let upstream =
-                match connect_upstream(&config.to, &config.origin, connector.as_ref()).await {
-                    Ok(upstream) => upstream,
-                    Err(e) => {
-                        Totals::add(&totals.upstream_failed, 1);
-                        let error = format!("{e}; client closed");
-                        return tell(&config, Event::Failed(Some(&name), error));
+            // The handshake and the upstream's connect end with the relay too:
+            // a silent client or a black-holed upstream must not hold up SIGTERM.
+            let opening = async {
+                let client = match (conn, acceptor) {
+                    (Conn::Tcp(stream), Some(acceptor)) => {
+                        match tls::accept(&acceptor, stream).await {
+                            Ok((stream, _)) => Conn::TlsServer(Box::new(stream)),
+                            Err(e) => return Err((e, false)),
+                        }
                     }
+                    (conn, _) => conn,
                 };
+                let reaching = connect_upstream(&config.to, &config.origin, connector.as_ref());
+                match tokio::time::timeout(UPSTREAM_CONNECT, reaching).await {
+                    Ok(Ok(upstream)) => Ok((client, upstream)),
+                    Ok(Err(e)) => Err((format!("{e}; client closed"), true)),
+                    Err(_) => Err((
+                        format!(
+                            "{} did not answer within {}s; client closed",
+                            config.to,
+                            UPSTREAM_CONNECT.as_secs()
+                        ),
+                        true,
+                    )),
+                }
+            };
+            let opened = tokio::select! {
+                opened = opening => opened,
+                _ = shutdown.cancelled() => return,
+            };
+            let (client, upstream) = match opened {
+                Ok(pair) => pair,
+                Err((error, upstream_failed)) => {
+                    if upstream_failed {
+                        Totals::add(&totals.upstream_failed, 1);
+                    }
+                    return tell(&config, Event::Failed(Some(&name), error));
+                }
+            };
             tell(&config, Event::Connected(&name, Relayed::Stream));
             let ended = join(client, upstream, config.idle_timeout, &shutdown).await;
             Totals::add(&totals.bytes_up, ended.up);

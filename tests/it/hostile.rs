@@ -710,6 +710,37 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
         "relay into a stuck collector"
     );
 
+    // A relay whose upstream never completes a connect: a listener with a
+    // full backlog drops the SYNs, so the relay's connect waits.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    full.listen(0).unwrap();
+    let full_port = full.local_addr().unwrap().as_socket().unwrap().port();
+    let _queued: Vec<TcpStream> = (0..2)
+        .filter_map(|_| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], full_port));
+            TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    let port = free_port();
+    let mut relay = Running::spawn({
+        let mut command = portier();
+        command.args([
+            "relay",
+            &format!("tcp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{full_port}"),
+        ]);
+        command
+    });
+    crate::common::wait_bound(false, port);
+    let _waiting = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    thread::sleep(Duration::from_millis(300)); // its upstream connect is under way
+    assert!(
+        stop_timed(&mut relay) < PROMPTLY,
+        "relay connecting to a black hole"
+    );
+
     // nc waiting for a client.
     let port = free_port();
     let mut nc = Running::spawn({
