@@ -317,11 +317,13 @@ impl Cli {
             }
             Command::Send(Deferred(args)) => {
                 let config = args.config()?;
-                Box::pin(async move { portier::client::send(&config).await })
+                let stop = stop_on_signal(config.reconnect.is_some());
+                Box::pin(async move { portier::client::send_until(&config, &stop).await })
             }
             Command::Connect(Deferred(args)) => {
                 let config = args.config()?;
-                Box::pin(async move { portier::client::connect(&config).await })
+                let stop = stop_on_signal(config.reconnect.is_some());
+                Box::pin(async move { portier::client::connect_until(&config, &stop).await })
             }
             Command::Check(Deferred(args)) => {
                 let (config, output) = args.configs();
@@ -358,6 +360,17 @@ impl Cli {
         };
         job.await
     }
+}
+
+/// A token the first SIGTERM or Ctrl-C cancels, for a client that can stop
+/// cleanly (`--reconnect`); other clients keep the signals' own action,
+/// which ends them at once.
+fn stop_on_signal(handled: bool) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    if handled {
+        signals::cancel_on_signal(stop.clone());
+    }
+    stop
 }
 
 /// clap's usage error in one line: its message and tips, without the

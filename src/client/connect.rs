@@ -48,6 +48,11 @@ pub struct ConnectConfig {
 /// Copies stdin to the peer and the peer to stdout. Over TCP the session ends
 /// when the peer closes; the end of stdin only half-closes it, so the peer can still answer.
 pub async fn connect(config: &ConnectConfig) -> Result<()> {
+    connect_until(config, &CancellationToken::new()).await
+}
+
+/// [`connect`], which `stop` ends early with `--reconnect`; without it, `stop` is not looked at.
+pub async fn connect_until(config: &ConnectConfig, stop: &CancellationToken) -> Result<()> {
     if let Some(unix) = &config.unix {
         if unix.datagram {
             return Err(Error::Usage(format!(
@@ -58,16 +63,17 @@ pub async fn connect(config: &ConnectConfig) -> Result<()> {
         return session(stream, PeerOutput::default(), unix).await;
     }
     match config.proto {
-        Proto::Tcp => connect_tcp(config).await,
+        Proto::Tcp => connect_tcp(config, stop).await,
         Proto::Udp => connect_udp(config).await,
     }
 }
 
-async fn connect_tcp(config: &ConnectConfig) -> Result<()> {
+async fn connect_tcp(config: &ConnectConfig, stop: &CancellationToken) -> Result<()> {
     let (host, port) = (&config.host, config.port);
     if let Some(reconnect) = &config.reconnect {
         let (target, stdin) = ((host.as_str(), port), tokio::io::stdin());
-        return super::send_reconnecting(stdin, target, &config.origin, config.timeout, reconnect)
+        let origin = &config.origin;
+        return super::send_reconnecting(stdin, target, origin, config.timeout, reconnect, stop)
             .await;
     }
     let stream = endpoint::connect_tcp(

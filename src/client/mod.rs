@@ -16,11 +16,11 @@ mod stream;
 pub use crate::endpoint::{Family, Origin};
 pub use crate::exec::Program;
 pub use check::{CheckConfig, CheckOutput, PortReport, PortState, check, check_ports, parse_ports};
-pub use connect::{ConnectConfig, UDP_LINGER, connect};
+pub use connect::{ConnectConfig, UDP_LINGER, connect, connect_until};
 pub use ping::Repeat;
 pub(crate) use reconnect::send_reconnecting;
 pub use reconnect::{OnFull, Reconnect};
-pub use send::{SendConfig, Source, send};
+pub use send::{SendConfig, Source, send, send_until};
 // For `portier nc`, which is built of the same pieces.
 pub(crate) use connect::program_session;
 pub(crate) use datagram::{check_size, send_datagram};

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::output::PeerOutput;
 use crate::endpoint::{self, Origin};
@@ -90,12 +91,14 @@ impl Shared {
 /// Streams `input` line by line to `host:port`, reconnecting as told, and
 /// what the peer says to stdout; ends when the input has ended, every line
 /// has been handed to a connection, and the peer has closed it.
+/// `stop` ends it early (SIGTERM), saying how many lines read were not sent.
 pub async fn send_reconnecting(
     input: impl AsyncRead + Unpin,
     (host, port): (&str, u16),
     origin: &Origin,
     timeout: Option<Duration>,
     reconnect: &Reconnect,
+    stop: &CancellationToken,
 ) -> Result<()> {
     let shared = Shared {
         // Taken as connected until a connect fails: no line is dropped while the first is made.
@@ -108,7 +111,17 @@ pub async fn send_reconnecting(
     };
     let reading = read_lines(input, &shared, reconnect);
     let sending = send_lines(&shared, (host, port), origin, timeout, reconnect);
-    let (read, sent) = tokio::join!(reading, sending);
+    let both = async { tokio::join!(reading, sending) };
+    let (read, sent) = tokio::select! {
+        both = both => both,
+        _ = stop.cancelled() => {
+            let unsent = shared.lock().lines.len();
+            if unsent > 0 {
+                say(&format!("stopped: {unsent} lines read were not sent"));
+            }
+            (Ok(()), Ok(()))
+        }
+    };
     let dropped = shared.lock().dropped;
     if dropped > 0 {
         say(&format!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::datagram::{check_size, check_unreachable, send_datagram, send_lines};
 use super::output::PeerOutput;
@@ -88,16 +89,22 @@ impl SendConfig {
 /// Runs `portier send`. Over TCP it then waits until the peer closes,
 /// copying whatever the peer answers to stdout.
 pub async fn send(config: &SendConfig) -> Result<()> {
+    send_until(config, &CancellationToken::new()).await
+}
+
+/// [`send`], which `stop` ends early with `--reconnect` (the lines read and
+/// not sent are counted and said); without it, `stop` is not looked at.
+pub async fn send_until(config: &SendConfig, stop: &CancellationToken) -> Result<()> {
     if let Some(unix) = &config.unix {
         return send_unix(config, unix).await;
     }
     match config.proto {
-        Proto::Tcp => send_tcp(config).await,
+        Proto::Tcp => send_tcp(config, stop).await,
         Proto::Udp => send_udp(config).await,
     }
 }
 
-async fn send_tcp(config: &SendConfig) -> Result<()> {
+async fn send_tcp(config: &SendConfig, stop: &CancellationToken) -> Result<()> {
     let input = config.open().await?; // a missing file is reported before any connection
     let (host, port) = (&config.host, config.port);
     if let Some(reconnect) = &config.reconnect {
@@ -108,6 +115,7 @@ async fn send_tcp(config: &SendConfig) -> Result<()> {
             &config.origin,
             config.timeout,
             reconnect,
+            stop,
         )
         .await;
     }

@@ -155,7 +155,10 @@ pub(super) async fn datagrams_to_lines(
         on_full: OnFull::Drop, // waiting would only move the loss into the kernel, uncounted
         ..Reconnect::default()
     };
-    let collector = send_reconnecting(lines_out, (host, *port), &config.origin, None, &reconnect);
+    // Stopped by the end of the lines instead, so the last ones are still sent.
+    let never = CancellationToken::new();
+    let target = (host.as_str(), *port);
+    let collector = send_reconnecting(lines_out, target, &config.origin, None, &reconnect, &never);
     let mut collector = std::pin::pin!(collector);
     let mut buf = vec![0u8; 65_536];
     let forwarding = async {

@@ -751,8 +751,8 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
     crate::common::wait_bound(false, port);
     assert!(stop_timed(&mut nc) < PROMPTLY, "nc -l");
 
-    // send --reconnect backing off from a port nobody listens on: no
-    // handler there, so the signal's own action ends it, at once.
+    // send --reconnect backing off from a port nobody listens on: it stops
+    // at once, and says what it read and could not send.
     let closed = free_port();
     let mut sender = Running::spawn({
         let mut command = portier();
@@ -766,8 +766,10 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
         command
     });
     sender.stderr.wait_for_text("trying again in");
-    let asked = Instant::now();
-    sender.terminate();
-    sender.wait();
-    assert!(asked.elapsed() < PROMPTLY, "send --reconnect");
+    assert!(stop_timed(&mut sender) < PROMPTLY, "send --reconnect");
+    let said = sender.stderr.text();
+    assert!(
+        said.contains("stopped: 1 lines read were not sent"),
+        "{said}"
+    );
 }
