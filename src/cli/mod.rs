@@ -220,15 +220,8 @@ impl Target {
         };
         if !(host.contains("://") || host.starts_with("unix:") || host.starts_with("unix-dgram:")) {
             let port = match port {
-                Some(word) => match word.to_str().and_then(|w| w.parse::<u16>().ok()) {
-                    Some(port) if port > 0 => port,
-                    _ => {
-                        let shown = word.to_string_lossy();
-                        return Err(Error::Usage(format!(
-                            "PORT: '{shown}' is not a port (1-65535)"
-                        )));
-                    }
-                },
+                Some(word) => client_port(&word.to_string_lossy())
+                    .map_err(|e| Error::Usage(format!("PORT: {e}")))?,
                 None => default_port.ok_or_else(|| {
                     Error::Usage(
                         "a port is needed after the host (or give an address: tcp://HOST:PORT)"
@@ -262,6 +255,14 @@ impl Target {
             Address::Unix { datagram, name } => target.unix = Some(UnixPeer { datagram, name }),
         }
         Ok(target)
+    }
+}
+
+/// A port a client can reach: 1-65535.
+pub(crate) fn client_port(word: &str) -> Result<u16> {
+    match word.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(Error::Usage(format!("'{word}' is not a port (1-65535)"))),
     }
 }
 

@@ -11,7 +11,7 @@ use portier::client::{Family, Origin};
 use portier::error::{Error, Result};
 use portier::nc::{Ending, NcConfig, NcMode};
 
-use super::{loopback_only, parse_duration, program, proto};
+use super::{client_port, loopback_only, parse_duration, program, proto};
 
 pub(super) const NC_EXAMPLES: &str = "\
 Examples:
@@ -172,8 +172,8 @@ impl NcArgs {
             let (host, port) = match (words.as_slice(), self.port) {
                 ([], Some(port)) => (None, port),
                 ([host], Some(port)) => (Some(*host), port),
-                ([port], None) => (None, nc_port(port)?),
-                ([host, port], None) => (Some(*host), nc_port(port)?),
+                ([port], None) => (None, client_port(port)?),
+                ([host, port], None) => (Some(*host), client_port(port)?),
                 _ => return usage("-l takes a port: portier nc -l [HOST] PORT (or -l -p PORT)"),
             };
             return Ok(NcMode::Listen {
@@ -185,7 +185,7 @@ impl NcArgs {
         match words.as_slice() {
             [host, port] => Ok(NcMode::Connect {
                 host: self.host(host)?,
-                port: nc_port(port)?,
+                port: client_port(port)?,
             }),
             _ => usage("portier nc HOST PORT, or -l PORT to listen, or -z HOST PORTS to check"),
         }
@@ -200,13 +200,6 @@ impl NcArgs {
             ))),
             false => Ok(host.to_string()),
         }
-    }
-}
-
-fn nc_port(word: &str) -> Result<u16> {
-    match word.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(Error::Usage(format!("'{word}' is not a port (1-65535)"))),
     }
 }
 

@@ -44,6 +44,35 @@ impl Datagrams {
             Datagrams::Unix(socket) => Ok((socket.recv(buf).await?, None)),
         }
     }
+
+    /// The length of the next datagram whose sender `--allow/--deny` admit
+    /// (others are counted and said); `None` once the relay stops.
+    async fn next_admitted(
+        &self,
+        buf: &mut [u8],
+        config: &RelayConfig,
+        totals: &Totals,
+        shutdown: &CancellationToken,
+    ) -> Option<usize> {
+        loop {
+            let (len, client) = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                received = self.recv(buf) => match received {
+                    Ok(received) => received,
+                    Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
+                },
+            };
+            let refusal =
+                client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
+            match refusal {
+                Some((client, why)) => {
+                    Totals::add(&totals.refused, 1);
+                    tell(config, Event::Refused(&client.to_string(), why));
+                }
+                None => return Some(len),
+            }
+        }
+    }
 }
 
 /// Binds a UNIX datagram socket on a file (claimed as for streams) or an abstract name.
@@ -88,20 +117,10 @@ pub(super) async fn forward_datagrams(
         Address::Unix { name, .. } => Sink::Unix(endpoint::connect_unix_datagram(name)?),
     };
     let mut buf = vec![0u8; 65_536];
-    loop {
-        let (len, client) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            received = source.recv(&mut buf) => match received {
-                Ok(received) => received,
-                Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
-            },
-        };
-        let refusal = client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
-        if let Some((client, why)) = refusal {
-            Totals::add(&totals.refused, 1);
-            tell(config, Event::Refused(&client.to_string(), why));
-            continue;
-        }
+    while let Some(len) = source
+        .next_admitted(&mut buf, config, totals, shutdown)
+        .await
+    {
         match sink.send(&buf[..len]).await {
             Ok(()) => {
                 Totals::add(&totals.datagrams_up, 1);
@@ -113,6 +132,7 @@ pub(super) async fn forward_datagrams(
             }
         }
     }
+    Ok(())
 }
 
 /// Where one-way datagrams go.
@@ -162,21 +182,10 @@ pub(super) async fn datagrams_to_lines(
     let mut collector = std::pin::pin!(collector);
     let mut buf = vec![0u8; 65_536];
     let forwarding = async {
-        loop {
-            let (len, client) = tokio::select! {
-                _ = shutdown.cancelled() => return Ok::<_, Error>(()),
-                received = source.recv(&mut buf) => match received {
-                    Ok(received) => received,
-                    Err(_) => continue, // an ICMP error for nothing we sent: nothing to do
-                },
-            };
-            let refusal =
-                client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
-            if let Some((client, why)) = refusal {
-                Totals::add(&totals.refused, 1);
-                tell(config, Event::Refused(&client.to_string(), why));
-                continue;
-            }
+        while let Some(len) = source
+            .next_admitted(&mut buf, config, totals, shutdown)
+            .await
+        {
             let datagram = &buf[..len];
             let line = datagram.strip_suffix(b"\n").unwrap_or(datagram);
             lines_in.write_all(line).await.map_err(lost_collector)?;
@@ -184,6 +193,7 @@ pub(super) async fn datagrams_to_lines(
             Totals::add(&totals.datagrams_up, 1);
             Totals::add(&totals.bytes_up, len as u64);
         }
+        Ok::<_, Error>(())
     };
     tokio::select! {
         forwarded = forwarding => forwarded?,
@@ -277,17 +287,7 @@ async fn client_lines(
     totals: &Totals,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let any: SocketAddr = match upstream {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(any)
-        .await
-        .map_err(|e| Error::io(format!("cannot open a socket to udp {upstream}"), e))?;
-    socket
-        .connect(upstream)
-        .await
-        .map_err(|e| endpoint::udp_send_error(upstream, e))?;
+    let socket = super::udp::open_upstream(upstream).await?;
     let (reader, mut writer) = stream.into_split();
     let mut lines = BufReader::new(reader);
     let up = async {

@@ -141,7 +141,8 @@ pub(super) async fn relay_udp(
     Ok(())
 }
 
-async fn open_upstream(upstream: SocketAddr) -> Result<UdpSocket> {
+/// A UDP socket of its own, connected to `upstream` (so ICMP errors come back to it).
+pub(super) async fn open_upstream(upstream: SocketAddr) -> Result<UdpSocket> {
     let any: SocketAddr = match upstream {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
