@@ -325,6 +325,12 @@ fn system_roots() -> Result<RootCertStore> {
 
 /// A TLS client side for `send` and `connect`.
 pub(crate) fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
+    client_config(config).map(TlsConnector::from)
+}
+
+/// The rustls settings behind [`connector`], for clients that bring their own
+/// connection code (the MQTT sink).
+pub(crate) fn client_config(config: &ClientTlsConfig) -> Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
     let mut pins = config.pins.clone();
     let roots = match (&config.ca, config.pins.is_empty(), config.insecure) {
@@ -368,7 +374,7 @@ pub(crate) fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(Error::Usage("--cert and --key go together".into())),
     };
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Starts TLS over a connected stream to `host`, turning a failed check into one clear line.

@@ -28,6 +28,8 @@ Examples:
   portier listen -f json | jq .text  JSON for scripts
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
+  portier listen -u --to 'mqtt://localhost/sensors/{peer_ip}'   publish each datagram to MQTT
+  portier listen -u --to nats://localhost/readings --to-format json   JSON records to NATS
   portier listen --echo              a test partner: everything comes back
   portier listen --chat              a chat room for everyone who connects (TCP)
   portier listen --allow 192.168.1.0/24 --idle-timeout 5m
@@ -157,6 +159,8 @@ pub(super) struct ListenArgs {
     /// No event lines (listening, connect, disconnect) on stderr
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    pub(super) to: super::to::ToArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -178,6 +182,7 @@ impl ListenArgs {
         let format = self.format.unwrap_or(default_format);
         let mut output = OutputConfig::for_stdout(format, self.quiet);
         output.file = self.output.clone();
+        output.to = self.to.config()?;
         let mode = match (self.echo, self.broker, self.chat) {
             (true, _, _) => Mode::Echo,
             (_, true, _) => Mode::Broker,

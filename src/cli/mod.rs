@@ -9,6 +9,7 @@ mod nc;
 mod nc_habits;
 mod relay;
 mod send;
+mod to;
 
 use std::future::Future;
 use std::io::Write;
@@ -299,7 +300,8 @@ impl Cli {
     /// listener has one socket to read and gains nothing from more threads.
     pub(crate) fn serves_many(&self) -> bool {
         match &self.command {
-            Command::Listen(Deferred(args)) => !args.udp,
+            // Broker connections run beside the receivers.
+            Command::Listen(Deferred(args)) => !args.udp || !args.to.to.is_empty(),
             Command::Relay(_) => true,
             _ => false,
         }

@@ -45,7 +45,10 @@ impl Delivery {
             && !output.terminal
             && config.framing == crate::framing::Framing::Raw;
         // With --exec the data goes to the programs, not to stdout.
-        let only_stdout = output.file.is_none() && config.tls.is_none() && config.exec.is_none();
+        let only_stdout = output.file.is_none()
+            && output.to.is_none()
+            && config.tls.is_none()
+            && config.exec.is_none();
         if !(bytes_as_received && only_stdout && around.stdout_spliceable) {
             return Delivery::Formatted;
         }
@@ -102,6 +105,7 @@ mod tests {
             quiet: false,
             terminal: false,
             file: None,
+            to: None,
         }
     }
 

@@ -40,6 +40,7 @@ use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
+use crate::sink::broker::BrokerStats;
 use crate::sink::{Output, OutputConfig};
 use crate::tls::{Fingerprint, ServerTls};
 use crate::udp_options;
@@ -170,7 +171,8 @@ impl Listener {
         events: mpsc::Sender<Message>,
         shutdown: CancellationToken,
     ) -> Summary {
-        self.serve_by(config, Delivery::Formatted, events, shutdown)
+        let brokers = BrokerStats::default();
+        self.serve_by(config, Delivery::Formatted, events, brokers, shutdown)
             .await
     }
 
@@ -184,12 +186,14 @@ impl Listener {
     }
 
     /// [`Listener::serve`], with the data delivered by `delivery`, as
-    /// [`Listener::delivery`] chose it (events still go to `events`).
+    /// [`Listener::delivery`] chose it (events still go to `events`), and
+    /// `--stats` saying what the `--to` brokers took.
     async fn serve_by(
         self,
         config: &ListenConfig,
         delivery: Delivery,
         events: mpsc::Sender<Message>,
+        brokers: BrokerStats,
         shutdown: CancellationToken,
     ) -> Summary {
         // With --once, the first client of the listener's main protocol ends it.
@@ -249,7 +253,7 @@ impl Listener {
         if let Some(every) = config.stats {
             context
                 .tasks
-                .spawn(stats::report_stats(context.clone(), every));
+                .spawn(stats::report_stats(context.clone(), every, brokers));
         }
         context.tasks.close();
         context.tasks.wait().await;
@@ -379,8 +383,9 @@ pub async fn run(
         }
     }
     let started = std::time::Instant::now();
+    let brokers = writer.broker_stats();
     let summary = listener
-        .serve_by(&config, delivery, events.clone(), shutdown)
+        .serve_by(&config, delivery, events.clone(), brokers, shutdown)
         .await;
     if let Some(line) = summary.line().filter(|_| !quiet) {
         let _ = events.send(say(line)).await;
@@ -389,5 +394,8 @@ pub async fn run(
         let _ = events.send(say(summary.totals(started.elapsed()))).await;
     }
     drop(events);
-    writer.finish()
+    // The writer waits for the brokers, whose connections run on this runtime.
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .unwrap_or_else(|e| Err(Error::io("cannot write output", std::io::Error::other(e))))
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Context;
+use crate::sink::broker::BrokerStats;
 
 /// What the server received and turned away, reported when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,7 +93,7 @@ impl Counters {
 }
 
 /// `--stats`: a line on stderr every `every`, until shutdown.
-pub(super) async fn report_stats(context: Arc<Context>, every: Duration) {
+pub(super) async fn report_stats(context: Arc<Context>, every: Duration, brokers: BrokerStats) {
     let mut last_bytes = 0;
     loop {
         tokio::select! {
@@ -103,13 +104,16 @@ pub(super) async fn report_stats(context: Arc<Context>, every: Duration) {
         let clients = context.max_conns - context.connections.available_permits();
         let rate = (now.bytes - last_bytes) as f64 / every.as_secs_f64();
         last_bytes = now.bytes;
-        let stats = format!(
+        let mut stats = format!(
             "stats: {clients} clients, {} messages, {}, {}/s, {} drops",
             now.messages,
             indicatif::HumanBytes(now.bytes),
             indicatif::HumanBytes(rate as u64),
             now.kernel_drops
         );
+        if let Some(brokers) = brokers.line() {
+            stats += &format!("; {brokers}");
+        }
         context.notice(stats).await;
     }
 }

@@ -2,10 +2,14 @@
 //! reads from many clients never interleave inside one message, and a slow
 //! stdout pushes back on the readers through a bounded channel.
 //!
+//! The writer also feeds the `--to` brokers (`broker/`), each behind a
+//! bounded queue of its own.
+//!
 //! Every line portier writes on stderr goes through [`write_event`] (the
 //! writer thread's events, and [`say`] for the clients and `main`): one write
 //! per line, every control and invisible character in it escaped.
 
+pub mod broker;
 mod hex;
 mod json;
 mod text;
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message};
+use broker::{BrokerStats, Brokers, BrokersConfig};
 
 pub use hex::write_hex;
 pub use json::write_json;
@@ -68,6 +73,8 @@ pub struct OutputConfig {
     pub terminal: bool,
     /// Also append everything to this file, in the same format, flushed per message.
     pub file: Option<PathBuf>,
+    /// Also publish every message to these brokers (`--to`).
+    pub to: Option<BrokersConfig>,
 }
 
 impl OutputConfig {
@@ -78,6 +85,7 @@ impl OutputConfig {
             quiet,
             terminal: io::stdout().is_terminal(),
             file: None,
+            to: None,
         }
     }
 }
@@ -86,6 +94,7 @@ impl OutputConfig {
 pub struct Output {
     sender: mpsc::Sender<Message>,
     thread: JoinHandle<io::Result<()>>,
+    brokers: BrokerStats,
 }
 
 impl Output {
@@ -96,7 +105,8 @@ impl Output {
         Output::spawn(config, shutdown, io::stdout(), io::stderr())
     }
 
-    /// Starts writing to any pair of writers.
+    /// Starts writing to any pair of writers. With `--to` brokers, it must be
+    /// called inside a tokio runtime, which then runs their connections.
     pub fn spawn<D, E>(
         config: OutputConfig,
         shutdown: CancellationToken,
@@ -117,18 +127,33 @@ impl Output {
             )),
             None => None,
         };
+        let brokers = match &config.to {
+            Some(to) => Some(Brokers::start(to, config.quiet)?),
+            None => None,
+        };
+        let stats = brokers.as_ref().map(Brokers::stats).unwrap_or_default();
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
                 config,
                 data: io::BufWriter::with_capacity(64 * 1024, data),
                 file,
+                brokers,
                 events,
                 scratch: Vec::new(),
             };
             writer.run(receiver, &shutdown)
         });
-        Ok(Output { sender, thread })
+        Ok(Output {
+            sender,
+            thread,
+            brokers: stats,
+        })
+    }
+
+    /// What the `--to` brokers delivered and dropped so far, for `--stats`.
+    pub fn broker_stats(&self) -> BrokerStats {
+        self.brokers.clone()
     }
 
     /// Where to send messages; clone it for each task.
@@ -136,8 +161,10 @@ impl Output {
         self.sender.clone()
     }
 
-    /// Waits until every message sent so far is written and flushed.
-    /// Every other sender must be dropped first.
+    /// Waits until every message sent so far is written and flushed, and the
+    /// brokers have taken what is queued for them (or their time is up).
+    /// Every other sender must be dropped first. It blocks: in async code,
+    /// call it through `spawn_blocking`.
     pub fn finish(self) -> Result<()> {
         drop(self.sender);
         match self.thread.join() {
@@ -155,6 +182,7 @@ struct Writer<D: Write, E: Write> {
     config: OutputConfig,
     data: io::BufWriter<D>,
     file: Option<io::BufWriter<std::fs::File>>,
+    brokers: Option<Brokers>,
     events: E,
     scratch: Vec<u8>,
 }
@@ -165,11 +193,18 @@ impl<D: Write, E: Write> Writer<D, E> {
         mut receiver: mpsc::Receiver<Message>,
         shutdown: &CancellationToken,
     ) -> io::Result<()> {
-        let result = self.write_all_messages(&mut receiver);
+        let result = self.write_all_messages(&mut receiver, shutdown);
         if result.is_err() {
             shutdown.cancel();
             // Keep taking messages so no reader waits forever on a full queue.
             while receiver.blocking_recv().is_some() {}
+        }
+        if let Some(brokers) = self.brokers.take() {
+            for line in brokers.finish(shutdown.is_cancelled()) {
+                let report = Message::new(crate::message::Proto::Tcp, None, Event::Notice(line));
+                self.write(&report)?;
+            }
+            self.data.flush()?;
         }
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -177,18 +212,34 @@ impl<D: Write, E: Write> Writer<D, E> {
         }
     }
 
-    fn write_all_messages(&mut self, receiver: &mut mpsc::Receiver<Message>) -> io::Result<()> {
+    fn write_all_messages(
+        &mut self,
+        receiver: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> io::Result<()> {
         while let Some(first) = receiver.blocking_recv() {
-            self.write(&first)?;
+            self.deliver(&first, shutdown)?;
             for _ in 1..FLUSH_EVERY {
                 match receiver.try_recv() {
-                    Ok(message) => self.write(&message)?,
+                    Ok(message) => self.deliver(&message, shutdown)?,
                     Err(_) => break,
                 }
             }
             self.data.flush()?;
         }
         self.data.flush()
+    }
+
+    /// Writes `message`, then offers it to the brokers (and reports what they dropped).
+    fn deliver(&mut self, message: &Message, shutdown: &CancellationToken) -> io::Result<()> {
+        self.write(message)?;
+        let Some(brokers) = &mut self.brokers else {
+            return Ok(());
+        };
+        for dropped in brokers.offer(message, shutdown) {
+            self.write(&dropped)?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, message: &Message) -> io::Result<()> {
@@ -332,6 +383,7 @@ mod tests {
             quiet: true,
             terminal: false,
             file: None,
+            to: None,
         };
         let output =
             Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink()).unwrap();

@@ -185,3 +185,32 @@ fn every_subcommand_has_help_with_examples_and_there_is_a_version() {
         format!("portier {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn broker_addresses_and_settings_that_cannot_work_are_one_line_without_the_password() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["listen", "--to", "mqtt://ann:s3cret@host"], "no topic"),
+        (
+            &["listen", "--to", "amqp://host/q"],
+            "mqtt://, mqtts:// or nats://",
+        ),
+        (
+            &["listen", "--to", "mqtt://ann:s3cret@host/a/{who}"],
+            "unknown field {who}",
+        ),
+        (&["listen", "--to", "mqtt://host/a/#"], "wildcards"),
+        (
+            &["listen", "--to", "mqtt://host/a", "--to-ack"],
+            "--to-ack is for nats://",
+        ),
+        (
+            &["listen", "--to", "nats://host/a", "--to-qos", "1"],
+            "for mqtt://",
+        ),
+        (&["listen", "--to", "mqtt://host/a", "--to-pin", "AA"], ""),
+    ];
+    for (args, needle) in cases {
+        let error = fails(args, 2, &[needle]);
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+}

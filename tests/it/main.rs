@@ -4,6 +4,7 @@
 
 mod common;
 
+mod brokers;
 mod check;
 mod delivery;
 mod errors;
