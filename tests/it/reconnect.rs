@@ -111,9 +111,10 @@ fn a_collector_restarted_three_times_gets_every_line_once() {
     assert!(status.success(), "{said}");
     assert_eq!(seen.len(), LINES, "every line arrived: {said}");
     assert!(seen.values().all(|&n| n == 1), "each once");
-    assert_eq!(
-        said.matches("connected to 127.0.0.1:").count(),
-        ROUNDS - 1,
+    // At least once per restart; once more when a connect reaches a
+    // collector that is closing (its listening socket still open).
+    assert!(
+        said.matches("connected to 127.0.0.1:").count() >= ROUNDS - 1,
         "{said}"
     );
 }
