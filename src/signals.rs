@@ -22,6 +22,20 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// A flag SIGHUP sets: `-o FILE` is reopened before the next message, so
+/// `logrotate` can move the file away. `None` where there is no SIGHUP.
+#[cfg(unix)]
+pub(crate) fn reopen_on_sighup() -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::default();
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, std::sync::Arc::clone(&flag)).ok()?;
+    Some(flag)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn reopen_on_sighup() -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    None
+}
+
 /// The self-pipe: the handlers write a byte per signal, the server reads
 /// them. (tokio's own signal support keeps a table for every signal number,
 /// 22 KiB of heap in every process, and a driver in the runtime.)

@@ -13,7 +13,7 @@ use portier::listen::{
     DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Program,
     Protocols,
 };
-use portier::sink::{Format, OutputConfig};
+use portier::sink::{DEFAULT_KEEP, Format, LogFileConfig, OutputConfig};
 use portier::tls::{ServerIdentity, ServerTlsConfig};
 use portier::udp_options::Interface;
 
@@ -28,6 +28,7 @@ Examples:
   portier listen -f json | jq .text  JSON for scripts
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
+  portier listen -o r.log --rotate-size 100MiB --keep 10   a log that does not fill the disk
   portier listen -u --to 'mqtt://localhost/sensors/{peer_ip}'   publish each datagram to MQTT
   portier listen -u --to nats://localhost/readings --to-format json   JSON records to NATS
   portier listen --echo              a test partner: everything comes back
@@ -60,9 +61,17 @@ pub(super) struct ListenArgs {
     /// How data is written to stdout [default: raw; lines with --chat]
     #[arg(short, long, value_enum)]
     format: Option<Format>,
-    /// Also append everything received to FILE, in the same format, flushed per message
+    /// Also append everything received to FILE, in the same format, flushed per message;
+    /// reopened on SIGHUP (for logrotate)
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// -o: once FILE holds this much (e.g. 100MiB), move it to FILE.1 (FILE.1 to FILE.2, …)
+    /// and start anew, between two messages
+    #[arg(long, value_name = "SIZE", requires = "output", value_parser = super::parse_size)]
+    rotate_size: Option<usize>,
+    /// --rotate-size: rotated files kept (FILE.1 … FILE.N); older ones are removed
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP, requires = "rotate_size")]
+    keep: usize,
     /// Send every message back to its sender (TCP: on its connection; UDP: to its source,
     /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
     #[arg(long, group = "mode")]
@@ -181,7 +190,12 @@ impl ListenArgs {
         };
         let format = self.format.unwrap_or(default_format);
         let mut output = OutputConfig::for_stdout(format, self.quiet);
-        output.file = self.output.clone();
+        output.file = self.output.as_ref().map(|path| LogFileConfig {
+            path: path.clone(),
+            rotate_size: self.rotate_size.map(|size| size as u64),
+            keep: self.keep,
+            reopen: None,
+        });
         output.to = self.to.config()?;
         let mode = match (self.echo, self.broker, self.chat) {
             (true, _, _) => Mode::Echo,

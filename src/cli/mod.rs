@@ -128,6 +128,35 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
     humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
 }
 
+/// `65536`, `64KiB`, `10MiB`, `1GiB` (and K, M, G, KB, MB, GB as powers of 1024 too).
+pub(crate) fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let digits = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text.trim()[digits.len()..];
+    let scale: usize = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{text}': a size is a number of bytes, or 64KiB, 10MiB, 1GiB"
+            ));
+        }
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(size) if size > 0 => Ok(size),
+        _ => Err(format!(
+            "'{text}': a size is a number of bytes above 0, or 64KiB, 10MiB, 1GiB"
+        )),
+    }
+}
+
 /// `--exec CMD` (split on spaces, no shell) or `--sh-exec CMD` (`sh -c`), for listen and connect.
 pub(crate) fn program(exec: Option<&str>, sh_exec: Option<&str>) -> Result<Option<Program>> {
     let program = match (exec, sh_exec) {
@@ -313,7 +342,10 @@ impl Cli {
     pub(crate) async fn run(self, handed_in: Vec<portier::listen::Socket>) -> Result<()> {
         let job: Pin<Box<dyn Future<Output = Result<()>>>> = match self.command {
             Command::Listen(Deferred(args)) => {
-                let (listen, output) = args.configs()?;
+                let (listen, mut output) = args.configs()?;
+                if let Some(file) = &mut output.file {
+                    file.reopen = signals::reopen_on_sighup();
+                }
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 signals::cancel_on_signal(shutdown.clone());
                 Box::pin(portier::listen::run(listen, output, handed_in, shutdown))

@@ -86,7 +86,7 @@ pub(super) struct ReconnectArgs {
     #[arg(long, conflicts_with = "tls")]
     pub(super) reconnect: bool,
     /// --reconnect: bytes of lines kept while disconnected (e.g. 64KiB, 10MiB)
-    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size, requires = "reconnect")]
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = super::parse_size, requires = "reconnect")]
     buffer: usize,
     /// --reconnect: a full buffer stops reading input (block) or drops lines, counted (drop)
     #[arg(long, value_enum, default_value = "block", requires = "reconnect")]
@@ -117,35 +117,6 @@ impl ReconnectArgs {
 enum OnFullArg {
     Block,
     Drop,
-}
-
-/// `65536`, `64KiB`, `10MiB`, `1GiB` (and K, M, G, KB, MB, GB as powers of 1024 too).
-fn parse_size(text: &str) -> std::result::Result<usize, String> {
-    let digits = text
-        .trim()
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &text.trim()[digits.len()..];
-    let scale: usize = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{text}': a size is a number of bytes, or 64KiB, 10MiB, 1GiB"
-            ));
-        }
-    };
-    match digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-    {
-        Some(size) if size > 0 => Ok(size),
-        _ => Err(format!(
-            "'{text}': a size is a number of bytes above 0, or 64KiB, 10MiB, 1GiB"
-        )),
-    }
 }
 
 /// TLS options of `send` and `connect`.

@@ -97,6 +97,7 @@ pub(super) fn straight_stdout() -> Option<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::LogFileConfig;
     use std::path::PathBuf;
 
     fn raw_to_a_pipe() -> OutputConfig {
@@ -149,7 +150,10 @@ mod tests {
         let mut terminal = raw_to_a_pipe();
         terminal.terminal = true;
         let mut with_file = raw_to_a_pipe();
-        with_file.file = Some(PathBuf::from("log"));
+        with_file.file = Some(LogFileConfig {
+            path: PathBuf::from("log"),
+            ..LogFileConfig::default()
+        });
         let two_sockets = Surroundings {
             sockets: 2,
             stdout_spliceable: true,

@@ -10,23 +10,25 @@
 //! per line, every control and invisible character in it escaped.
 
 pub mod broker;
+mod file;
 mod hex;
 mod json;
 mod text;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message};
 use broker::{BrokerStats, Brokers, BrokersConfig};
+use file::LogFile;
+pub use file::{DEFAULT_KEEP, LogFileConfig};
 
 pub use hex::write_hex;
 pub use json::write_json;
@@ -63,7 +65,7 @@ impl Format {
 }
 
 /// Settings of the writer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OutputConfig {
     /// How data is written.
     pub format: Format,
@@ -71,8 +73,9 @@ pub struct OutputConfig {
     pub quiet: bool,
     /// stdout is a terminal: escape control bytes in raw data.
     pub terminal: bool,
-    /// Also append everything to this file, in the same format, flushed per message.
-    pub file: Option<PathBuf>,
+    /// Also append everything to this file, in the same format, flushed per
+    /// message; rotated and reopened as configured.
+    pub file: Option<LogFileConfig>,
     /// Also publish every message to these brokers (`--to`).
     pub to: Option<BrokersConfig>,
 }
@@ -117,16 +120,7 @@ impl Output {
         D: Write + Send + 'static,
         E: Write + Send + 'static,
     {
-        let file = match &config.file {
-            Some(path) => Some(io::BufWriter::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .context(|| format!("cannot open {}", path.display()))?,
-            )),
-            None => None,
-        };
+        let file = config.file.as_ref().map(LogFile::open).transpose()?;
         let brokers = match &config.to {
             Some(to) => Some(Brokers::start(to, config.quiet)?),
             None => None,
@@ -181,7 +175,7 @@ impl Output {
 struct Writer<D: Write, E: Write> {
     config: OutputConfig,
     data: io::BufWriter<D>,
-    file: Option<io::BufWriter<std::fs::File>>,
+    file: Option<LogFile>,
     brokers: Option<Brokers>,
     events: E,
     scratch: Vec<u8>,
@@ -257,6 +251,7 @@ impl<D: Write, E: Write> Writer<D, E> {
         let (scratch, terminal) = (&mut self.scratch, self.config.terminal);
         render(&mut self.data, format, &ts, message, terminal, scratch)?;
         if let Some(file) = &mut self.file {
+            let file = file.next()?;
             // Flushed per message, so a crash loses nothing already received.
             render(file, format, &ts, message, false, scratch)?;
             file.flush()?;

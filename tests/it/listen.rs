@@ -421,3 +421,110 @@ fn frame_is_for_tcp_streams() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--frame nul cuts TCP streams"));
 }
+
+#[test]
+fn a_rotated_log_holds_every_line_once_and_whole_across_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("readings.log");
+    let log_arg = log.to_str().unwrap();
+    let args = [
+        "-t",
+        "--frame",
+        "lines",
+        "-o",
+        log_arg,
+        "--rotate-size",
+        "4KiB",
+        "--keep",
+        "1000",
+    ];
+    let mut server = Server::start(&args);
+    let port = server.port;
+    // Two clients at once, so rotation happens while lines keep coming.
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            thread::spawn(move || {
+                let text: String = (0..3000)
+                    .map(|n| format!("client {c} line {n}\n"))
+                    .collect();
+                tcp_send(port, text.as_bytes());
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    server.run.stdout.wait_for("6000 lines", |out| {
+        out.iter().filter(|&&b| b == b'\n').count() == 6000
+    });
+    server.run.stop();
+    let mut lines = HashMap::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(
+            text.len() <= 4096 + 32,
+            "a file grew past its size: {}",
+            text.len()
+        );
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a line cut at a file's end"
+        );
+        files += 1;
+        for line in text.lines() {
+            *lines.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert!(files > 20, "rotated into {files} files");
+    assert_eq!(lines.len(), 6000);
+    assert!(
+        lines.values().all(|&n| n == 1),
+        "each line in exactly one file"
+    );
+    for c in 0..2 {
+        for n in 0..3000 {
+            assert!(lines.contains_key(&format!("client {c} line {n}")));
+        }
+    }
+}
+
+#[test]
+fn sighup_reopens_the_log_after_logrotate_moved_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("readings.log");
+    let mut server = Server::start(&["-u", "-b", "127.0.0.1", "-o", log.to_str().unwrap()]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let wait_for = |path: &std::path::Path, text: &str| {
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(path).is_ok_and(|t| t.contains(text)) {
+            assert!(
+                start.elapsed() < crate::common::PATIENCE,
+                "{text} never reached {path:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    socket
+        .send_to(b"before\n", ("127.0.0.1", server.port))
+        .unwrap();
+    wait_for(&log, "before");
+    let moved = dir.path().join("readings.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    server.run.signal("-HUP");
+    // The signal is taken before the next message; a datagram may race it, so send until one lands.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("after")) {
+        assert!(
+            start.elapsed() < crate::common::PATIENCE,
+            "no new file after SIGHUP"
+        );
+        socket
+            .send_to(b"after\n", ("127.0.0.1", server.port))
+            .unwrap();
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.run.stop();
+    let old = std::fs::read_to_string(&moved).unwrap();
+    assert!(old.starts_with("before\n"), "{old}");
+}
