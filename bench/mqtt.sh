@@ -30,7 +30,8 @@ rcvbuf_errors() { awk '/^Udp:/ { if (++n == 2) print $6 }' /proc/net/snmp; }
 measure() {
   local topic=$1; shift
   : > "$dir/got"
-  mosquitto_sub -p "$broker" -t "$topic" > "$dir/got" &
+  # One byte per message received, whatever its payload.
+  mosquitto_sub -p "$broker" -t "$topic" -F . -N > "$dir/got" &
   local sub=$!
   sleep 0.3
   local start last=0 seen=0 stable=0 n
@@ -38,7 +39,7 @@ measure() {
   "$@"
   local end=$start
   while [ "$stable" -lt 100 ] && [ "$seen" -lt "$count" ]; do
-    n=$(wc -l < "$dir/got")
+    n=$(stat -c %s "$dir/got")
     if [ "$n" -gt "$seen" ]; then seen=$n; end=$(now); stable=0; else stable=$((stable + 1)); fi
     sleep 0.01
   done
@@ -55,20 +56,21 @@ for round in $(seq "$rounds"); do
   echo "round $round: mosquitto_pub -l: $got of $count received, $pub msg/s"
 
   port=$(free_port)
-  "$bin" listen -u -b 127.0.0.1 "$port" -q --to "mqtt://127.0.0.1:$broker/bench/portier" > /dev/null 2> "$dir/portier.err" &
+  "$bin" listen -u -b 127.0.0.1 "$port" --to "mqtt://127.0.0.1:$broker/bench/portier" > /dev/null 2> "$dir/portier.err" &
   pid=$!
   sleep 0.3
   read -r got start end < <(measure bench/portier python3 bench/udp_blast.py 127.0.0.1 "$port" "$count" 64)
   kill -TERM "$pid"; wait "$pid" || true
   p=$(rate "$got" "$start" "$end"); portier_rates+=("$p")
-  echo "round $round: portier --to:     $got of $count received, $p msg/s; portier says: $(grep -h 'to mqtt\|summary' "$dir/portier.err" | tr '\n' ' ')"
+  echo "round $round: portier --to:     $got of $count received, $p msg/s; portier says: $(grep -h 'to mqtt.*delivered\|summary' "$dir/portier.err" | sed 's/^portier: //' | tr '\n' ' ')"
 
   port=$(free_port)
   errors_before=$(rcvbuf_errors)
   socat -u "UDP-RECV:$port,bind=127.0.0.1" STDOUT | mosquitto_pub -p "$broker" -t bench/socat -l &
+  pipeline=$!
   sleep 0.3
   read -r got start end < <(measure bench/socat python3 bench/udp_blast.py 127.0.0.1 "$port" "$count" 64)
-  pkill -f "UDP-RECV:$port" || true; wait 2>/dev/null || true
+  pkill -f "UDP-RECV:$port" || true; wait "$pipeline" 2>/dev/null || true
   s=$(rate "$got" "$start" "$end"); socat_rates+=("$s")
   echo "round $round: socat | mosquitto_pub: $got of $count received, $s msg/s; kernel drops $(( $(rcvbuf_errors) - errors_before ))"
   portier_vs_pub+=("$(echo "$p $pub" | awk '{printf "%.2f", $1 / $2}')")
