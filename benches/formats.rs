@@ -54,6 +54,7 @@ fn json_of_an_80_byte_line(bencher: Bencher) {
             &mut scratch,
             "2026-11-26T19:49:58.348650Z",
             &message,
+            None,
         )
     });
 }

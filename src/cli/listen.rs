@@ -13,7 +13,7 @@ use portier::listen::{
     DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Program,
     Protocols,
 };
-use portier::sink::{DEFAULT_KEEP, Format, LogFileConfig, OutputConfig};
+use portier::sink::{DEFAULT_KEEP, Format, LogFileConfig, OutputConfig, Parse};
 use portier::tls::{ServerIdentity, ServerTlsConfig};
 use portier::udp_options::Interface;
 
@@ -26,6 +26,7 @@ Examples:
   portier listen -t --once           one TCP client, then exit (the seed's server)
   portier listen -f lines            one line per message: TIME PROTO PEER TEXT
   portier listen -f json | jq .text  JSON for scripts
+  portier listen 5514 -u --parse syslog   syslog messages as JSON fields (facility, host, app, ...)
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
   portier listen -o r.log --rotate-size 100MiB --keep 10   a log that does not fill the disk
@@ -165,6 +166,10 @@ pub(super) struct ListenArgs {
     /// length first), octet-count (syslog over TCP, RFC 6587); the messages without their framing
     #[arg(long, value_enum, value_name = "FRAMING")]
     frame: Option<FrameArg>,
+    /// Parse each message into fields of the JSON record: syslog (RFC 5424 and 3164; one that
+    /// does not parse is kept whole, with "syslog_error") [implies -f json]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    parse: Option<Parse>,
     /// No event lines (listening, connect, disconnect) on stderr
     #[arg(short, long)]
     quiet: bool,
@@ -183,13 +188,20 @@ enum FrameArg {
 
 impl ListenArgs {
     pub(super) fn configs(&self) -> Result<(ListenConfig, OutputConfig)> {
-        let default_format = if self.chat {
-            Format::Lines
-        } else {
-            Format::Raw
+        let default_format = match (self.chat, self.parse.is_some()) {
+            (true, _) => Format::Lines,
+            (_, true) => Format::Json,
+            _ => Format::Raw,
         };
         let format = self.format.unwrap_or(default_format);
+        if self.parse.is_some() && format != Format::Json && !self.to.json() {
+            return Err(Error::Usage(
+                "--parse fills the fields of JSON records: use -f json (or --to-format json)"
+                    .into(),
+            ));
+        }
         let mut output = OutputConfig::for_stdout(format, self.quiet);
+        output.parse = self.parse;
         output.file = self.output.as_ref().map(|path| LogFileConfig {
             path: path.clone(),
             rotate_size: self.rotate_size.map(|size| size as u64),

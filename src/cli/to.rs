@@ -67,6 +67,11 @@ pub(super) struct ToArgs {
 }
 
 impl ToArgs {
+    /// Whether brokers get JSON records.
+    pub(super) fn json(&self) -> bool {
+        !self.to.is_empty() && self.to_format == Payload::Json
+    }
+
     /// The brokers to publish to, or `None` without `--to`.
     pub(super) fn config(&self) -> Result<Option<BrokersConfig>> {
         if self.to.is_empty() {

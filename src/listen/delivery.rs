@@ -107,6 +107,7 @@ mod tests {
             terminal: false,
             file: None,
             to: None,
+            parse: None,
         }
     }
 

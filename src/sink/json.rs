@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use base64::Engine;
 use serde::Serialize;
 
+use super::Parse;
+use super::syslog::{NOT_SYSLOG, Syslog};
 use super::text::is_invisible_format;
 use crate::message::{Event, Message};
 
@@ -45,14 +47,20 @@ struct Record<'a> {
     note: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    syslog: Option<Syslog<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    syslog_error: Option<&'static str>,
 }
 
-/// Writes `message` as one JSON line; `scratch` is reused between calls.
+/// Writes `message` as one JSON line, its data parsed as `parse` says;
+/// `scratch` is reused between calls.
 pub fn write_json(
     out: &mut impl Write,
     scratch: &mut Vec<u8>,
     ts: &str,
     message: &Message,
+    parse: Option<Parse>,
 ) -> io::Result<()> {
     let mut record = Record {
         ts,
@@ -72,6 +80,8 @@ pub fn write_json(
         error: None,
         note: None,
         exit: None,
+        syslog: None,
+        syslog_error: None,
     };
     match &message.event {
         Event::Listening { local, note } => {
@@ -87,6 +97,12 @@ pub fn write_json(
                 Err(_) => {
                     record.data_b64 = Some(base64::engine::general_purpose::STANDARD.encode(data))
                 }
+            }
+            if parse == Some(Parse::Syslog) {
+                record.syslog = record
+                    .text
+                    .and_then(|t| super::syslog::parse(t, message.time));
+                record.syslog_error = record.syslog.is_none().then_some(NOT_SYSLOG);
             }
         }
         Event::Disconnect {
@@ -148,7 +164,7 @@ mod tests {
             Event::data(Bytes::copy_from_slice(data)),
         );
         let mut out = Vec::new();
-        write_json(&mut out, &mut Vec::new(), "T", &message).unwrap();
+        write_json(&mut out, &mut Vec::new(), "T", &message, None).unwrap();
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         assert!(!out.iter().any(|&b| b < 0x20 && b != b'\n' || b == 0x7f));
         serde_json::from_slice(&out).unwrap()

@@ -13,6 +13,7 @@ pub mod broker;
 mod file;
 mod hex;
 mod json;
+mod syslog;
 mod text;
 
 use std::io::{self, IsTerminal, Write};
@@ -64,6 +65,13 @@ impl Format {
     }
 }
 
+/// How data is parsed into fields of the JSON record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Parse {
+    /// RFC 5424 and RFC 3164 syslog: facility, severity, timestamp, host, app, …
+    Syslog,
+}
+
 /// Settings of the writer.
 #[derive(Debug, Clone, Default)]
 pub struct OutputConfig {
@@ -78,6 +86,8 @@ pub struct OutputConfig {
     pub file: Option<LogFileConfig>,
     /// Also publish every message to these brokers (`--to`).
     pub to: Option<BrokersConfig>,
+    /// Parse data into fields of the JSON record (stdout's and the brokers').
+    pub parse: Option<Parse>,
 }
 
 impl OutputConfig {
@@ -89,6 +99,7 @@ impl OutputConfig {
             terminal: io::stdout().is_terminal(),
             file: None,
             to: None,
+            parse: None,
         }
     }
 }
@@ -122,7 +133,7 @@ impl Output {
     {
         let file = config.file.as_ref().map(LogFile::open).transpose()?;
         let brokers = match &config.to {
-            Some(to) => Some(Brokers::start(to, config.quiet)?),
+            Some(to) => Some(Brokers::start(to, config.quiet, config.parse)?),
             None => None,
         };
         let stats = brokers.as_ref().map(Brokers::stats).unwrap_or_default();
@@ -248,12 +259,21 @@ impl<D: Write, E: Write> Writer<D, E> {
             Format::Raw => String::new(),
             _ => timestamp(message.time),
         };
-        let (scratch, terminal) = (&mut self.scratch, self.config.terminal);
-        render(&mut self.data, format, &ts, message, terminal, scratch)?;
+        let (scratch, terminal, parse) =
+            (&mut self.scratch, self.config.terminal, self.config.parse);
+        render(
+            &mut self.data,
+            format,
+            &ts,
+            message,
+            terminal,
+            parse,
+            scratch,
+        )?;
         if let Some(file) = &mut self.file {
             let file = file.next()?;
             // Flushed per message, so a crash loses nothing already received.
-            render(file, format, &ts, message, false, scratch)?;
+            render(file, format, &ts, message, false, parse, scratch)?;
             file.flush()?;
         }
         Ok(())
@@ -267,17 +287,18 @@ fn render(
     ts: &str,
     message: &Message,
     terminal: bool,
+    parse: Option<Parse>,
     scratch: &mut Vec<u8>,
 ) -> io::Result<()> {
     let Event::Data { bytes, cut } = &message.event else {
         return match format {
-            Format::Json => write_json(out, scratch, ts, message),
+            Format::Json => write_json(out, scratch, ts, message, parse),
             _ => Ok(()),
         };
     };
     let (proto, peer) = (message.proto.as_str(), &peer_label(message));
     match format {
-        Format::Json => write_json(out, scratch, ts, message),
+        Format::Json => write_json(out, scratch, ts, message, parse),
         Format::Raw => write_raw(out, bytes, terminal),
         Format::Lines => write_line(out, ts, proto, peer, bytes, *cut),
         Format::Hex => write_hex(out, ts, proto, peer, bytes),
@@ -379,6 +400,7 @@ mod tests {
             terminal: false,
             file: None,
             to: None,
+            parse: None,
         };
         let output =
             Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink()).unwrap();

@@ -20,6 +20,7 @@ mod reconnect;
 mod relay;
 mod send_connect;
 mod server;
+mod syslog;
 mod tls;
 mod tooling;
 mod udp;

@@ -180,11 +180,16 @@ pub(super) struct Brokers {
     config: Arc<BrokersConfig>,
     runtime: Handle,
     json: Vec<u8>,
+    parse: Option<super::Parse>,
 }
 
 impl Brokers {
     /// Starts a connection task per broker. Must be called inside a tokio runtime.
-    pub(super) fn start(config: &BrokersConfig, quiet: bool) -> Result<Brokers> {
+    pub(super) fn start(
+        config: &BrokersConfig,
+        quiet: bool,
+        parse: Option<super::Parse>,
+    ) -> Result<Brokers> {
         let runtime =
             Handle::try_current().map_err(|_| Error::Usage("--to needs a tokio runtime".into()))?;
         let config = Arc::new(config.clone());
@@ -229,6 +234,7 @@ impl Brokers {
             config,
             runtime,
             json: Vec::new(),
+            parse,
         })
     }
 
@@ -257,7 +263,8 @@ impl Brokers {
             Payload::Json => {
                 self.json.clear();
                 let ts = super::timestamp(message.time);
-                let _ = super::write_json(&mut self.json, &mut Vec::new(), &ts, message);
+                let _ =
+                    super::write_json(&mut self.json, &mut Vec::new(), &ts, message, self.parse);
                 let record = self.json.strip_suffix(b"\n").unwrap_or(&self.json);
                 Bytes::copy_from_slice(record)
             }
