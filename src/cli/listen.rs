@@ -29,7 +29,8 @@ Examples:
   portier listen 5514 -u --parse syslog   syslog messages as JSON fields (facility, host, app, ...)
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
-  portier listen -o r.log --rotate-size 100MiB --keep 10   a log that does not fill the disk
+  portier listen -o r.log --rotate-size 100MiB --keep 10 --gzip   a log that does not fill the disk
+  portier listen -o 'readings-%Y%m%d.log'   a file a day
   portier listen -u --to 'mqtt://localhost/sensors/{peer_ip}'   publish each datagram to MQTT
   portier listen -u --to nats://localhost/readings --to-format json   JSON records to NATS
   portier listen --echo              a test partner: everything comes back
@@ -63,16 +64,23 @@ pub(super) struct ListenArgs {
     #[arg(short, long, value_enum)]
     format: Option<Format>,
     /// Also append everything received to FILE, in the same format, flushed per message;
-    /// reopened on SIGHUP (for logrotate)
+    /// reopened on SIGHUP (for logrotate). strftime fields in the name (readings-%Y%m%d.log)
+    /// start a new file when the name changes
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// -o: once FILE holds this much (e.g. 100MiB), move it to FILE.1 (FILE.1 to FILE.2, …)
     /// and start anew, between two messages
     #[arg(long, value_name = "SIZE", requires = "output", value_parser = super::parse_size)]
     rotate_size: Option<usize>,
-    /// --rotate-size: rotated files kept (FILE.1 … FILE.N); older ones are removed
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP, requires = "rotate_size")]
+    /// -o: rotate the same way once FILE has been written to for this long (e.g. 1d, 6h)
+    #[arg(long, value_name = "SECS", requires = "output", value_parser = parse_positive_duration)]
+    rotate_every: Option<Duration>,
+    /// -o: rotated files kept (FILE.1 … FILE.N); older ones are removed
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP, requires = "output")]
     keep: usize,
+    /// -o: gzip rotated files (FILE.1.gz, and a dated file once its day is over)
+    #[arg(long, requires = "output")]
+    gzip: bool,
     /// Send every message back to its sender (TCP: on its connection; UDP: to its source,
     /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
     #[arg(long, group = "mode")]
@@ -205,7 +213,9 @@ impl ListenArgs {
         output.file = self.output.as_ref().map(|path| LogFileConfig {
             path: path.clone(),
             rotate_size: self.rotate_size.map(|size| size as u64),
+            rotate_every: self.rotate_every,
             keep: self.keep,
+            gzip: self.gzip,
             reopen: None,
         });
         output.to = self.to.config()?;

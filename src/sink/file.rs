@@ -1,67 +1,154 @@
 //! `-o FILE`: a log that does not fill the disk. It is rotated by size
-//! (`--rotate-size`, keeping `--keep` old files: FILE.1 the newest), only
-//! between two messages, so no message is ever split across files; and it is
-//! reopened when asked (SIGHUP), so `logrotate` can move it away.
+//! (`--rotate-size`) or age (`--rotate-every`), keeping `--keep` old files
+//! (FILE.1 the newest, gzipped with `--gzip`), and a name with strftime fields
+//! (`readings-%Y%m%d.log`) moves to a new file when the name changes. All of
+//! it happens between two messages, so no message is ever split across files.
+//! The file is reopened when asked (SIGHUP), so `logrotate` can move it away.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// How `-o FILE` is kept.
 #[derive(Debug, Clone, Default)]
 pub struct LogFileConfig {
-    /// The file appended to.
+    /// The file appended to; strftime fields (`%Y%m%d`) are filled with the local time.
     pub path: PathBuf,
     /// Rotate once the file holds this many bytes.
     pub rotate_size: Option<u64>,
+    /// Rotate once the file has been written to for this long.
+    pub rotate_every: Option<Duration>,
     /// Old files kept by rotation (FILE.1 … FILE.N).
     pub keep: usize,
+    /// Compress rotated files (FILE.1.gz), in a thread of their own.
+    pub gzip: bool,
     /// Set (by a SIGHUP handler) to have the file reopened before the next message.
     pub reopen: Option<Arc<AtomicBool>>,
 }
 
 /// Old files kept unless told otherwise.
 pub const DEFAULT_KEEP: usize = 5;
+/// A name with strftime fields is looked at again at most this often.
+const NAME_CHECK: Duration = Duration::from_secs(1);
 
 /// The open log file.
 pub(super) struct LogFile {
     config: LogFileConfig,
+    /// The strftime pattern of the name, if it has fields.
+    pattern: Option<String>,
+    /// The name written to now.
+    current: PathBuf,
     file: BufWriter<File>,
     size: u64,
+    opened: Instant,
+    name_checked: Instant,
+    /// The last rotated file being compressed.
+    compressing: Option<JoinHandle<()>>,
 }
 
 impl LogFile {
     pub(super) fn open(config: &LogFileConfig) -> Result<LogFile> {
+        let text = config.path.to_string_lossy();
+        let pattern = text.contains('%').then(|| text.into_owned());
+        if let Some(pattern) = &pattern {
+            check_pattern(pattern)?;
+        }
+        let current = match &pattern {
+            Some(pattern) => fill(pattern),
+            None => config.path.clone(),
+        };
         let (file, size) =
-            append(&config.path).context(|| format!("cannot open {}", config.path.display()))?;
+            append(&current).context(|| format!("cannot open {}", current.display()))?;
         Ok(LogFile {
             config: config.clone(),
+            pattern,
+            current,
             file,
             size,
+            opened: Instant::now(),
+            name_checked: Instant::now(),
+            compressing: None,
         })
     }
 
-    /// The file to write the next message to: rotated or reopened first if due.
+    /// The file to write the next message to: rotated, renamed or reopened first if due.
     pub(super) fn next(&mut self) -> io::Result<&mut LogFile> {
         let reopen = self
             .config
             .reopen
             .as_ref()
             .is_some_and(|flag| flag.swap(false, Ordering::Relaxed));
+        let renamed = match &self.pattern {
+            Some(pattern) if self.name_checked.elapsed() >= NAME_CHECK => {
+                self.name_checked = Instant::now();
+                Some(fill(pattern)).filter(|name| *name != self.current)
+            }
+            _ => None,
+        };
         let full = self.config.rotate_size.is_some_and(|max| self.size >= max);
-        if full {
-            self.file.flush()?;
-            rotate(&self.config.path, self.config.keep)?;
+        let old = self.size > 0
+            && (self.config.rotate_every).is_some_and(|every| self.opened.elapsed() >= every);
+        if renamed.is_none() && !full && !old && !reopen {
+            return Ok(self);
         }
-        if full || reopen {
-            self.file.flush()?;
-            (self.file, self.size) = append(&self.config.path)?;
+        self.file.flush()?;
+        if let Some(name) = renamed {
+            let done = std::mem::replace(&mut self.current, name);
+            if self.config.gzip {
+                self.compress(done);
+            }
+        } else if full || old {
+            self.rotate()?;
         }
+        (self.file, self.size) = append(&self.current)?;
+        self.opened = Instant::now();
         Ok(self)
+    }
+
+    /// FILE.N-1 -> FILE.N … FILE -> FILE.1 (each `.gz` or not); the oldest beyond `keep` is removed.
+    fn rotate(&mut self) -> io::Result<()> {
+        // A file still being compressed must be done before it is renamed.
+        if let Some(compressing) = self.compressing.take() {
+            let _ = compressing.join();
+        }
+        let numbered = |n: usize, gz: &str| {
+            let mut name = self.current.as_os_str().to_owned();
+            name.push(format!(".{n}{gz}"));
+            PathBuf::from(name)
+        };
+        if self.config.keep == 0 {
+            return std::fs::remove_file(&self.current);
+        }
+        for gz in ["", ".gz"] {
+            ignore_missing(std::fs::remove_file(numbered(self.config.keep, gz)))?;
+            for n in (1..self.config.keep).rev() {
+                ignore_missing(std::fs::rename(numbered(n, gz), numbered(n + 1, gz)))?;
+            }
+        }
+        std::fs::rename(&self.current, numbered(1, ""))?;
+        if self.config.gzip {
+            self.compress(numbered(1, ""));
+        }
+        Ok(())
+    }
+
+    /// Compresses `path` into `path.gz` in a thread (after the last one), then removes it.
+    fn compress(&mut self, path: PathBuf) {
+        let previous = self.compressing.take();
+        self.compressing = Some(std::thread::spawn(move || {
+            if let Some(previous) = previous {
+                let _ = previous.join();
+            }
+            if let Err(e) = gzip(&path) {
+                crate::sink::say(&format!("cannot compress {}: {e}", path.display()));
+            }
+        }));
     }
 }
 
@@ -84,27 +171,43 @@ fn append(path: &Path) -> io::Result<(BufWriter<File>, u64)> {
     Ok((BufWriter::new(file), size))
 }
 
-/// FILE.N-1 -> FILE.N … FILE -> FILE.1; the oldest beyond `keep` is removed.
-fn rotate(path: &Path, keep: usize) -> io::Result<()> {
-    let numbered = |n: usize| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
-    };
-    if keep == 0 {
-        return std::fs::remove_file(path);
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
-    match std::fs::remove_file(numbered(keep)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+}
+
+/// `path` -> `path.gz` (written aside, then renamed, so a half-written one is never taken for whole).
+fn gzip(path: &Path) -> io::Result<()> {
+    let mut gz = path.as_os_str().to_owned();
+    gz.push(".gz");
+    let mut partial = gz.clone();
+    partial.push(".partial");
+    let mut encoder = flate2::write::GzEncoder::new(
+        BufWriter::new(File::create(&partial)?),
+        flate2::Compression::default(),
+    );
+    io::copy(&mut File::open(path)?, &mut encoder)?;
+    encoder.finish()?.flush()?;
+    std::fs::rename(&partial, &gz)?;
+    std::fs::remove_file(path)
+}
+
+/// The name `pattern` gives now, in local time.
+fn fill(pattern: &str) -> PathBuf {
+    PathBuf::from(chrono::Local::now().format(pattern).to_string())
+}
+
+/// Refuses a pattern chrono cannot fill (formatting it would fail at every message).
+fn check_pattern(pattern: &str) -> Result<()> {
+    use chrono::format::{Item, StrftimeItems};
+    match StrftimeItems::new(pattern).any(|item| matches!(item, Item::Error)) {
+        true => Err(Error::Usage(format!(
+            "-o {pattern}: a strftime field is not understood (use %Y, %m, %d, %H, %M, ...; %% for %)"
+        ))),
+        false => Ok(()),
     }
-    for n in (1..keep).rev() {
-        match std::fs::rename(numbered(n), numbered(n + 1)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    std::fs::rename(path, numbered(1))
 }
 
 #[cfg(test)]
@@ -119,7 +222,7 @@ mod tests {
             path: path.clone(),
             rotate_size: Some(10),
             keep: 2,
-            reopen: None,
+            ..LogFileConfig::default()
         };
         let mut log = LogFile::open(&config).unwrap();
         for n in 0..7 {
@@ -156,5 +259,49 @@ mod tests {
             "before\n"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+    }
+
+    #[test]
+    fn names_with_strftime_fields_are_filled_and_checked() {
+        let today = chrono::Local::now().format("%Y%m%d").to_string();
+        assert_eq!(
+            fill("log-%Y%m%d.txt"),
+            PathBuf::from(format!("log-{today}.txt"))
+        );
+        assert!(check_pattern("log-%Y%m%d.txt").is_ok());
+        assert!(check_pattern("log-%Q.txt").is_err());
+    }
+
+    #[test]
+    fn rotated_files_are_gzipped_whole() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogFileConfig {
+            path: dir.path().join("log"),
+            rotate_size: Some(10),
+            keep: 3,
+            gzip: true,
+            ..LogFileConfig::default()
+        };
+        let mut log = LogFile::open(&config).unwrap();
+        for n in 0..3 {
+            let file = log.next().unwrap();
+            file.write_all(format!("message {n}\n").as_bytes()).unwrap();
+            file.flush().unwrap();
+        }
+        if let Some(compressing) = log.compressing.take() {
+            compressing.join().unwrap();
+        }
+        let gunzip = |name: &str| {
+            let mut text = String::new();
+            let file = File::open(dir.path().join(name)).unwrap();
+            flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        };
+        assert_eq!(gunzip("log.1.gz"), "message 1\n");
+        assert_eq!(gunzip("log.2.gz"), "message 0\n");
+        assert!(!dir.path().join("log.1").exists());
     }
 }

@@ -528,3 +528,60 @@ fn sighup_reopens_the_log_after_logrotate_moved_it() {
     let old = std::fs::read_to_string(&moved).unwrap();
     assert!(old.starts_with("before\n"), "{old}");
 }
+
+#[test]
+fn logs_rotate_by_age_into_gzipped_files_and_dated_names_are_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("readings-%Y%m%d.log");
+    let args = ["-u", "-b", "127.0.0.1", "-o", log.to_str().unwrap()];
+    let mut server = Server::start(
+        &[
+            &args[..],
+            &["--rotate-every", "0.3", "--gzip", "--keep", "9"],
+        ]
+        .concat(),
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..4 {
+        socket
+            .send_to(
+                format!("reading {n}\n").as_bytes(),
+                ("127.0.0.1", server.port),
+            )
+            .unwrap();
+        server.wait_lines(n + 1);
+        thread::sleep(Duration::from_millis(400)); // older than --rotate-every: the next one rotates
+    }
+    server.run.stop();
+    // gzip runs beside the writer: wait until the three rotated files are compressed.
+    let today =
+        String::from_utf8(Command::new("date").arg("+%Y%m%d").output().unwrap().stdout).unwrap();
+    let name = format!("readings-{}.log", today.trim());
+    let start = std::time::Instant::now();
+    while (1..=3).any(|n| !dir.path().join(format!("{name}.{n}.gz")).exists()) {
+        assert!(
+            start.elapsed() < crate::common::PATIENCE,
+            "{:?}",
+            std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let read = |file: &str| {
+        let path = dir.path().join(file);
+        match file.ends_with(".gz") {
+            true => String::from_utf8(
+                Command::new("gzip")
+                    .arg("-dc")
+                    .arg(&path)
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap(),
+            false => std::fs::read_to_string(path).unwrap(),
+        }
+    };
+    assert_eq!(read(&name), "reading 3\n");
+    assert_eq!(read(&format!("{name}.1.gz")), "reading 2\n");
+    assert_eq!(read(&format!("{name}.3.gz")), "reading 0\n");
+}
