@@ -531,3 +531,71 @@ fn jetstream_acknowledges_every_message_and_a_subject_without_a_stream_is_counte
         "{stderr}"
     );
 }
+
+#[test]
+fn mqtts_checks_the_broker_against_the_given_ca_and_refuses_another() {
+    let test = "mqtts_checks_the_broker_against_the_given_ca_and_refuses_another";
+    if !have_peer(test, "mosquitto") || !have_peer(test, "mosquitto_sub") {
+        return;
+    }
+    let pki = crate::common::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // mosquitto drops root for its own user: it must be able to read these.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for name in ["server.pem", "server.key"] {
+            let copy = dir.path().join(name);
+            std::fs::copy(pki.path(name), &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let (plain, tls) = (free_port(), free_port());
+    let conf = dir.path().join("mosquitto.conf");
+    let d = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\nlistener {plain} 127.0.0.1\n\
+             listener {tls} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("mosquitto");
+    command.arg("-c").arg(&conf);
+    let _broker = Running::spawn(command);
+    wait_bound(false, plain);
+    wait_bound(false, tls);
+    let mut sub = mosquitto_sub(plain, "secure/#", &[]);
+    wait_subscribed(plain, &sub, "secure/probe");
+
+    let to = format!("mqtts://localhost:{tls}/secure/{{proto}}");
+    let port = free_port();
+    let mut trusted = udp_collector(port, &["--to", &to, "--to-ca", &pki.path("ca.pem")]);
+    send_datagrams(port, ["over tls".to_string()]);
+    sub.stdout.wait_for("the message", |out| {
+        String::from_utf8_lossy(out).contains("secure/udp over tls")
+    });
+    trusted.stop();
+
+    // A broker whose certificate this CA did not issue gets nothing.
+    let other = free_port();
+    let mut doubting = udp_collector(other, &["--to", &to, "--to-ca", &pki.path("own.pem")]);
+    send_datagrams(other, ["must not go".to_string()]);
+    doubting.stderr.wait_for_text("certificate");
+    doubting.stop();
+    sub.stop();
+    assert!(!sub.stdout.text().contains("must not go"));
+    let stderr = doubting.stderr.text();
+    let name = format!("mqtts://localhost:{tls}/secure/{{proto}}");
+    assert_eq!(reported(&stderr, &name, "delivered"), 0, "{stderr}");
+    assert_eq!(
+        reported(
+            &stderr,
+            &name,
+            "not delivered (the broker did not take them before exit)"
+        ),
+        1,
+        "{stderr}"
+    );
+}
