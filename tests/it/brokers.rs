@@ -19,8 +19,9 @@ fn mosquitto(port: u16, dir: &Path, persist: bool) -> Running {
         // Run as root, mosquitto drops to its own user: it must be able to write there.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // No cap on what is held for an offline subscriber (1,000 by default).
         text += &format!(
-            "persistence true\npersistence_location {}/\n",
+            "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
             dir.display()
         );
     }
@@ -146,6 +147,8 @@ fn datagrams_reach_a_mosquitto_subscriber_on_topics_named_after_their_sender() {
 
 #[test]
 fn a_broker_away_at_start_gets_every_queued_message_once_it_is_up() {
+    // More than all the queues on the way hold (4 + 64 in the MQTT client + 256 to the writer).
+    const LINES: usize = 3000;
     let test = "a_broker_away_at_start_gets_every_queued_message_once_it_is_up";
     if !have_peer(test, "mosquitto") || !have_peer(test, "mosquitto_sub") {
         return;
@@ -173,32 +176,29 @@ fn a_broker_away_at_start_gets_every_queued_message_once_it_is_up() {
         "--frame",
         "lines",
     ]);
+    // A queue of 4 that blocks when full: the TCP sender is held back, nothing is dropped.
     command.args(["--to", &to, "--to-qos", "1", "--to-format", "json"]);
+    command.args(["--to-queue", "4", "--to-on-full", "block"]);
     let mut collector = Running::spawn(command);
     collector.stderr.wait_for_listening(1);
-    let lines: String = (1..=20).map(|i| format!("line {i}\n")).collect();
-    let status = Command::new("nc")
-        .args(["-N", "127.0.0.1", &port.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut nc| {
-            use std::io::Write;
-            nc.stdin.take().unwrap().write_all(lines.as_bytes())?;
-            nc.wait()
-        })
-        .unwrap();
-    assert!(status.success());
+    let lines: String = (1..=LINES).map(|i| format!("line {i}\n")).collect();
+    {
+        use std::io::Write;
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client.write_all(lines.as_bytes()).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+    }
     collector.stderr.wait_for_text("queueing and retrying");
 
     // Back up: the queued messages reach the subscriber's saved session.
     let _broker = mosquitto(broker_port, dir.path(), true);
     collector.stderr.wait_for_text("connected");
     let mut sub = mosquitto_sub(broker_port, "tcp/#", &session);
-    sub.stdout.wait_for("20 records", |out| {
+    sub.stdout.wait_for("every record", |out| {
         String::from_utf8_lossy(out)
             .matches("\"text\":\"line ")
             .count()
-            == 20
+            == LINES
     });
     collector.stop();
     sub.stop();
@@ -212,10 +212,16 @@ fn a_broker_away_at_start_gets_every_queued_message_once_it_is_up() {
             Some(record["text"].as_str()?.to_string())
         })
         .collect();
-    let expected: Vec<String> = (1..=20).map(|i| format!("line {i}\n")).collect();
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line {i}\n")).collect();
     assert_eq!(texts, expected, "each line once, whole, in order");
     let name = format!("mqtt://127.0.0.1:{broker_port}/tcp/{{peer_port}}");
-    assert_eq!(reported(&collector.stderr.text(), &name, "delivered"), 20);
+    let stderr = collector.stderr.text();
+    assert_eq!(
+        reported(&stderr, &name, "delivered"),
+        LINES as u64,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("dropped"), "{stderr}");
 }
 
 #[test]
