@@ -22,15 +22,8 @@ const ACKS_IN_FLIGHT: usize = 256;
 /// Publishes what comes through `link`'s queue until it closes and all is
 /// confirmed, or until `link.stop`.
 pub(super) async fn run(link: Link) {
-    let Link {
-        target,
-        config,
-        mut queue,
-        tally,
-        stop,
-        status,
-    } = link;
-    let client = match connect(&target, &status).await {
+    let (mut queue, tally, stop, status) = (link.queue, link.tally, link.stop, link.status);
+    let client = match connect(&link.target, &status).await {
         Ok(client) => client,
         Err(error) => {
             status.failed(format!("cannot connect: {error}"));
@@ -41,7 +34,8 @@ pub(super) async fn run(link: Link) {
             return;
         }
     };
-    let jetstream = config
+    let jetstream = link
+        .config
         .ack
         .then(|| async_nats::jetstream::new(client.clone()));
     let mut acks = JoinSet::new();
