@@ -323,6 +323,9 @@ fn system_roots() -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// What a user of `--insecure` is told (by the CLI, the one layer that speaks to them at start).
+pub const INSECURE_WARNING: &str = "warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection";
+
 /// A TLS client side for `send` and `connect`.
 pub(crate) fn connector(config: &ClientTlsConfig) -> Result<TlsConnector> {
     client_config(config).map(TlsConnector::from)
@@ -334,12 +337,7 @@ pub(crate) fn client_config(config: &ClientTlsConfig) -> Result<Arc<rustls::Clie
     let provider = provider();
     let mut pins = config.pins.clone();
     let roots = match (&config.ca, config.pins.is_empty(), config.insecure) {
-        (_, _, true) => {
-            crate::sink::say(
-                "warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection",
-            );
-            None
-        }
+        (_, _, true) => None,  // the CLI has said INSECURE_WARNING
         (_, false, _) => None, // a pin means exactly that certificate
         (Some(path), true, _) => {
             let (cas, own): (Vec<_>, Vec<_>) = read_certs(path)?.into_iter().partition(is_ca);

@@ -128,6 +128,14 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
     humantime::parse_duration(text).map_err(|e| format!("{text}: {e}"))
 }
 
+/// Says [`portier::tls::INSECURE_WARNING`] when `--insecure` is given; returns it.
+pub(crate) fn warn_if_insecure(insecure: bool) -> bool {
+    if insecure {
+        portier::sink::say(portier::tls::INSECURE_WARNING);
+    }
+    insecure
+}
+
 /// `65536`, `64KiB`, `10MiB`, `1GiB` (and K, M, G, KB, MB, GB as powers of 1024 too).
 pub(crate) fn parse_size(text: &str) -> std::result::Result<usize, String> {
     let digits = text

@@ -141,9 +141,9 @@ impl RelayArgs {
                 client_ca: None,
             }),
             client_tls: ClientTlsConfig {
+                insecure: super::warn_if_insecure(self.insecure),
                 ca: self.ca.clone(),
                 pins: self.pin.clone(),
-                insecure: self.insecure,
                 cert: None,
                 key: None,
             },

@@ -168,6 +168,7 @@ pub(super) fn check_target(target: &Target, udp: bool, tls: bool, reconnect: boo
 impl ClientTlsArgs {
     /// The TLS set-up, with `--tls` or a `tls://` address (`forced`).
     pub(super) fn config(&self, forced: bool) -> Option<ClientTlsConfig> {
+        super::warn_if_insecure(self.insecure);
         (self.tls || forced).then(|| ClientTlsConfig {
             ca: self.ca.clone(),
             pins: self.pin.clone(),
