@@ -18,6 +18,11 @@ impl AccessList {
         AccessList { allow, deny }
     }
 
+    /// Whether it lets everyone in.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
     /// Why `ip` may not talk, or `None` if it may. An IPv4 peer seen through a
     /// dual-stack socket (`::ffff:a.b.c.d`) is matched as the IPv4 address it is.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {

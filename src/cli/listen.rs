@@ -1,5 +1,6 @@
 //! `portier listen`: its flags, checked into a [`ListenConfig`] and an [`OutputConfig`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use portier::listen::{
     DEFAULT_ECHO_RATE, DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Mode, Program,
     Protocols,
 };
+use portier::sink::web::{DEFAULT_HISTORY, WebConfig};
 use portier::sink::{DEFAULT_KEEP, Format, LogFileConfig, OutputConfig, Parse};
 use portier::tls::{ServerIdentity, ServerTlsConfig};
 use portier::udp_options::Interface;
@@ -26,6 +28,7 @@ Examples:
   portier listen -t --once           one TCP client, then exit (the seed's server)
   portier listen -f lines            one line per message: TIME PROTO PEER TEXT
   portier listen -f json | jq .text  JSON for scripts
+  portier listen --web               and watch it live at http://127.0.0.1:8080
   portier listen 5514 -u --parse syslog   syslog messages as JSON fields (facility, host, app, ...)
   portier listen > capture.bin       every byte, exactly as received
   portier listen -o readings.log     print and keep a log, flushed per message
@@ -181,8 +184,29 @@ pub(super) struct ListenArgs {
     /// No event lines (listening, connect, disconnect) on stderr
     #[arg(short, long)]
     quiet: bool,
+    /// Serve a live page of what arrives at http://[ADDR:]PORT [default: 127.0.0.1:8080];
+    /// beyond loopback it needs the token printed at start, or --web-allow
+    #[arg(long, value_name = "[ADDR:]PORT", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:8080", value_parser = parse_web_addr)]
+    pub(super) web: Option<SocketAddr>,
+    /// --web: only these peers may open the page (e.g. 192.168.1.0/24); repeatable
+    #[arg(long, value_name = "CIDR", value_parser = parse_range, requires = "web")]
+    web_allow: Vec<IpNet>,
+    /// --web: messages kept for a browser opened late
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY, requires = "web")]
+    web_history: usize,
     #[command(flatten)]
     pub(super) to: super::to::ToArgs,
+}
+
+/// `8080`, `0.0.0.0:8080` or `[::]:8080`; a port alone is on loopback.
+fn parse_web_addr(text: &str) -> std::result::Result<SocketAddr, String> {
+    match text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => text
+            .parse()
+            .map_err(|_| format!("'{text}': give PORT or ADDR:PORT (e.g. 8080, 0.0.0.0:8080)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -210,6 +234,11 @@ impl ListenArgs {
         }
         let mut output = OutputConfig::for_stdout(format, self.quiet);
         output.parse = self.parse;
+        output.web = self.web.map(|addr| WebConfig {
+            addr,
+            allow: AccessList::new(self.web_allow.clone(), Vec::new()),
+            history: self.web_history,
+        });
         output.file = self.output.as_ref().map(|path| LogFileConfig {
             path: path.clone(),
             rotate_size: self.rotate_size.map(|size| size as u64),

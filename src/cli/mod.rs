@@ -338,7 +338,9 @@ impl Cli {
     pub(crate) fn serves_many(&self) -> bool {
         match &self.command {
             // Broker connections run beside the receivers.
-            Command::Listen(Deferred(args)) => !args.udp || !args.to.to.is_empty(),
+            Command::Listen(Deferred(args)) => {
+                !args.udp || !args.to.to.is_empty() || args.web.is_some()
+            }
             Command::Relay(_) => true,
             _ => false,
         }

@@ -47,6 +47,7 @@ impl Delivery {
         // With --exec the data goes to the programs, not to stdout.
         let only_stdout = output.file.is_none()
             && output.to.is_none()
+            && output.web.is_none()
             && config.tls.is_none()
             && config.exec.is_none();
         if !(bytes_as_received && only_stdout && around.stdout_spliceable) {
@@ -108,6 +109,7 @@ mod tests {
             file: None,
             to: None,
             parse: None,
+            web: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod hex;
 mod json;
 mod syslog;
 mod text;
+pub mod web;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::Ipv6Addr;
@@ -29,6 +30,7 @@ use crate::framing::Framing;
 use crate::message::{Event, Message};
 use broker::{BrokerStats, Brokers, BrokersConfig};
 use file::LogFile;
+use web::{Web, WebConfig};
 pub use file::{DEFAULT_KEEP, LogFileConfig};
 
 pub use hex::write_hex;
@@ -88,6 +90,8 @@ pub struct OutputConfig {
     pub to: Option<BrokersConfig>,
     /// Parse data into fields of the JSON record (stdout's and the brokers').
     pub parse: Option<Parse>,
+    /// Serve a live page of what arrives (`--web`).
+    pub web: Option<WebConfig>,
 }
 
 impl OutputConfig {
@@ -100,6 +104,7 @@ impl OutputConfig {
             file: None,
             to: None,
             parse: None,
+            web: None,
         }
     }
 }
@@ -137,6 +142,10 @@ impl Output {
             None => None,
         };
         let stats = brokers.as_ref().map(Brokers::stats).unwrap_or_default();
+        let web = match &config.web {
+            Some(web) => Some(Web::start(web, config.parse, stats.clone())?.feed),
+            None => None,
+        };
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
@@ -144,6 +153,7 @@ impl Output {
                 data: io::BufWriter::with_capacity(64 * 1024, data),
                 file,
                 brokers,
+                web,
                 events,
                 scratch: Vec::new(),
             };
@@ -188,6 +198,7 @@ struct Writer<D: Write, E: Write> {
     data: io::BufWriter<D>,
     file: Option<LogFile>,
     brokers: Option<Brokers>,
+    web: Option<std::sync::Arc<web::Feed>>,
     events: E,
     scratch: Vec<u8>,
 }
@@ -235,14 +246,21 @@ impl<D: Write, E: Write> Writer<D, E> {
         self.data.flush()
     }
 
-    /// Writes `message`, then offers it to the brokers (and reports what they dropped).
+    /// Writes `message`, shows it on the web page, then offers it to the
+    /// brokers (and reports what they dropped).
     fn deliver(&mut self, message: &Message, shutdown: &CancellationToken) -> io::Result<()> {
         self.write(message)?;
+        if let Some(web) = &self.web {
+            web.offer(message);
+        }
         let Some(brokers) = &mut self.brokers else {
             return Ok(());
         };
         for dropped in brokers.offer(message, shutdown) {
             self.write(&dropped)?;
+            if let Some(web) = &self.web {
+                web.offer(&dropped);
+            }
         }
         Ok(())
     }
@@ -401,6 +419,7 @@ mod tests {
             file: None,
             to: None,
             parse: None,
+            web: None,
         };
         let output =
             Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink()).unwrap();

@@ -1,0 +1,380 @@
+//! `--web`: a live page of what arrives, served from the binary (axum).
+//!
+//! The writer thread hands every message to a [`Feed`]: a bounded history, so
+//! a browser opened late sees the recent past, and a broadcast channel, so
+//! each browser gets what comes next. Nothing is rendered for a browser that
+//! is not there, and a browser too slow to keep up is dropped (it reconnects
+//! and starts from the history) rather than slowing reception.
+//!
+//! The page, its script and its style are embedded (`page/`), served under a
+//! strict Content-Security-Policy; the script inserts peer text as text only.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use tokio::sync::broadcast;
+
+use super::broker::BrokerStats;
+use super::{Parse, timestamp, write_json};
+use crate::access::AccessList;
+use crate::error::{Error, Result};
+use crate::message::{Event, Message};
+
+/// Messages a browser opened late is shown unless told otherwise.
+pub const DEFAULT_HISTORY: usize = 1000;
+/// Messages a browser may fall behind before it is dropped.
+const BROWSER_LAG: usize = 8192;
+/// How often the counters are sent to each browser.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+const PAGE: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/app.js");
+const STYLE: &str = include_str!("page/app.css");
+/// Nothing but the page's own script, style and event stream: peer text that
+/// slipped into HTML still could not run or load anything.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Where and for whom the page is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// The address to serve on.
+    pub addr: SocketAddr,
+    /// Only these peers may open the page (`--web-allow`); empty: any.
+    pub allow: AccessList,
+    /// Messages kept for a browser opened late.
+    pub history: usize,
+}
+
+/// What the writer thread feeds and every browser reads.
+pub(super) struct Feed {
+    history: Mutex<VecDeque<Entry>>,
+    capacity: usize,
+    live: broadcast::Sender<Entry>,
+    next_seq: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    kernel_drops: AtomicU64,
+    browsers_dropped: AtomicU64,
+    brokers: BrokerStats,
+    parse: Option<Parse>,
+}
+
+/// One message, numbered so a browser never shows it twice.
+#[derive(Clone)]
+struct Entry {
+    seq: u64,
+    message: Arc<Message>,
+}
+
+impl Feed {
+    /// Keeps `message` for the page; cheap when no browser is open.
+    pub(super) fn offer(&self, message: &Message) {
+        match &message.event {
+            Event::Data { bytes, .. } => {
+                self.messages.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            Event::Drops { total, .. } => self.kernel_drops.store(*total, Ordering::Relaxed),
+            _ => {}
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Entry {
+            seq,
+            message: Arc::new(message.clone()),
+        };
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(entry.clone());
+        }
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if history.len() == self.capacity {
+            history.pop_front();
+        }
+        if self.capacity > 0 {
+            history.push_back(entry);
+        }
+    }
+
+    fn stats(&self) -> String {
+        let queue_drops = self.brokers.dropped();
+        serde_json::json!({
+            "messages": self.messages.load(Ordering::Relaxed),
+            "bytes": self.bytes.load(Ordering::Relaxed),
+            "kernel_drops": self.kernel_drops.load(Ordering::Relaxed),
+            "queue_drops": queue_drops,
+            "browsers_dropped": self.browsers_dropped.load(Ordering::Relaxed),
+        })
+        .to_string()
+    }
+
+    fn record(&self, entry: &Entry) -> SseEvent {
+        let mut json = Vec::new();
+        let ts = timestamp(entry.message.time);
+        let _ = write_json(&mut json, &mut Vec::new(), &ts, &entry.message, self.parse);
+        let json = String::from_utf8_lossy(json.strip_suffix(b"\n").unwrap_or(&json)).into_owned();
+        SseEvent::default()
+            .event("record")
+            .id(entry.seq.to_string())
+            .data(json)
+    }
+}
+
+/// The running page.
+pub(super) struct Web {
+    pub(super) feed: Arc<Feed>,
+}
+
+struct Guard {
+    feed: Arc<Feed>,
+    allow: AccessList,
+    token: Option<String>,
+}
+
+impl Web {
+    /// Binds `config.addr` and serves the page on the current tokio runtime.
+    /// Beyond loopback without `--web-allow`, a token is made and the URL with
+    /// it is said on stderr (shown even with `-q`): only who has it gets in.
+    pub(super) fn start(
+        config: &WebConfig,
+        parse: Option<Parse>,
+        brokers: BrokerStats,
+    ) -> Result<Web> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Usage("--web needs a tokio runtime".into()))?;
+        let cannot = |e| Error::io(format!("cannot serve the web view on {}", config.addr), e);
+        let listener = std::net::TcpListener::bind(config.addr).map_err(cannot)?;
+        listener.set_nonblocking(true).map_err(cannot)?;
+        let local = listener.local_addr().map_err(cannot)?;
+        let open = config.allow.is_empty() && !config.addr.ip().is_loopback();
+        let token = open.then(make_token).transpose()?;
+        let (live, _) = broadcast::channel(BROWSER_LAG);
+        let feed = Arc::new(Feed {
+            history: Mutex::new(VecDeque::with_capacity(config.history.min(65_536))),
+            capacity: config.history,
+            live,
+            next_seq: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            kernel_drops: AtomicU64::new(0),
+            browsers_dropped: AtomicU64::new(0),
+            brokers,
+            parse,
+        });
+        let guard = Arc::new(Guard {
+            feed: feed.clone(),
+            allow: config.allow.clone(),
+            token: token.clone(),
+        });
+        let app = Router::new()
+            .route("/", get(index))
+            .route("/app.js", get(script))
+            .route("/app.css", get(style))
+            .route("/events", get(events))
+            .with_state(guard);
+        let host = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        crate::sink::say(&format!("web view: http://{host}:{}/{query}", local.port()));
+        runtime.spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
+                crate::sink::say(&format!("web view stopped: {e}"));
+            }
+        });
+        Ok(Web { feed })
+    }
+}
+
+/// 128 random bits, in hex.
+fn make_token() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Usage("cannot make a token for --web".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+type Asked = Query<HashMap<String, String>>;
+
+impl Guard {
+    /// Refuses peers outside `--web-allow` and requests without the token.
+    fn check(&self, peer: SocketAddr, asked: &Asked) -> std::result::Result<(), StatusCode> {
+        if self.allow.refusal(peer.ip()).is_some() {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        match (&self.token, asked.get("token")) {
+            (None, _) => Ok(()),
+            (Some(token), Some(given)) if same(token.as_bytes(), given.as_bytes()) => Ok(()),
+            _ => Err(StatusCode::UNAUTHORIZED),
+        }
+    }
+}
+
+/// Compares in time that does not depend on where the two differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A response with the headers every answer carries.
+fn with_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn asset(
+    guard: &Guard,
+    peer: SocketAddr,
+    asked: &Asked,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response {
+    let response = match guard.check(peer, asked) {
+        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(status) => status.into_response(),
+    };
+    with_headers(response)
+}
+
+async fn index(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    asked: Asked,
+) -> Response {
+    asset(&guard, peer, &asked, "text/html; charset=utf-8", PAGE)
+}
+
+async fn script(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    asked: Asked,
+) -> Response {
+    asset(&guard, peer, &asked, "text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    asked: Asked,
+) -> Response {
+    asset(&guard, peer, &asked, "text/css; charset=utf-8", STYLE)
+}
+
+/// The event stream: the history, then every new message as it comes, and
+/// the counters every second. Ends when the browser falls too far behind.
+async fn events(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    asked: Asked,
+) -> Response {
+    if let Err(status) = guard.check(peer, &asked) {
+        return with_headers(status.into_response());
+    }
+    let feed = guard.feed.clone();
+    // Subscribed before the history is copied: nothing falls between the two.
+    let live = feed.live.subscribe();
+    let backlog = feed
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let stream = browser_stream(feed, backlog, live);
+    with_headers(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+struct Browser {
+    feed: Arc<Feed>,
+    backlog: VecDeque<Entry>,
+    live: broadcast::Receiver<Entry>,
+    last: u64,
+    ticker: tokio::time::Interval,
+    done: bool,
+}
+
+fn browser_stream(
+    feed: Arc<Feed>,
+    backlog: VecDeque<Entry>,
+    live: broadcast::Receiver<Entry>,
+) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
+    let browser = Browser {
+        feed,
+        backlog,
+        live,
+        last: 0,
+        ticker: tokio::time::interval(STATS_EVERY),
+        done: false,
+    };
+    futures_util::stream::unfold(browser, |mut browser| async move {
+        if browser.done {
+            return None;
+        }
+        if let Some(entry) = browser.backlog.pop_front() {
+            browser.last = entry.seq;
+            let event = browser.feed.record(&entry);
+            return Some((Ok(event), browser));
+        }
+        loop {
+            tokio::select! {
+                next = browser.live.recv() => match next {
+                    Ok(entry) if entry.seq <= browser.last => continue,
+                    Ok(entry) => {
+                        browser.last = entry.seq;
+                        let event = browser.feed.record(&entry);
+                        return Some((Ok(event), browser));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        browser.feed.browsers_dropped.fetch_add(1, Ordering::Relaxed);
+                        browser.done = true;
+                        let event = SseEvent::default().event("dropped").data("too slow: reconnecting");
+                        return Some((Ok(event), browser));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = browser.ticker.tick() => {
+                    let event = SseEvent::default().event("stats").data(browser.feed.stats());
+                    return Some((Ok(event), browser));
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        let token = make_token().unwrap();
+        assert_eq!(token.len(), 32);
+        assert_ne!(token, make_token().unwrap());
+    }
+}
