@@ -44,10 +44,10 @@ impl Delivery {
         let bytes_as_received = output.format == Format::Raw
             && !output.terminal
             && config.framing == crate::framing::Framing::Raw;
-        // With --exec the data goes to the programs, not to stdout.
+        // With --exec the data goes to the programs, not to stdout. (The
+        // web page is fed by the straight path too, not by the spliced one.)
         let only_stdout = output.file.is_none()
             && output.to.is_none()
-            && output.web.is_none()
             && config.tls.is_none()
             && config.exec.is_none();
         if !(bytes_as_received && only_stdout && around.stdout_spliceable) {
@@ -55,7 +55,10 @@ impl Delivery {
         }
         match config.protocols {
             Protocols::Tcp
-                if config.once && config.mode == Mode::Print && cfg!(target_os = "linux") =>
+                if config.once
+                    && config.mode == Mode::Print
+                    && output.web.is_none()
+                    && cfg!(target_os = "linux") =>
             {
                 Delivery::Spliced
             }
@@ -142,6 +145,22 @@ mod tests {
             let chosen = Delivery::choose(&config, &raw_to_a_pipe(), ONE_SOCKET);
             assert_eq!(chosen, Delivery::Straight);
         }
+    }
+
+    #[test]
+    fn the_web_page_keeps_the_straight_udp_path_but_not_the_spliced_one() {
+        let mut with_web = raw_to_a_pipe();
+        with_web.web = Some(crate::sink::web::WebConfig {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            allow: crate::access::AccessList::default(),
+            history: 10,
+        });
+        let udp = config(Protocols::Udp, false, Mode::Print);
+        let chosen = Delivery::choose(&udp, &with_web, ONE_SOCKET);
+        assert_eq!(chosen, Delivery::Straight);
+        let tcp_once = config(Protocols::Tcp, true, Mode::Print);
+        let chosen = Delivery::choose(&tcp_once, &with_web, ONE_SOCKET);
+        assert_eq!(chosen, Delivery::Formatted);
     }
 
     #[test]

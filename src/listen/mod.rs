@@ -40,8 +40,8 @@ use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
 use crate::message::{Event, Message, Proto};
-use crate::sink::broker::BrokerStats;
-use crate::sink::{Output, OutputConfig};
+use crate::sink::web::WebTap;
+use crate::sink::{Output, OutputConfig, Taps};
 use crate::tls::{Fingerprint, ServerTls};
 use crate::udp_options;
 use stats::Counters;
@@ -171,9 +171,14 @@ impl Listener {
         events: mpsc::Sender<Message>,
         shutdown: CancellationToken,
     ) -> Summary {
-        let brokers = BrokerStats::default();
-        self.serve_by(config, Delivery::Formatted, events, brokers, shutdown)
-            .await
+        self.serve_by(
+            config,
+            Delivery::Formatted,
+            events,
+            Taps::default(),
+            shutdown,
+        )
+        .await
     }
 
     /// How received bytes would best reach this process's stdout.
@@ -186,14 +191,15 @@ impl Listener {
     }
 
     /// [`Listener::serve`], with the data delivered by `delivery`, as
-    /// [`Listener::delivery`] chose it (events still go to `events`), and
-    /// `--stats` saying what the `--to` brokers took.
+    /// [`Listener::delivery`] chose it (events still go to `events`),
+    /// `--stats` saying what the `--to` brokers took, and the web page fed
+    /// by the paths that skip the writer.
     async fn serve_by(
         self,
         config: &ListenConfig,
         delivery: Delivery,
         events: mpsc::Sender<Message>,
-        brokers: BrokerStats,
+        taps: Taps,
         shutdown: CancellationToken,
     ) -> Summary {
         // With --once, the first client of the listener's main protocol ends it.
@@ -224,6 +230,7 @@ impl Listener {
             tls: self.tls.map(|tls| tls.acceptor),
             delivery,
             stdout,
+            web: taps.web,
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -253,7 +260,7 @@ impl Listener {
         if let Some(every) = config.stats {
             context
                 .tasks
-                .spawn(stats::report_stats(context.clone(), every, brokers));
+                .spawn(stats::report_stats(context.clone(), every, taps.brokers));
         }
         context.tasks.close();
         context.tasks.wait().await;
@@ -288,6 +295,8 @@ struct Context {
     delivery: Delivery,
     /// stdout, for the paths that write or splice to it straight.
     stdout: Option<std::fs::File>,
+    /// The `--web` page, for the path that writes to stdout straight.
+    web: Option<WebTap>,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -383,9 +392,8 @@ pub async fn run(
         }
     }
     let started = std::time::Instant::now();
-    let brokers = writer.broker_stats();
     let summary = listener
-        .serve_by(&config, delivery, events.clone(), brokers, shutdown)
+        .serve_by(&config, delivery, events.clone(), writer.taps(), shutdown)
         .await;
     if let Some(line) = summary.line().filter(|_| !quiet) {
         let _ = events.send(say(line)).await;

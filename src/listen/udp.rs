@@ -222,13 +222,15 @@ impl Receiver<'_> {
     fn deliver_straight(mut self, mut stdout: &std::fs::File, batch: &Batch, count: usize) -> Flow {
         let context = self.context;
         let mut slices = [IoSlice::new(&[]); BATCH];
+        let mut sources = [None; BATCH];
         let mut admitted = 0;
         let mut flow = Flow::Go;
         for (payload, from) in (0..count).filter_map(|i| batch.get(i)) {
-            if self.admit(payload, from).is_none() {
+            let Some(peer) = self.admit(payload, from) else {
                 continue;
-            }
+            };
             slices[admitted] = IoSlice::new(payload);
+            sources[admitted] = Some(peer);
             admitted += 1;
             context.count_data(payload.len() as u64);
             if context.once == Some(Proto::Udp) {
@@ -236,6 +238,9 @@ impl Receiver<'_> {
                 flow = Flow::Stop;
                 break;
             }
+        }
+        if let Some(web) = &context.web {
+            web.offer_all(straight_messages(&slices[..admitted], &sources[..admitted]));
         }
         let mut pending = &mut slices[..admitted];
         while !pending.is_empty() {
@@ -342,6 +347,30 @@ impl Receiver<'_> {
         let _guard = self.runtime.enter();
         context.tasks.spawn(task);
     }
+}
+
+/// The datagrams of a batch written straight to stdout, as messages for the
+/// web page: copied out together, one allocation per batch.
+fn straight_messages<'a>(
+    payloads: &'a [IoSlice<'_>],
+    peers: &'a [Option<SocketAddr>],
+) -> impl Iterator<Item = Message> + 'a {
+    let mut copied = BytesMut::with_capacity(payloads.iter().map(|p| p.len()).sum());
+    for payload in payloads {
+        copied.extend_from_slice(payload);
+    }
+    let mut copied = copied.freeze();
+    let time = std::time::SystemTime::now(); // received together
+    payloads.iter().zip(peers).map(move |(payload, &peer)| {
+        let bytes = copied.split_to(payload.len());
+        Message {
+            time,
+            proto: Proto::Udp,
+            peer,
+            subject: None,
+            event: Event::data(bytes),
+        }
+    })
 }
 
 /// stdout failed: a reader that left (`| head`) ends the server quietly, anything else is said.

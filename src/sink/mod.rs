@@ -30,8 +30,8 @@ use crate::framing::Framing;
 use crate::message::{Event, Message};
 use broker::{BrokerStats, Brokers, BrokersConfig};
 use file::LogFile;
-use web::{Web, WebConfig};
 pub use file::{DEFAULT_KEEP, LogFileConfig};
+use web::{Web, WebConfig, WebTap};
 
 pub use hex::write_hex;
 pub use json::write_json;
@@ -109,11 +109,22 @@ impl OutputConfig {
     }
 }
 
+/// Handles on the sinks for the listener's own use: the brokers' counters
+/// (`--stats`) and the web page's feed (for bytes that skip the writer).
+#[derive(Clone, Default)]
+pub struct Taps {
+    /// What the `--to` brokers delivered and dropped so far.
+    pub brokers: BrokerStats,
+    /// The `--web` page's feed.
+    pub web: Option<WebTap>,
+}
+
 /// The writer thread and the channel that feeds it.
 pub struct Output {
     sender: mpsc::Sender<Message>,
     thread: JoinHandle<io::Result<()>>,
     brokers: BrokerStats,
+    web: Option<WebTap>,
 }
 
 impl Output {
@@ -146,6 +157,7 @@ impl Output {
             Some(web) => Some(Web::start(web, config.parse, stats.clone())?.feed),
             None => None,
         };
+        let tap = web.as_ref().map(Web::tap);
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
@@ -163,12 +175,17 @@ impl Output {
             sender,
             thread,
             brokers: stats,
+            web: tap,
         })
     }
 
-    /// What the `--to` brokers delivered and dropped so far, for `--stats`.
-    pub fn broker_stats(&self) -> BrokerStats {
-        self.brokers.clone()
+    /// What the listener reports to besides this writer: the brokers'
+    /// counters (for `--stats`) and the web page's feed.
+    pub fn taps(&self) -> Taps {
+        Taps {
+            brokers: self.brokers.clone(),
+            web: self.web.clone(),
+        }
     }
 
     /// Where to send messages; clone it for each task.

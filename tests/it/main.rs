@@ -24,3 +24,4 @@ mod syslog;
 mod tls;
 mod tooling;
 mod udp;
+mod web;

@@ -145,7 +145,10 @@ pub struct BrokerStats(Vec<(String, Arc<Tally>)>);
 impl BrokerStats {
     /// Messages dropped on a full queue, all brokers together.
     pub fn dropped(&self) -> u64 {
-        self.0.iter().map(|(_, tally)| Tally::get(&tally.dropped)).sum()
+        self.0
+            .iter()
+            .map(|(_, tally)| Tally::get(&tally.dropped))
+            .sum()
     }
 
     /// `mqtt://…: 10 delivered, 0 dropped, 2 waiting` for each broker, or `None` without `--to`.

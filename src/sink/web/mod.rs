@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State};
@@ -29,7 +29,7 @@ use super::broker::BrokerStats;
 use super::{Parse, timestamp, write_json};
 use crate::access::AccessList;
 use crate::error::{Error, Result};
-use crate::message::{Event, Message};
+use crate::message::{Event, Message, Proto};
 
 /// Messages a browser opened late is shown unless told otherwise.
 pub const DEFAULT_HISTORY: usize = 1000;
@@ -56,63 +56,225 @@ pub struct WebConfig {
     pub history: usize,
 }
 
+/// Peers shown on the page, at most; past it the least recently seen half is forgotten.
+const MAX_PEERS: usize = 4096;
+/// Peers sent to the page, the most recently seen first.
+const PEERS_SHOWN: usize = 100;
+/// The chart's span, and a peer's rate's.
+const CHART_SECONDS: u64 = 300;
+const RATE_SECONDS: u64 = 10;
+
 /// What the writer thread feeds and every browser reads.
 pub(super) struct Feed {
-    history: Mutex<VecDeque<Entry>>,
+    /// The history and the tallies, under one lock taken once per message.
+    kept: Mutex<Kept>,
     capacity: usize,
     live: broadcast::Sender<Entry>,
-    next_seq: AtomicU64,
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    kernel_drops: AtomicU64,
     browsers_dropped: AtomicU64,
     brokers: BrokerStats,
     parse: Option<Parse>,
+}
+
+/// Counted on the server, so the page's numbers are exact even for a browser
+/// that fell behind and missed messages.
+#[derive(Default)]
+struct Kept {
+    /// The number of the last message kept.
+    seq: u64,
+    history: VecDeque<Entry>,
+    messages: u64,
+    bytes: u64,
+    kernel_drops: u64,
+    peers: HashMap<(Proto, SocketAddr), PeerTally>,
+    /// (unix second, messages), the last `CHART_SECONDS`.
+    per_second: VecDeque<(u64, u64)>,
+}
+
+/// Messages from one peer in one second, not yet added to its tally.
+struct Run {
+    key: (Proto, SocketAddr),
+    second: u64,
+    messages: u64,
+    bytes: u64,
+    last: SystemTime,
+}
+
+#[derive(Clone)]
+struct PeerTally {
+    messages: u64,
+    bytes: u64,
+    last: SystemTime,
+    /// Messages in each of the last `RATE_SECONDS` seconds: (second, count).
+    recent: [(u64, u64); RATE_SECONDS as usize],
+}
+
+impl Kept {
+    /// Counts one data message. A run of messages from one peer (a batch of
+    /// datagrams, a flood) is added up in `run` and looked up once.
+    fn count(&mut self, message: &Message, len: usize, run: &mut Option<Run>) {
+        self.messages += 1;
+        self.bytes += len as u64;
+        let second = unix_second(message.time);
+        match self.per_second.back_mut() {
+            Some((s, n)) if *s == second => *n += 1,
+            _ => self.per_second.push_back((second, 1)),
+        }
+        while self
+            .per_second
+            .front()
+            .is_some_and(|(s, _)| *s + CHART_SECONDS <= second)
+        {
+            self.per_second.pop_front();
+        }
+        let Some(peer) = message.peer else { return };
+        let key = (message.proto, peer);
+        match run {
+            Some(run) if run.key == key && run.second == second => {
+                run.messages += 1;
+                run.bytes += len as u64;
+                run.last = message.time;
+            }
+            _ => {
+                if let Some(done) = run.take() {
+                    self.add(done);
+                }
+                *run = Some(Run {
+                    key,
+                    second,
+                    messages: 1,
+                    bytes: len as u64,
+                    last: message.time,
+                });
+            }
+        }
+    }
+
+    /// Adds a run of messages to its peer's tally.
+    fn add(&mut self, run: Run) {
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&run.key) {
+            self.forget_older_half();
+        }
+        let tally = self.peers.entry(run.key).or_insert(PeerTally {
+            messages: 0,
+            bytes: 0,
+            last: run.last,
+            recent: [(0, 0); RATE_SECONDS as usize],
+        });
+        tally.messages += run.messages;
+        tally.bytes += run.bytes;
+        tally.last = run.last;
+        let slot = &mut tally.recent[(run.second % RATE_SECONDS) as usize];
+        match slot.0 == run.second {
+            true => slot.1 += run.messages,
+            false => *slot = (run.second, run.messages),
+        }
+    }
+
+    fn forget_older_half(&mut self) {
+        let mut lasts: Vec<SystemTime> = self.peers.values().map(|t| t.last).collect();
+        lasts.sort_unstable();
+        let cut = lasts[lasts.len() / 2];
+        self.peers.retain(|_, tally| tally.last > cut);
+    }
+}
+
+fn unix_second(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// One message, numbered so a browser never shows it twice.
 #[derive(Clone)]
 struct Entry {
     seq: u64,
-    message: Arc<Message>,
+    message: Message,
+}
+
+/// The page's feed, for the receivers whose bytes do not pass through the
+/// writer thread (one UDP socket written straight to stdout).
+#[derive(Clone)]
+pub struct WebTap(Arc<Feed>);
+
+impl WebTap {
+    /// Keeps `messages` for the page, under one lock.
+    pub fn offer_all(&self, messages: impl IntoIterator<Item = Message>) {
+        self.0.offer_all(messages);
+    }
 }
 
 impl Feed {
     /// Keeps `message` for the page; cheap when no browser is open.
     pub(super) fn offer(&self, message: &Message) {
-        match &message.event {
-            Event::Data { bytes, .. } => {
-                self.messages.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.offer_all(std::iter::once(message.clone()));
+    }
+
+    fn offer_all(&self, messages: impl IntoIterator<Item = Message>) {
+        let live = self.live.receiver_count() > 0;
+        let mut kept = self.kept();
+        let mut run = None;
+        for message in messages {
+            match &message.event {
+                Event::Data { bytes, .. } => kept.count(&message, bytes.len(), &mut run),
+                Event::Drops { total, .. } => kept.kernel_drops = *total,
+                _ => {}
             }
-            Event::Drops { total, .. } => self.kernel_drops.store(*total, Ordering::Relaxed),
-            _ => {}
+            kept.seq += 1;
+            let entry = Entry {
+                seq: kept.seq,
+                message,
+            };
+            if live {
+                let _ = self.live.send(entry.clone());
+            }
+            if kept.history.len() == self.capacity {
+                kept.history.pop_front();
+            }
+            if self.capacity > 0 {
+                kept.history.push_back(entry);
+            }
         }
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let entry = Entry {
-            seq,
-            message: Arc::new(message.clone()),
-        };
-        if self.live.receiver_count() > 0 {
-            let _ = self.live.send(entry.clone());
-        }
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        if history.len() == self.capacity {
-            history.pop_front();
-        }
-        if self.capacity > 0 {
-            history.push_back(entry);
+        if let Some(run) = run {
+            kept.add(run);
         }
     }
 
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters, the peers most recently seen and the messages per second, as JSON.
     fn stats(&self) -> String {
-        let queue_drops = self.brokers.dropped();
+        let kept = self.kept();
+        let now = unix_second(SystemTime::now());
+        let mut peers: Vec<(&(Proto, SocketAddr), &PeerTally)> = kept.peers.iter().collect();
+        peers.sort_unstable_by_key(|(_, tally)| std::cmp::Reverse(tally.last));
+        let peers: Vec<serde_json::Value> = peers
+            .into_iter()
+            .take(PEERS_SHOWN)
+            .map(|((proto, peer), tally)| {
+                let recent: u64 = (tally.recent.iter())
+                    .filter(|(second, _)| *second + RATE_SECONDS > now)
+                    .map(|(_, n)| n)
+                    .sum();
+                serde_json::json!({
+                    "peer": peer.to_string(),
+                    "proto": proto.as_str(),
+                    "messages": tally.messages,
+                    "bytes": tally.bytes,
+                    "last": timestamp(tally.last),
+                    "rate": recent as f64 / RATE_SECONDS as f64,
+                })
+            })
+            .collect();
         serde_json::json!({
-            "messages": self.messages.load(Ordering::Relaxed),
-            "bytes": self.bytes.load(Ordering::Relaxed),
-            "kernel_drops": self.kernel_drops.load(Ordering::Relaxed),
-            "queue_drops": queue_drops,
+            "messages": kept.messages,
+            "bytes": kept.bytes,
+            "kernel_drops": kept.kernel_drops,
+            "queue_drops": self.brokers.dropped(),
             "browsers_dropped": self.browsers_dropped.load(Ordering::Relaxed),
+            "now": now,
+            "per_second": kept.per_second,
+            "peers": peers,
         })
         .to_string()
     }
@@ -132,6 +294,13 @@ impl Feed {
 /// The running page.
 pub(super) struct Web {
     pub(super) feed: Arc<Feed>,
+}
+
+impl Web {
+    /// A handle for the receivers that bypass the writer.
+    pub(super) fn tap(feed: &Arc<Feed>) -> WebTap {
+        WebTap(feed.clone())
+    }
 }
 
 struct Guard {
@@ -159,13 +328,9 @@ impl Web {
         let token = open.then(make_token).transpose()?;
         let (live, _) = broadcast::channel(BROWSER_LAG);
         let feed = Arc::new(Feed {
-            history: Mutex::new(VecDeque::with_capacity(config.history.min(65_536))),
+            kept: Mutex::default(),
             capacity: config.history,
             live,
-            next_seq: AtomicU64::new(0),
-            messages: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            kernel_drops: AtomicU64::new(0),
             browsers_dropped: AtomicU64::new(0),
             brokers,
             parse,
@@ -274,7 +439,13 @@ async fn script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     asked: Asked,
 ) -> Response {
-    asset(&guard, peer, &asked, "text/javascript; charset=utf-8", SCRIPT)
+    asset(
+        &guard,
+        peer,
+        &asked,
+        "text/javascript; charset=utf-8",
+        SCRIPT,
+    )
 }
 
 async fn style(
@@ -298,13 +469,13 @@ async fn events(
     let feed = guard.feed.clone();
     // Subscribed before the history is copied: nothing falls between the two.
     let live = feed.live.subscribe();
-    let backlog = feed
-        .history
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let backlog = feed.kept().history.clone();
     let stream = browser_stream(feed, backlog, live);
-    with_headers(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    with_headers(
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    )
 }
 
 struct Browser {

@@ -4,11 +4,8 @@
 
 const MAX_ROWS = 500;          // rows kept in the message table
 const CHART_SECONDS = 300;     // the chart's span
-const RATE_SECONDS = 10;       // a peer's rate is over this many seconds
 
 const $ = (id) => document.getElementById(id);
-const peers = new Map();       // "proto peer" -> {proto, peer, messages, bytes, last, recent: [times]}
-const perSecond = new Map();   // unix second -> messages
 let paused = false;
 let lastSeq = 0;
 let filter = "";
@@ -95,46 +92,30 @@ function addRow(record) {
   while (rows.children.length > MAX_ROWS) rows.lastChild.remove();
 }
 
-function count(record) {
-  if (record.event !== "data") return;
-  const key = record.proto + " " + record.peer;
-  const now = Date.parse(record.ts);
-  let p = peers.get(key);
-  if (!p) { p = { proto: record.proto, peer: record.peer, messages: 0, bytes: 0, last: now, recent: [] }; peers.set(key, p); }
-  p.messages += 1;
-  p.bytes += record.len || 0;
-  p.last = now;
-  p.recent.push(now);
-  const second = Math.floor(now / 1000);
-  perSecond.set(second, (perSecond.get(second) || 0) + 1);
-}
-
-function renderPeers() {
-  const body = $("peers");
-  const now = Date.now();
-  const sorted = Array.from(peers.values()).sort((a, b) => b.last - a.last);
-  const rows = sorted.map((p) => {
-    p.recent = p.recent.filter((t) => now - t < RATE_SECONDS * 1000);
+// The peers the server counted, most recently seen first.
+function renderPeers(list) {
+  const rows = list.map((p) => {
     const row = document.createElement("tr");
     row.dataset.peer = p.peer;
+    row.dataset.proto = p.proto;
     cell(row, p.peer);
     cell(row, p.proto);
     cell(row, String(p.messages));
     cell(row, String(p.bytes));
-    cell(row, new Date(p.last).toISOString().slice(11, 19));
-    cell(row, (p.recent.length / RATE_SECONDS).toFixed(1));
+    cell(row, p.last.slice(11, 19));
+    cell(row, p.rate.toFixed(1));
     return row;
   });
-  body.replaceChildren(...rows);
+  $("peers").replaceChildren(...rows);
 }
 
-function renderChart() {
+// Messages per second over the last CHART_SECONDS, as the server counted them.
+function renderChart(now, perSecond) {
+  const counts = new Map(perSecond);
+  const values = [];
+  for (let s = now - CHART_SECONDS + 1; s <= now; s++) values.push(counts.get(s) || 0);
   const canvas = $("chart");
   const ctx = canvas.getContext("2d");
-  const now = Math.floor(Date.now() / 1000);
-  for (const second of perSecond.keys()) if (second <= now - CHART_SECONDS) perSecond.delete(second);
-  const values = [];
-  for (let s = now - CHART_SECONDS + 1; s <= now; s++) values.push(perSecond.get(s) || 0);
   const top = Math.max(1, ...values);
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.fillStyle = "#48a";
@@ -145,16 +126,14 @@ function renderChart() {
   });
   ctx.fillStyle = "#666";
   ctx.fillText("max " + top + "/s", 4, 12);
-  $("rate").textContent = String(perSecond.get(now - 1) || 0);
+  $("rate").textContent = String(counts.get(now - 1) || 0);
 }
 
 function onRecord(event) {
   const seq = Number(event.lastEventId);
   if (seq && seq <= lastSeq) return;   // seen before a reconnection
   lastSeq = seq || lastSeq;
-  const record = JSON.parse(event.data);
-  count(record);
-  if (!paused) addRow(record);
+  if (!paused) addRow(JSON.parse(event.data));
 }
 
 function onStats(event) {
@@ -165,8 +144,8 @@ function onStats(event) {
   $("kernel-drops").textContent = String(stats.kernel_drops);
   $("queue-drops").textContent = String(stats.queue_drops);
   $("browsers-dropped").textContent = String(stats.browsers_dropped);
-  renderPeers();
-  renderChart();
+  renderPeers(stats.peers);
+  renderChart(stats.now, stats.per_second);
 }
 
 function connect() {

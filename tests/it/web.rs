@@ -1,0 +1,326 @@
+//! `listen --web` in a real browser: headless Chromium through chromedriver
+//! (WebDriver, with the fantoccini client), fed by the seed's programs, nc
+//! and bursts of datagrams; what the page shows is read from its DOM.
+
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::common::{
+    PATIENCE, Running, SeedProgram, free_port, have_peer, portier, python, seed_program, wait_bound,
+};
+
+/// A listener with `--web` on a port of its own, and its web port.
+fn web_listener(args: &[&str]) -> (Running, u16, u16) {
+    let (port, web) = (free_port(), free_port());
+    let mut command = portier();
+    command
+        .args(["listen", "-b", "127.0.0.1", &port.to_string()])
+        .args(["--web", &format!("127.0.0.1:{web}")])
+        .args(args);
+    let run = Running::spawn(command);
+    let sockets = if args.contains(&"-u") { 1 } else { 2 };
+    run.stderr.wait_for_listening(sockets);
+    wait_bound(false, web);
+    (run, port, web)
+}
+
+/// chromedriver on a free port, driving headless Chromium; `None` (after
+/// saying so, or failing under PORTIER_REQUIRE_PEERS) when they are absent.
+struct Browser {
+    _driver: Running,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Browser {
+    fn open(test: &str, url: &str) -> Option<Browser> {
+        if !have_peer(test, "chromedriver") || !have_peer(test, "chromium") {
+            return None;
+        }
+        let port = free_port();
+        let mut command = Command::new("chromedriver");
+        command.arg(format!("--port={port}"));
+        let driver = Running::spawn(command);
+        wait_bound(false, port);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1100"],
+            },
+        });
+        let client = runtime.block_on(async {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let mut builder = ClientBuilder::new(connector);
+            builder.capabilities(capabilities.as_object().unwrap().clone());
+            // chromedriver may take a moment after binding its port before it answers.
+            let start = Instant::now();
+            let client = loop {
+                match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+                    Ok(client) => break client,
+                    Err(e) if start.elapsed() < PATIENCE => {
+                        eprintln!("chromedriver not ready: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("cannot start a browser: {e}"),
+                }
+            };
+            client.goto(url).await.unwrap();
+            client
+        });
+        let browser = Browser {
+            _driver: driver,
+            client,
+            runtime,
+        };
+        browser.wait_for(
+            "the live stream",
+            "return document.getElementById('status').textContent === 'live'",
+        );
+        Some(browser)
+    }
+
+    /// Runs `script` in the page; returns what it returns.
+    fn run(&self, script: &str) -> Value {
+        self.runtime
+            .block_on(self.client.execute(script, Vec::new()))
+            .unwrap()
+    }
+
+    /// Polls `script` until it returns true.
+    fn wait_for(&self, what: &str, script: &str) -> Duration {
+        let start = Instant::now();
+        while self.run(script) != Value::Bool(true) {
+            assert!(start.elapsed() < PATIENCE, "the page never showed {what}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        start.elapsed()
+    }
+
+    fn click(&self, id: &str) {
+        self.runtime.block_on(async {
+            let element = self.client.find(Locator::Id(id)).await.unwrap();
+            element.click().await.unwrap();
+        });
+    }
+
+    fn screenshot(&self) -> Vec<u8> {
+        self.runtime.block_on(self.client.screenshot()).unwrap()
+    }
+
+    /// The text of every data row of the message table, newest first.
+    fn rows(&self) -> Vec<String> {
+        let rows = self.run(
+            "return Array.from(document.querySelectorAll('#rows tr.data td:nth-child(4)')).map(td => td.textContent)",
+        );
+        serde_json::from_value(rows).unwrap()
+    }
+
+    /// The messages counted for `peer` in the peer table, if it is there.
+    fn peer_messages(&self, peer: &str) -> Option<u64> {
+        let script = format!(
+            "const row = document.querySelector('#peers tr[data-peer=\"{peer}\"]'); return row ? Number(row.children[2].textContent) : null"
+        );
+        self.run(&script).as_u64()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let _ = self.runtime.block_on(client.close());
+    }
+}
+
+#[test]
+fn the_page_shows_what_arrives_live_counts_each_peer_and_never_runs_a_payload() {
+    let test = "the_page_shows_what_arrives_live_counts_each_peer_and_never_runs_a_payload";
+    let (mut server, port, web) = web_listener(&[]);
+    let Some(browser) = Browser::open(test, &format!("http://127.0.0.1:{web}/")) else {
+        return;
+    };
+    // The seed's two clients, TCP and UDP.
+    for program in [SeedProgram::TcpClient, SeedProgram::UdpClient] {
+        let Some((_dir, path)) = seed_program(test, program, port) else {
+            return;
+        };
+        assert!(python(&path).status().unwrap().success());
+    }
+    browser.wait_for(
+        "the seed's two messages",
+        "return document.querySelectorAll('#rows tr.data').length === 2",
+    );
+    assert_eq!(browser.rows(), ["abcdefg!\\n", "abcdefg!\\n"]);
+
+    // nc over TCP; the row is there within a second of the send.
+    let sent = Instant::now();
+    let mut nc = Command::new("nc")
+        .args(["-N", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nc.stdin.take().unwrap().write_all(b"from nc\n").unwrap();
+    assert!(nc.wait().unwrap().success());
+    browser.wait_for(
+        "nc's message",
+        "return Array.from(document.querySelectorAll('#rows td')).some(td => td.textContent === 'from nc\\\\n')",
+    );
+    let shown_after = sent.elapsed();
+    assert!(
+        shown_after < Duration::from_secs(1),
+        "shown after {shown_after:?}"
+    );
+
+    // A payload that would run if it were inserted as HTML, and control bytes.
+    let attack = "<img src=x onerror=\"document.title='owned'\">\x1b[31m\u{202e}";
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(attack.as_bytes(), ("127.0.0.1", port)).unwrap();
+    browser.wait_for(
+        "the attack",
+        "return document.querySelectorAll('#rows tr.data').length === 4",
+    );
+    assert_eq!(
+        browser.rows()[0],
+        "<img src=x onerror=\"document.title='owned'\">\\x1b[31m\\u{202e}"
+    );
+    assert_eq!(
+        browser.run("return document.querySelectorAll('img').length"),
+        json!(0)
+    );
+    assert_ne!(browser.run("return document.title"), json!("owned"));
+
+    // Per-peer counts: 5 from one socket, 3 from another.
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    for _ in 0..5 {
+        a.send_to(b"a", ("127.0.0.1", port)).unwrap();
+    }
+    for _ in 0..3 {
+        b.send_to(b"b", ("127.0.0.1", port)).unwrap();
+    }
+    let (a, b) = (
+        a.local_addr().unwrap().to_string(),
+        b.local_addr().unwrap().to_string(),
+    );
+    browser.wait_for(
+        "both peers' counts",
+        &format!(
+            "const n = p => {{ const r = document.querySelector('#peers tr[data-peer=\"' + p + '\"]'); return r && Number(r.children[2].textContent); }}; return n('{a}') === 5 && n('{b}') === 3"
+        ),
+    );
+
+    // Paused, nothing new is shown; resumed, it is.
+    browser.click("pause");
+    let before = browser.rows().len();
+    udp.send_to(b"while paused", ("127.0.0.1", port)).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(browser.rows().len(), before, "paused, yet the page changed");
+    browser.click("pause");
+    udp.send_to(b"after resume", ("127.0.0.1", port)).unwrap();
+    browser.wait_for(
+        "the message sent after resume",
+        "return Array.from(document.querySelectorAll('#rows td')).some(td => td.textContent === 'after resume')",
+    );
+
+    // Clicking a row shows its bytes in hex.
+    browser.run("document.querySelector('#rows tr.data').click()");
+    let hex = browser.run("return document.querySelector('#rows tr.hex td').textContent");
+    assert!(hex.as_str().unwrap().contains("61 66 74 65 72"), "{hex}"); // "after"
+
+    if let Some(path) = std::env::var_os("PORTIER_WEB_SCREENSHOT") {
+        std::fs::write(path, browser.screenshot()).unwrap();
+    }
+    drop(browser);
+    server.stop();
+}
+
+#[test]
+fn a_burst_of_ten_thousand_datagrams_leaves_the_page_responsive_and_the_counts_exact() {
+    let test = "a_burst_of_ten_thousand_datagrams_leaves_the_page_responsive_and_the_counts_exact";
+    let (mut server, port, web) = web_listener(&["-u"]);
+    let Some(browser) = Browser::open(test, &format!("http://127.0.0.1:{web}/")) else {
+        return;
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = socket.local_addr().unwrap().to_string();
+    for n in 0..10_000 {
+        socket
+            .send_to(format!("burst {n}").as_bytes(), ("127.0.0.1", port))
+            .unwrap();
+        if n % 500 == 499 {
+            thread::sleep(Duration::from_millis(5)); // no kernel drops: the counts are to be exact
+        }
+    }
+    browser.wait_for(
+        "10,000 messages counted",
+        "return document.getElementById('messages-count').textContent === '10000'",
+    );
+    assert_eq!(browser.peer_messages(&peer), Some(10_000));
+    assert_eq!(
+        browser.run("return document.getElementById('kernel-drops').textContent"),
+        json!("0")
+    );
+    // Responsive: a script runs at once, and the table holds its bounded number of rows.
+    let start = Instant::now();
+    let rows = browser.run("return document.querySelectorAll('#rows tr').length");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the page took {:?}",
+        start.elapsed()
+    );
+    assert!(rows.as_u64().is_some_and(|n| n > 0 && n <= 500), "{rows}");
+    drop(browser);
+    server.stop();
+}
+
+#[test]
+fn beyond_loopback_the_page_needs_its_token() {
+    let web = free_port();
+    let mut command = portier();
+    command
+        .args(["listen", "-u", "-b", "127.0.0.1", &free_port().to_string()])
+        .args(["--web", &format!("0.0.0.0:{web}")]);
+    let mut server = Running::spawn(command);
+    let said = server.stderr.wait_for_text("?token=");
+    let token = said
+        .split("?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    wait_bound(false, web);
+    let get = |path: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        answer
+    };
+    assert!(get("/").starts_with("HTTP/1.1 401"));
+    assert!(get("/?token=0000").starts_with("HTTP/1.1 401"));
+    let page = get(&format!("/?token={token}"));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.to_lowercase()
+            .contains("content-security-policy: default-src 'none'")
+    );
+    server.stop();
+}
