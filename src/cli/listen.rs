@@ -238,6 +238,7 @@ impl ListenArgs {
             addr,
             allow: AccessList::new(self.web_allow.clone(), Vec::new()),
             history: self.web_history,
+            tls: None,
         });
         output.file = self.output.as_ref().map(|path| LogFileConfig {
             path: path.clone(),
@@ -274,6 +275,10 @@ impl ListenArgs {
             (_, None) => format.framing(output.terminal, max_line),
         };
         let tls = self.server_tls()?;
+        // The page speaks TLS with the listener's identity.
+        if let Some(web) = &mut output.web {
+            web.tls = tls.clone();
+        }
         // Broker and chat relay between connected clients: UDP has none.
         let program = self.program()?;
         let relays = matches!(mode, Mode::Broker | Mode::Chat);

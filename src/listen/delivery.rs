@@ -154,6 +154,7 @@ mod tests {
             addr: "127.0.0.1:8080".parse().unwrap(),
             allow: crate::access::AccessList::default(),
             history: 10,
+            tls: None,
         });
         let udp = config(Protocols::Udp, false, Mode::Print);
         let chosen = Delivery::choose(&udp, &with_web, ONE_SOCKET);

@@ -25,7 +25,11 @@ fn web_listener(args: &[&str]) -> (Running, u16, u16) {
         .args(["--web", &format!("127.0.0.1:{web}")])
         .args(args);
     let run = Running::spawn(command);
-    let sockets = if args.contains(&"-u") { 1 } else { 2 };
+    let sockets = if args.contains(&"-u") || args.contains(&"-t") {
+        1
+    } else {
+        2
+    };
     run.stderr.wait_for_listening(sockets);
     wait_bound(false, web);
     (run, port, web)
@@ -323,4 +327,72 @@ fn beyond_loopback_the_page_needs_its_token() {
             .contains("content-security-policy: default-src 'none'")
     );
     server.stop();
+}
+
+#[test]
+fn with_the_listeners_certificate_the_page_is_served_over_https() {
+    if !have_peer("web https", "openssl") {
+        return;
+    }
+    let pki = crate::common::pki::Pki::new();
+    let identity = pki.identity("server");
+    let mut args: Vec<&str> = vec!["-t"];
+    args.extend(identity.iter().map(String::as_str));
+    let (mut server, _port, web) = web_listener(&args);
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-CAfile",
+            &pki.path("ca.pem"),
+            "-verify_return_error",
+        ])
+        .args([
+            "-servername",
+            "localhost",
+            "-connect",
+            &format!("127.0.0.1:{web}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = client.wait_with_output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<title>portier: live</title>"));
+    assert!(
+        server
+            .stderr
+            .text()
+            .contains("web view: https://127.0.0.1:")
+    );
+    server.stop();
+}
+
+#[test]
+fn sigterm_ends_a_listener_whose_page_is_open_within_a_second() {
+    let (mut server, port, web) = web_listener(&["-u"]);
+    // An open event stream that never reads: the browser that went to sleep.
+    let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20_000 {
+        udp.send_to(&[b'x'; 512], ("127.0.0.1", port)).unwrap();
+    }
+    let signalled = Instant::now();
+    server.terminate();
+    server.wait();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        signalled.elapsed()
+    );
 }

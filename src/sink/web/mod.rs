@@ -30,6 +30,7 @@ use super::{Parse, timestamp, write_json};
 use crate::access::AccessList;
 use crate::error::{Error, Result};
 use crate::message::{Event, Message, Proto};
+use crate::tls::{ServerTls, ServerTlsConfig};
 
 /// Messages a browser opened late is shown unless told otherwise.
 pub const DEFAULT_HISTORY: usize = 1000;
@@ -54,6 +55,8 @@ pub struct WebConfig {
     pub allow: AccessList,
     /// Messages kept for a browser opened late.
     pub history: usize,
+    /// Serve HTTPS with this identity (the listener's own `--cert`/`--key`).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// Peers shown on the page, at most; past it the least recently seen half is forgotten.
@@ -320,6 +323,7 @@ impl Web {
     ) -> Result<Web> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Usage("--web needs a tokio runtime".into()))?;
+        let tls = config.tls.as_ref().map(ServerTls::new).transpose()?;
         let cannot = |e| Error::io(format!("cannot serve the web view on {}", config.addr), e);
         let listener = std::net::TcpListener::bind(config.addr).map_err(cannot)?;
         listener.set_nonblocking(true).map_err(cannot)?;
@@ -353,17 +357,100 @@ impl Web {
             IpAddr::V4(ip) => ip.to_string(),
         };
         let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
-        crate::sink::say(&format!("web view: http://{host}:{}/{query}", local.port()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        crate::sink::say(&format!(
+            "web view: {scheme}://{host}:{}/{query}",
+            local.port()
+        ));
+        if let Some(fingerprint) = tls.as_ref().and_then(|tls| tls.self_signed) {
+            crate::sink::say(&format!(
+                "web view certificate made for this run, SHA-256 fingerprint {fingerprint}"
+            ));
+        }
+        let _enter = runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot)?;
+        let listener = WebListener::start(listener, tls.map(|tls| tls.acceptor), local);
         runtime.spawn(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
+            use axum::serve::ListenerExt;
+            // tap_io: the connect info of any listener whose address is a SocketAddr.
+            let listener = listener.tap_io(|_| {});
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, service).await {
                 crate::sink::say(&format!("web view stopped: {e}"));
             }
         });
         Ok(Web { feed })
+    }
+}
+
+/// How long a browser may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type WebStream = tokio_util::either::Either<
+    tokio::net::TcpStream,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+>;
+
+/// The page's connections, plain or TLS. Handshakes run in tasks of their
+/// own, so one peer that stalls in its handshake holds up no one else.
+struct WebListener {
+    ready: tokio::sync::mpsc::Receiver<(WebStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl WebListener {
+    fn start(
+        tcp: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        local: SocketAddr,
+    ) -> WebListener {
+        let (sender, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = tcp.accept().await else {
+                    // Out of descriptors, or the like: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let sender = sender.clone();
+                match &tls {
+                    None => {
+                        let stream = tokio_util::either::Either::Left(stream);
+                        if sender.send((stream, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await;
+                            if let Ok(Ok(stream)) = done {
+                                let stream = tokio_util::either::Either::Right(stream);
+                                let _ = sender.send((stream, peer)).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        WebListener { ready, local }
+    }
+}
+
+impl axum::serve::Listener for WebListener {
+    type Io = WebStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accepting task never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
     }
 }
 
