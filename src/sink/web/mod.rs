@@ -345,10 +345,20 @@ impl Web {
             token: token.clone(),
         });
         let app = Router::new()
-            .route("/", get(index))
-            .route("/app.js", get(script))
-            .route("/app.css", get(style))
+            .route(
+                "/",
+                get(|| async { asset("text/html; charset=utf-8", PAGE) }),
+            )
+            .route(
+                "/app.js",
+                get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+            )
+            .route(
+                "/app.css",
+                get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+            )
             .route("/events", get(events))
+            .layer(axum::middleware::from_fn_with_state(guard.clone(), guarded))
             .with_state(guard);
         let host = match local.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
@@ -499,70 +509,38 @@ fn with_headers(mut response: Response) -> Response {
     response
 }
 
-fn asset(
-    guard: &Guard,
-    peer: SocketAddr,
-    asked: &Asked,
-    content_type: &'static str,
-    body: &'static str,
+/// Every request: refused outside `--web-allow` or without the token, and
+/// every answer (a refusal too) with the headers of [`with_headers`].
+async fn guarded(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    asked: Asked,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    let response = match guard.check(peer, asked) {
-        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+    let response = match guard.check(peer, &asked) {
+        Ok(()) => next.run(request).await,
         Err(status) => status.into_response(),
     };
     with_headers(response)
 }
 
-async fn index(
-    State(guard): State<Arc<Guard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    asked: Asked,
-) -> Response {
-    asset(&guard, peer, &asked, "text/html; charset=utf-8", PAGE)
-}
-
-async fn script(
-    State(guard): State<Arc<Guard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    asked: Asked,
-) -> Response {
-    asset(
-        &guard,
-        peer,
-        &asked,
-        "text/javascript; charset=utf-8",
-        SCRIPT,
-    )
-}
-
-async fn style(
-    State(guard): State<Arc<Guard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    asked: Asked,
-) -> Response {
-    asset(&guard, peer, &asked, "text/css; charset=utf-8", STYLE)
+/// One of the embedded files.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// The event stream: the history, then every new message as it comes, and
 /// the counters every second. Ends when the browser falls too far behind.
-async fn events(
-    State(guard): State<Arc<Guard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    asked: Asked,
-) -> Response {
-    if let Err(status) = guard.check(peer, &asked) {
-        return with_headers(status.into_response());
-    }
+async fn events(State(guard): State<Arc<Guard>>) -> Response {
     let feed = guard.feed.clone();
     // Subscribed before the history is copied: nothing falls between the two.
     let live = feed.live.subscribe();
     let backlog = feed.kept().history.clone();
     let stream = browser_stream(feed, backlog, live);
-    with_headers(
-        Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-    )
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 struct Browser {
