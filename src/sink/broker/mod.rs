@@ -187,7 +187,9 @@ pub(super) struct Brokers {
     sinks: Vec<Sink>,
     config: Arc<BrokersConfig>,
     runtime: Handle,
+    /// The JSON record, and write_json's scratch, kept between messages.
     json: Vec<u8>,
+    scratch: Vec<u8>,
     parse: Option<super::Parse>,
 }
 
@@ -242,6 +244,7 @@ impl Brokers {
             config,
             runtime,
             json: Vec::new(),
+            scratch: Vec::new(),
             parse,
         })
     }
@@ -272,7 +275,7 @@ impl Brokers {
                 self.json.clear();
                 let ts = super::timestamp(message.time);
                 let _ =
-                    super::write_json(&mut self.json, &mut Vec::new(), &ts, message, self.parse);
+                    super::write_json(&mut self.json, &mut self.scratch, &ts, message, self.parse);
                 let record = self.json.strip_suffix(b"\n").unwrap_or(&self.json);
                 Bytes::copy_from_slice(record)
             }

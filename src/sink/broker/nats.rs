@@ -121,12 +121,8 @@ async fn connect(target: &BrokerTarget, status: &Status) -> Result<Client, Strin
     if let Some((user, pass)) = &target.login {
         options = options.user_and_password(user.clone(), pass.clone());
     }
-    let host = match target.host.contains(':') {
-        true => format!("[{}]", target.host),
-        false => target.host.clone(),
-    };
     options
-        .connect(format!("nats://{host}:{}", target.port))
+        .connect(format!("nats://{}", target.host_port()))
         .await
         .map_err(|e| e.to_string())
 }

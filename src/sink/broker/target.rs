@@ -56,15 +56,19 @@ impl fmt::Display for BrokerTarget {
             Some((user, _)) => format!("{user}:***@"),
             None => String::new(),
         };
-        let host = match self.host.contains(':') {
-            true => format!("[{}]", self.host),
-            false => self.host.clone(),
-        };
-        write!(f, "{scheme}://{user}{host}:{}/{}", self.port, self.topic)
+        write!(f, "{scheme}://{user}{}/{}", self.host_port(), self.topic)
     }
 }
 
 impl BrokerTarget {
+    /// `host:port`, an IPv6 address in brackets.
+    pub fn host_port(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+
     /// Parses a `--to` address.
     pub fn parse(text: &str) -> Result<BrokerTarget> {
         let bad = |why: &str| Error::Usage(format!("--to {}: {why}", redacted(text)));
