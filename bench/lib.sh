@@ -43,3 +43,21 @@ transfer() {
   wait "$pid" || true
   gb_per_s "$(stat -c %s "$source")" "$start" "$(now)"
 }
+
+# CPU nanoseconds of a process, all its threads (from the scheduler's statistics).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
+
+# CPU nanoseconds a UDP listener (PID, on 127.0.0.1:PORT) spends draining BURSTS bursts of
+# 4,000 datagrams of 64 bytes, each queued in its socket while it is frozen (SIGSTOP), then let go.
+burst_cpu_ns() {
+  local pid=$1 port=$2 bursts=$3 total=0 before
+  for _ in $(seq "$bursts"); do
+    kill -STOP "$pid"
+    python3 bench/udp_blast.py 127.0.0.1 "$port" 4000 64
+    before=$(cpu_ns "$pid")
+    kill -CONT "$pid"
+    sleep 0.15
+    total=$(( total + $(cpu_ns "$pid") - before ))
+  done
+  echo "$total"
+}

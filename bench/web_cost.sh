@@ -11,23 +11,15 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/release/portier}
 rounds=${2:-5}
 bursts=50
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
 # Runs one listener with the given extra arguments; prints: received ns_per_datagram.
 one() {
-  local port out pid total=0 before
+  local port out pid total
   port=$(free_port)
   out=$(mktemp)
   "$bin" listen -u -q -b 127.0.0.1 "$port" "$@" > "$out" 2>/dev/null &
   pid=$!
   sleep 0.3
-  for _ in $(seq "$bursts"); do
-    kill -STOP "$pid"
-    python3 bench/udp_blast.py 127.0.0.1 "$port" 4000 64
-    before=$(cpu_ns "$pid")
-    kill -CONT "$pid"
-    sleep 0.15
-    total=$(( total + $(cpu_ns "$pid") - before ))
-  done
+  total=$(burst_cpu_ns "$pid" "$port" "$bursts")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$(( $(stat -c %s "$out") / 64 )) $(( total / (bursts * 4000) ))"
   rm -f "$out"
