@@ -31,7 +31,7 @@ use crate::message::{Event, Message};
 use broker::{BrokerStats, Brokers, BrokersConfig};
 use file::LogFile;
 pub use file::{DEFAULT_KEEP, LogFileConfig};
-use web::{Web, WebConfig, WebTap};
+use web::{WebConfig, WebTap};
 
 pub use hex::write_hex;
 pub use json::write_json;
@@ -154,10 +154,10 @@ impl Output {
         };
         let stats = brokers.as_ref().map(Brokers::stats).unwrap_or_default();
         let web = match &config.web {
-            Some(web) => Some(Web::start(web, config.parse, stats.clone())?.feed),
+            Some(web) => Some(WebTap::start(web, config.parse, stats.clone())?),
             None => None,
         };
-        let tap = web.as_ref().map(Web::tap);
+        let tap = web.clone();
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
@@ -215,7 +215,7 @@ struct Writer<D: Write, E: Write> {
     data: io::BufWriter<D>,
     file: Option<LogFile>,
     brokers: Option<Brokers>,
-    web: Option<std::sync::Arc<web::Feed>>,
+    web: Option<WebTap>,
     events: E,
     scratch: Vec<u8>,
 }

@@ -68,7 +68,7 @@ const CHART_SECONDS: u64 = 300;
 const RATE_SECONDS: u64 = 10;
 
 /// What the writer thread feeds and every browser reads.
-pub(super) struct Feed {
+struct Feed {
     /// The history and the tallies, under one lock taken once per message.
     kept: Mutex<Kept>,
     capacity: usize,
@@ -203,14 +203,14 @@ impl WebTap {
     pub fn offer_all(&self, messages: impl IntoIterator<Item = Message>) {
         self.0.offer_all(messages);
     }
+
+    /// Keeps `message` for the page; cheap when no browser is open.
+    pub(super) fn offer(&self, message: &Message) {
+        self.0.offer_all(std::iter::once(message.clone()));
+    }
 }
 
 impl Feed {
-    /// Keeps `message` for the page; cheap when no browser is open.
-    pub(super) fn offer(&self, message: &Message) {
-        self.offer_all(std::iter::once(message.clone()));
-    }
-
     fn offer_all(&self, messages: impl IntoIterator<Item = Message>) {
         let live = self.live.receiver_count() > 0;
         let mut kept = self.kept();
@@ -294,33 +294,22 @@ impl Feed {
     }
 }
 
-/// The running page.
-pub(super) struct Web {
-    pub(super) feed: Arc<Feed>,
-}
-
-impl Web {
-    /// A handle for the receivers that bypass the writer.
-    pub(super) fn tap(feed: &Arc<Feed>) -> WebTap {
-        WebTap(feed.clone())
-    }
-}
-
 struct Guard {
     feed: Arc<Feed>,
     allow: AccessList,
     token: Option<String>,
 }
 
-impl Web {
-    /// Binds `config.addr` and serves the page on the current tokio runtime.
-    /// Beyond loopback without `--web-allow`, a token is made and the URL with
-    /// it is said on stderr (shown even with `-q`): only who has it gets in.
+impl WebTap {
+    /// Binds `config.addr` and serves the page on the current tokio runtime;
+    /// the tap is what the page shows. Beyond loopback without `--web-allow`,
+    /// a token is made and the URL with it is said on stderr (shown even with
+    /// `-q`): only who has it gets in.
     pub(super) fn start(
         config: &WebConfig,
         parse: Option<Parse>,
         brokers: BrokerStats,
-    ) -> Result<Web> {
+    ) -> Result<WebTap> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Usage("--web needs a tokio runtime".into()))?;
         let tls = config.tls.as_ref().map(ServerTls::new).transpose()?;
@@ -389,7 +378,7 @@ impl Web {
                 crate::sink::say(&format!("web view stopped: {e}"));
             }
         });
-        Ok(Web { feed })
+        Ok(WebTap(feed))
     }
 }
 
