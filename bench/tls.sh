@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# TLS bulk throughput, side by side in one run: BULK_MIB of zeros from a file in
+# /dev/shm through a TLS sender to a TLS receiver writing /dev/null, for each pair
+# of portier, socat and ncat, in turns (ECDSA P-256 certificate, each tool's default
+# suite: TLS 1.3). Loopback only; every command bounded by LIMIT seconds.
+#
+# Usage: bench/tls.sh            (RUNS=3 BULK_MIB=512)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh # free_port, wait_port, now, gb_per_s, median, LIMIT
+RUNS=${RUNS:-3}
+BULK_MIB=${BULK_MIB:-512}
+for tool in socat ncat openssl; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+PORTIER_STARTUP_LAYOUT=1 cargo build --release --quiet # as packaged (build.rs)
+portier=$PWD/target/release/portier
+tmp=$(mktemp -d -p /dev/shm)
+trap 'rm -rf "$tmp"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+bulk=$tmp/bulk.bin
+head -c "${BULK_MIB}M" /dev/zero > "$bulk"
+bytes=$(stat -c %s "$bulk")
+# rustls refuses a CA certificate as a server's own (CaUsedAsEndEntity): mark it a leaf.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+
+# The receiver listens on PORT, prints what arrives, and exits when the sender is done.
+receiver() {
+  case $1 in
+    portier) echo "$portier listen --tls --cert $tmp/cert.pem --key $tmp/key.pem --once -q PORT" ;;
+    socat) echo "socat -b 131072 -u OPENSSL-LISTEN:PORT,bind=127.0.0.1,reuseaddr,cert=$tmp/cert.pem,key=$tmp/key.pem,verify=0 STDOUT" ;;
+    ncat) echo "ncat --ssl --ssl-cert $tmp/cert.pem --ssl-key $tmp/key.pem -l 127.0.0.1 PORT --recv-only" ;;
+  esac
+}
+# The sender reads its stdin (the file) and checks the receiver against cert.pem.
+sender() {
+  case $1 in
+    portier) echo "$portier send --tls --ca $tmp/cert.pem 127.0.0.1 PORT" ;;
+    socat) echo "socat -b 131072 -u STDIN OPENSSL:127.0.0.1:PORT,cafile=$tmp/cert.pem" ;;
+    # ncat checks the name only against DNS names, so it asks for localhost (IPv4).
+    ncat) echo "ncat -4 --ssl --ssl-trustfile $tmp/cert.pem --ssl-verify --send-only localhost PORT" ;;
+  esac
+}
+
+# pair SENDER RECEIVER: GB/s, or 0 if the receiver did not get every byte.
+pair() {
+  local port out=$tmp/out
+  port=$(free_port)
+  # shellcheck disable=SC2046
+  timeout "$LIMIT" $(receiver "$2" | sed "s/PORT/$port/") > >(wc -c > "$out") 2>/dev/null &
+  local pid=$!
+  wait_port "$port"
+  local start; start=$(now)
+  # shellcheck disable=SC2046
+  timeout "$LIMIT" $(sender "$1" | sed "s/PORT/$port/") < "$bulk" > /dev/null 2>&1 || true
+  wait "$pid" || true
+  local end; end=$(now)
+  sleep 0.1 # wc's count lands after the receiver exits
+  if [ "$(cat "$out")" = "$bytes" ]; then gb_per_s "$bytes" "$start" "$end"; else echo 0; fi
+}
+
+pairs=("portier portier" "socat socat" "ncat ncat" "portier socat" "socat portier" "portier ncat" "ncat portier")
+declare -A results
+for run in $(seq "$RUNS"); do
+  for i in "${!pairs[@]}"; do
+    p=${pairs[(i + run - 1) % ${#pairs[@]}]}
+    # shellcheck disable=SC2086
+    results[$p]+="$(pair $p) "
+  done
+done
+echo "### TLS bulk, $BULK_MIB MiB, $RUNS runs each, in turns (GB/s; 0 = bytes lost)"
+echo
+echo "| sender -> receiver | min | median | max |"
+echo "|---|---:|---:|---:|"
+for p in "${pairs[@]}"; do
+  # shellcheck disable=SC2086
+  set -- ${results[$p]}
+  printf '| %s -> %s | %s | %s | %s |\n' ${p% *} ${p#* } "$(printf '%s\n' "$@" | sort -g | head -1)" "$(median "$@")" "$(printf '%s\n' "$@" | sort -g | tail -1)"
+done
+med() { # shellcheck disable=SC2086
+  median ${results[$1]}; }
+echo
+awk -v pp="$(med "portier portier")" -v ss="$(med "socat socat")" -v ps="$(med "portier socat")" \
+  -v sp="$(med "socat portier")" 'BEGIN {
+  printf "portier pair / socat pair: **%.2fx**; portier sending to socat / socat pair: **%.2fx**; ", pp / ss, ps / ss
+  printf "socat sending to portier / socat pair: **%.2fx** (medians)\n", sp / ss }'
