@@ -6,13 +6,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{IoContext, Result};
 
+/// How much one read of the input takes. Large: a file or stdin is read on
+/// tokio's blocking pool, one thread hand-over per read, and TLS then
+/// encrypts a whole batch of records per wake-up.
+const UPLOAD_READ_SIZE: usize = 1024 * 1024;
+
 /// Streams `input` to `socket` in constant memory; returns the bytes sent.
 pub async fn upload(
     mut input: impl AsyncRead + Unpin,
     socket: &mut (impl AsyncWrite + Unpin),
     peer: impl Display + Copy,
 ) -> Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; UPLOAD_READ_SIZE];
     let mut sent = 0;
     loop {
         let n = input

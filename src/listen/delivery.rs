@@ -85,19 +85,6 @@ pub fn stdout_spliceable() -> bool {
     false
 }
 
-/// A descriptor of its own for stdout, for the paths that write or splice to it straight.
-#[cfg(unix)]
-pub(super) fn straight_stdout() -> Option<std::fs::File> {
-    use std::os::fd::AsFd;
-    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
-    Some(std::fs::File::from(fd))
-}
-
-#[cfg(not(unix))]
-pub(super) fn straight_stdout() -> Option<std::fs::File> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

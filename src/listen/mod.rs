@@ -207,7 +207,7 @@ impl Listener {
         let once_proto = if has_tcp { Proto::Tcp } else { Proto::Udp };
         let stdout = match delivery {
             Delivery::Formatted => None,
-            Delivery::Straight | Delivery::Spliced => delivery::straight_stdout(),
+            Delivery::Straight | Delivery::Spliced => crate::sink::own_stdout(),
         };
         let delivery = if stdout.is_some() {
             delivery

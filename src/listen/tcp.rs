@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -305,7 +306,8 @@ async fn idle(timeout: Option<Duration>) {
 /// The read side of a client connection.
 enum Reader {
     Plain(OwnedReadHalf),
-    Tls(ReadHalf<TlsStream<TcpStream>>),
+    /// With an error met while gathering records, given on the next read.
+    Tls(ReadHalf<TlsStream<TcpStream>>, Option<io::Error>),
 }
 
 /// Plain reads, for `--exec`, where the bytes go to a program, not to framing.
@@ -317,7 +319,7 @@ impl tokio::io::AsyncRead for Reader {
     ) -> std::task::Poll<io::Result<()>> {
         match self.get_mut() {
             Reader::Plain(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
-            Reader::Tls(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
+            Reader::Tls(reader, _) => std::pin::Pin::new(reader).poll_read(cx, buf),
         }
     }
 }
@@ -327,21 +329,41 @@ impl Reader {
     async fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
         match self {
             Reader::Plain(reader) => read_chunk(reader).await,
-            Reader::Tls(reader) => {
-                let mut buf = BytesMut::with_capacity(TLS_READ_SIZE);
-                match reader.read_buf(&mut buf).await {
-                    Ok(0) => Ok(None),
-                    Ok(_) => Ok(Some(buf.freeze())),
-                    Err(e) if tls::is_unannounced_close(&e) => Ok(None),
-                    Err(e) => Err(e),
+            Reader::Tls(reader, deferred) => {
+                let mut buf = BytesMut::with_capacity(READ_SIZE);
+                let first = match deferred.take() {
+                    Some(e) => Err(e),
+                    None => reader.read_buf(&mut buf).await,
+                };
+                match first {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e) if tls::is_unannounced_close(&e) => return Ok(None),
+                    Err(e) => return Err(e),
                 }
+                // A read gives one record (16 KiB at most): the records already
+                // here join it, so bulk moves in large messages, not one per record.
+                while buf.capacity() - buf.len() >= TLS_RECORD_SIZE {
+                    match reader.read_buf(&mut buf).now_or_never() {
+                        Some(Ok(0)) | None => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            *deferred = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if buf.len() < COPY_BELOW {
+                    return Ok(Some(Bytes::copy_from_slice(&buf)));
+                }
+                Ok(Some(buf.freeze()))
             }
         }
     }
 }
 
-/// The largest TLS record: one read never holds more.
-const TLS_READ_SIZE: usize = 16 * 1024;
+/// The largest TLS record's payload.
+const TLS_RECORD_SIZE: usize = 16 * 1024;
 
 /// Splits a new connection, after a TLS handshake when the listener speaks TLS;
 /// also returns the subject of the client's certificate, if it showed one.
@@ -356,7 +378,7 @@ async fn open(
     let (tls, subject) = tls::accept(acceptor, stream).await?;
     let subject = subject.map(Arc::from);
     let (reader, writer) = tokio::io::split(tls);
-    Ok((Reader::Tls(reader), Box::new(writer), subject))
+    Ok((Reader::Tls(reader, None), Box::new(writer), subject))
 }
 
 /// One read, or `None` at end of stream. The buffer exists only while data is

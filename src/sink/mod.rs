@@ -132,7 +132,13 @@ impl Output {
     /// stderr. A broken stdout (`portier listen | head`) cancels `shutdown`:
     /// the reader is gone.
     pub fn to_stdio(config: OutputConfig, shutdown: CancellationToken) -> Result<Output> {
-        Output::spawn(config, shutdown, io::stdout(), io::stderr())
+        // Not through `io::stdout()`: its line buffering searches every write
+        // for a newline, and the writer buffers and flushes on its own.
+        let data: Box<dyn Write + Send> = match own_stdout() {
+            Some(stdout) => Box::new(stdout),
+            None => Box::new(io::stdout()),
+        };
+        Output::spawn(config, shutdown, data, io::stderr())
     }
 
     /// Starts writing to any pair of writers. With `--to` brokers, it must be
@@ -208,6 +214,21 @@ impl Output {
             )),
         }
     }
+}
+
+/// A descriptor of its own for stdout, written to straight (no line
+/// buffering), or spliced into.
+#[cfg(unix)]
+pub fn own_stdout() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = io::stdout().as_fd().try_clone_to_owned().ok()?;
+    Some(std::fs::File::from(fd))
+}
+
+/// A descriptor of its own for stdout: none here.
+#[cfg(not(unix))]
+pub fn own_stdout() -> Option<std::fs::File> {
+    None
 }
 
 struct Writer<D: Write, E: Write> {

@@ -384,3 +384,56 @@ fn tls_options_that_do_not_fit_are_usage_errors() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// 4 MiB that is not all alike, so a lost, doubled or reordered record shows.
+fn bulk() -> Vec<u8> {
+    (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn bulk_arrives_whole_over_tls_from_and_to_socat() {
+    let test = "bulk_arrives_whole_over_tls_from_and_to_socat";
+    if !have_peer(test, "socat") {
+        return;
+    }
+    let pki = Pki::new();
+    let data = bulk();
+    // socat sends in records of its own to a listener that gathers them.
+    let mut server = listen_tls(&pki, "server", &["-f", "raw", "--once"]);
+    let ca = pki.path("ca.pem");
+    let socat_to = format!("OPENSSL:localhost:{},cafile={ca}", server.port);
+    peer_client("socat", &["-u".into(), "-".into(), socat_to], &data);
+    assert!(server.run.wait().success());
+    assert!(
+        server.run.stdout.bytes() == data,
+        "the listener's output differs"
+    );
+    // portier sends a file in large reads to socat's listener.
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let port = free_port();
+    let mut socat = Command::new("socat");
+    socat.args([
+        "-u".into(),
+        format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={cert},key={key},verify=0"),
+        "-".into(),
+    ]);
+    let mut socat = Running::spawn(socat);
+    wait_bound(false, port);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let path = file.path().to_str().unwrap();
+    let port = port.to_string();
+    succeeded(&send(&[
+        "--tls",
+        "--ca",
+        &ca,
+        "--file",
+        path,
+        "localhost",
+        &port,
+    ]));
+    assert!(socat.wait().success());
+    assert!(socat.stdout.bytes() == data, "socat's output differs");
+}
