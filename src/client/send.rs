@@ -14,7 +14,7 @@ use super::datagram::{check_size, check_unreachable, send_datagram, send_lines};
 use super::output::PeerOutput;
 use super::ping::{self, Repeat};
 use super::progress::Progress;
-use super::stream::{lost, upload};
+use super::stream::{RegularFile, lost, upload};
 use crate::address::UnixPeer;
 use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
@@ -268,14 +268,20 @@ impl SendConfig {
                 });
             }
             Source::Stdin => {
-                // One duplicate of stdin: for its size, then (Linux) to splice from.
+                // One duplicate of stdin: for its size, then (Linux) to splice
+                // from or, a regular file, to read in place.
                 let stdin = duplicate_stdin();
                 let size = stdin.as_ref().and_then(regular_file_size);
                 #[cfg(target_os = "linux")]
                 {
-                    descriptor = stdin.map(std::os::fd::OwnedFd::from);
+                    descriptor = stdin
+                        .as_ref()
+                        .and_then(|file| file.as_fd().try_clone_to_owned().ok());
                 }
-                (Box::new(tokio::io::stdin()), size)
+                match stdin.filter(|_| size.is_some()) {
+                    Some(file) => (Box::new(RegularFile::from(file)), size),
+                    None => (Box::new(tokio::io::stdin()), size),
+                }
             }
             Source::File(path) => {
                 let cannot = || format!("cannot read {}", path.display());
@@ -290,7 +296,11 @@ impl SendConfig {
                 {
                     descriptor = file.as_fd().try_clone_to_owned().ok();
                 }
-                (Box::new(file), Some(size))
+                let reader: Box<dyn AsyncRead + Unpin + Send> = match metadata.is_file() {
+                    true => Box::new(RegularFile::from(file.into_std().await)),
+                    false => Box::new(file), // a FIFO or a device: reads may wait
+                };
+                (reader, Some(size))
             }
         };
         let progress = Progress::on_terminal(size);
