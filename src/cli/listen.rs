@@ -62,7 +62,7 @@ pub(super) struct ListenArgs {
     bind: Option<String>,
     /// Exit after the first TCP client disconnects (UDP only: after the first datagram)
     #[arg(long)]
-    once: bool,
+    pub(crate) once: bool,
     /// How data is written to stdout [default: raw; lines with --chat]
     #[arg(short, long, value_enum)]
     format: Option<Format>,

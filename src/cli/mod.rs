@@ -337,9 +337,10 @@ impl Cli {
     /// listener has one socket to read and gains nothing from more threads.
     pub(crate) fn serves_many(&self) -> bool {
         match &self.command {
-            // Broker connections run beside the receivers.
+            // One TCP client (--once) or UDP alone: one thread; broker
+            // connections and the web page run beside the receivers.
             Command::Listen(Deferred(args)) => {
-                !args.udp || !args.to.to.is_empty() || args.web.is_some()
+                !(args.udp || args.once) || !args.to.to.is_empty() || args.web.is_some()
             }
             Command::Relay(_) => true,
             _ => false,
