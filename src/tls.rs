@@ -208,9 +208,15 @@ impl ServerTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder
+        let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| tls_error("the certificate and key do not fit", e))?;
+        // No session tickets: a client that only sends (`ncat --send-only`)
+        // never reads them, and its kernel answers its close with a reset
+        // that throws away the end of what it sent. portier's clients do not
+        // resume sessions, and a netcat session is one connection anyway.
+        config.send_tls13_tickets = 0;
+        config.max_tls13_tickets = 0;
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             self_signed,
