@@ -45,51 +45,66 @@ sender() {
 }
 
 # run SENDER RECEIVER SINK: the file through the pair, the receiver writing into
-# the file SINK; prints GB/s from the sender's start to the receiver's exit.
+# the file SINK; prints GB/s from the sender's start to the receiver's exit, then
+# the CPU milliseconds (user and system) of the sender and of the receiver.
 run() {
   local port
   port=$(free_port)
   # shellcheck disable=SC2046
-  timeout "$LIMIT" $(receiver "$2" | sed "s/PORT/$port/") > "$3" 2>/dev/null &
+  timeout "$LIMIT" /usr/bin/time -f "%U %S" -o "$tmp/receiver.cpu" \
+    $(receiver "$2" | sed "s/PORT/$port/") > "$3" 2>/dev/null &
   local pid=$!
   wait_port "$port"
   local start; start=$(now)
   # shellcheck disable=SC2046
-  timeout "$LIMIT" $(sender "$1" | sed "s/PORT/$port/") < "$bulk" > /dev/null 2>&1 || true
+  timeout "$LIMIT" /usr/bin/time -f "%U %S" -o "$tmp/sender.cpu" \
+    $(sender "$1" | sed "s/PORT/$port/") < "$bulk" > /dev/null 2>&1 || true
   wait "$pid" || true
-  gb_per_s "$bytes" "$start" "$(now)"
+  local end; end=$(now)
+  echo "$(gb_per_s "$bytes" "$start" "$end") $(cpu_ms "$tmp/sender.cpu") $(cpu_ms "$tmp/receiver.cpu")"
 }
+cpu_ms() { awk '{printf "%d", ($1 + $2) * 1000}' "$1"; }
 
 pairs=("portier portier" "socat socat" "ncat ncat" "portier socat" "socat portier" "portier ncat" "ncat portier")
-# Each pair once untimed into a file: one that loses bytes stops the bench.
+# Each pair once untimed into a file, to see that every byte arrives.
+declare -A arrived
 for p in "${pairs[@]}"; do
   # shellcheck disable=SC2086
   run $p "$tmp/out" > /dev/null
   got=$(stat -c %s "$tmp/out")
   rm "$tmp/out"
-  [ "$got" = "$bytes" ] || { echo "$p: $got of $bytes bytes arrived" >&2; exit 1; }
+  if [ "$got" = "$bytes" ]; then arrived[$p]=all; else arrived[$p]="**$((bytes - got)) bytes lost**"; fi
 done
-declare -A results
+declare -A rate sender_ms receiver_ms
 for run in $(seq "$RUNS"); do
   for i in "${!pairs[@]}"; do
     p=${pairs[(i + run - 1) % ${#pairs[@]}]}
     # shellcheck disable=SC2086
-    results[$p]+="$(run $p /dev/null) "
+    read -r gbps sms rms < <(run $p /dev/null)
+    rate[$p]+="$gbps "
+    sender_ms[$p]+="$sms "
+    receiver_ms[$p]+="$rms "
   done
 done
-echo "### TLS bulk, $BULK_MIB MiB, $RUNS runs each, in turns (GB/s, receiver to /dev/null)"
+# spread VALUES...: "min / median / max"
+spread() { echo "$(printf '%s\n' "$@" | sort -g | head -1) / $(median "$@") / $(printf '%s\n' "$@" | sort -g | tail -1)"; }
+echo "### TLS bulk, $BULK_MIB MiB, $RUNS runs each, in turns (receiver to /dev/null; min / median / max)"
 echo
-echo "| sender -> receiver | min | median | max |"
-echo "|---|---:|---:|---:|"
+echo "| sender -> receiver | GB/s | sender CPU ms | receiver CPU ms | bytes (one checked run) |"
+echo "|---|---:|---:|---:|---|"
 for p in "${pairs[@]}"; do
   # shellcheck disable=SC2086
-  set -- ${results[$p]}
-  printf '| %s -> %s | %s | %s | %s |\n' ${p% *} ${p#* } "$(printf '%s\n' "$@" | sort -g | head -1)" "$(median "$@")" "$(printf '%s\n' "$@" | sort -g | tail -1)"
+  printf '| %s -> %s | %s | %s | %s | %s |\n' ${p% *} ${p#* } "$(spread ${rate[$p]})" \
+    "$(spread ${sender_ms[$p]})" "$(spread ${receiver_ms[$p]})" "${arrived[$p]}"
 done
-med() { # shellcheck disable=SC2086
-  median ${results[$1]}; }
+# shellcheck disable=SC2086
+med() { local -n of=$1; median ${of[$2]}; }
 echo
-awk -v pp="$(med "portier portier")" -v ss="$(med "socat socat")" -v ps="$(med "portier socat")" \
-  -v sp="$(med "socat portier")" 'BEGIN {
-  printf "portier pair / socat pair: **%.2fx**; portier sending to socat / socat pair: **%.2fx**; ", pp / ss, ps / ss
-  printf "socat sending to portier / socat pair: **%.2fx** (medians)\n", sp / ss }'
+awk -v pp="$(med rate "portier portier")" -v ss="$(med rate "socat socat")" \
+  -v ps="$(med rate "portier socat")" -v sp="$(med rate "socat portier")" \
+  -v s_p="$(med sender_ms "portier socat")" -v s_s="$(med sender_ms "socat socat")" \
+  -v r_p="$(med receiver_ms "socat portier")" -v r_s="$(med receiver_ms "socat socat")" 'BEGIN {
+  printf "Throughput (medians): portier pair / socat pair **%.2fx**; portier sending to socat / socat pair **%.2fx**; ", pp / ss, ps / ss
+  printf "socat sending to portier / socat pair **%.2fx**.\n", sp / ss
+  printf "CPU, socat / portier (medians, the other end socat; above 1: portier spends less): "
+  printf "as sender **%.2fx**, as receiver **%.2fx**.\n", s_s / s_p, r_s / r_p }'
