@@ -63,7 +63,8 @@ run() {
   local end; end=$(now)
   echo "$(gb_per_s "$bytes" "$start" "$end") $(cpu_ms "$tmp/sender.cpu") $(cpu_ms "$tmp/receiver.cpu")"
 }
-cpu_ms() { awk '{printf "%d", ($1 + $2) * 1000}' "$1"; }
+# (The last line: time puts "Command exited with non-zero status N" before a failed one's.)
+cpu_ms() { awk 'END {printf "%d", ($1 + $2) * 1000}' "$1"; }
 
 pairs=("portier portier" "socat socat" "ncat ncat" "portier socat" "socat portier" "portier ncat" "ncat portier")
 # Each pair once untimed into a file, to see that every byte arrives.
