@@ -69,7 +69,7 @@ impl EchoGuard {
 
     /// May `peer` be answered now? Takes one reply from its budget if so.
     pub fn check(&mut self, peer: SocketAddr, now: Instant) -> Result<(), Withheld> {
-        if peer.port() == self.own_port || LOOPING_PORTS.contains(&peer.port()) {
+        if loops_back(peer, self.own_port) {
             return Err(Withheld::LoopingSource);
         }
         let rate = self.rate;
@@ -98,6 +98,14 @@ impl EchoGuard {
         entry.tokens -= 1.0;
         Ok(())
     }
+}
+
+/// Whether answering `peer` could start a loop: it claims to be a socket on
+/// `own_port` (the answering socket itself, or its twin on another address)
+/// or a small service that answers everything. (Also the UDP relay's rule
+/// for opening a session: its replies go to the same source.)
+pub fn loops_back(peer: SocketAddr, own_port: u16) -> bool {
+    peer.port() == own_port || LOOPING_PORTS.contains(&peer.port())
 }
 
 fn slot_of(peer: SocketAddr) -> usize {

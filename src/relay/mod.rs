@@ -327,6 +327,8 @@ pub(super) struct Totals {
     connections: AtomicU64,
     refused: AtomicU64,
     over_limit: AtomicU64,
+    /// UDP datagrams whose source would loop the replies back (spoofed).
+    looping: AtomicU64,
     upstream_failed: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -360,6 +362,7 @@ impl Totals {
             ),
             (&self.refused, "refused (--allow/--deny)"),
             (&self.over_limit, "turned away (-m)"),
+            (&self.looping, "from a looping source (not answered)"),
             (&self.upstream_failed, "upstream failures"),
         ] {
             if get(counter) > 0 {

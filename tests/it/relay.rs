@@ -641,3 +641,40 @@ fn udp_datagrams_go_on_to_a_unix_datagram_socket() {
         "a stream to a datagram socket is refused"
     );
 }
+
+/// A datagram claiming to come from an echo service (port 7) would have the
+/// upstream's answer go to that service, whose echo would come back as a new
+/// request, forever: the relay opens no session for it, and says so once.
+#[test]
+fn a_udp_source_that_would_loop_gets_no_session() {
+    let test = "a_udp_source_that_would_loop_gets_no_session";
+    // Port 7 is below 1024: only root may bind it.
+    let Ok(echo_service) = UdpSocket::bind("127.0.0.77:7") else {
+        crate::common::skip(test, "cannot bind 127.0.0.77:7 (needs root)");
+        return;
+    };
+    let (up_port, upstream) = shouting_udp_upstream(1);
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{up_port}"),
+        &[],
+    );
+    for _ in 0..3 {
+        echo_service.send_to(b"loop", ("127.0.0.1", port)).unwrap();
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 16];
+    let (len, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"HELLO");
+    // The upstream saw the client's datagram only (it answers one, then stops).
+    let seen = upstream.join().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, "hello");
+    run.stop();
+    let said = run.stderr.text();
+    assert_eq!(said.matches("a spoofed loop").count(), 1, "{said}");
+    assert!(said.contains("3 from a looping source"), "{said}");
+}
