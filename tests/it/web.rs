@@ -396,3 +396,64 @@ fn sigterm_ends_a_listener_whose_page_is_open_within_a_second() {
         signalled.elapsed()
     );
 }
+
+/// The first bytes of an answer to `GET path`, on a connection left open.
+fn open_get(web: u16, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut stream, &mut head).unwrap();
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+fn open_descriptors(run: &Running) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", run.child.id()))
+        .unwrap()
+        .count()
+}
+
+/// Whoever reaches the page cannot take the process's descriptors (the
+/// listener needs them) nor make it keep a copy of the history per stream
+/// without end: 32 event streams, 128 connections at once.
+#[test]
+fn the_page_bounds_its_event_streams_and_its_connections() {
+    let (mut server, _, web) = web_listener(&["-u"]);
+    let before = open_descriptors(&server);
+    let mut streams: Vec<TcpStream> = (0..32)
+        .map(|_| {
+            let (stream, head) = open_get(web, "/events");
+            assert_eq!(head, "HTTP/1.1 200");
+            stream
+        })
+        .collect();
+    assert_eq!(open_get(web, "/events").1, "HTTP/1.1 503");
+    // One browser leaves; its place is free once the server notices (the
+    // stream writes its counters every second).
+    streams.pop();
+    let start = Instant::now();
+    loop {
+        let (stream, head) = open_get(web, "/events");
+        if head == "HTTP/1.1 200" {
+            streams.push(stream);
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the place was never given back");
+        thread::sleep(Duration::from_millis(200));
+    }
+    // 120 idle connections more: the page takes in up to its 128 (32 are
+    // streams), the rest wait in the kernel's queue.
+    let idle: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(("127.0.0.1", web)).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let held = open_descriptors(&server) - before;
+    assert!((120..=128).contains(&held), "{held} descriptors more");
+    drop(idle);
+    drop(streams);
+    let start = Instant::now();
+    while open_get(web, "/").1 != "HTTP/1.1 200" {
+        assert!(start.elapsed() < PATIENCE, "the page never came back");
+    }
+    server.stop();
+}

@@ -38,6 +38,13 @@ pub const DEFAULT_HISTORY: usize = 1000;
 const BROWSER_LAG: usize = 8192;
 /// How often the counters are sent to each browser.
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Event streams at once: each has its copy of the history and a task; more
+/// are refused (503) until one closes.
+const MAX_BROWSERS: usize = 32;
+/// Connections to the page at once, handshakes included: the page shares the
+/// process's descriptors with the listener it shows, so whoever can reach it
+/// must not be able to take them all. Further ones wait in the kernel's queue.
+const MAX_CONNECTIONS: usize = 128;
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -298,6 +305,8 @@ struct Guard {
     feed: Arc<Feed>,
     allow: AccessList,
     token: Option<String>,
+    /// One place per open event stream ([`MAX_BROWSERS`]).
+    browsers: Arc<tokio::sync::Semaphore>,
 }
 
 impl WebTap {
@@ -332,6 +341,7 @@ impl WebTap {
             feed: feed.clone(),
             allow: config.allow.clone(),
             token: token.clone(),
+            browsers: Arc::new(tokio::sync::Semaphore::new(MAX_BROWSERS)),
         });
         let app = Router::new()
             .route(
@@ -385,10 +395,53 @@ impl WebTap {
 /// How long a browser may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type WebStream = tokio_util::either::Either<
-    tokio::net::TcpStream,
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+type WebStream = Held<
+    tokio_util::either::Either<
+        tokio::net::TcpStream,
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    >,
 >;
+
+/// A connection to the page, holding one of its [`MAX_CONNECTIONS`] places
+/// until it closes.
+struct Held<S> {
+    stream: S,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
 
 /// The page's connections, plain or TLS. Handshakes run in tasks of their
 /// own, so one peer that stalls in its handshake holds up no one else.
@@ -404,8 +457,12 @@ impl WebListener {
         local: SocketAddr,
     ) -> WebListener {
         let (sender, ready) = tokio::sync::mpsc::channel(64);
+        let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
+                let Ok(place) = places.clone().acquire_owned().await else {
+                    return; // never closed
+                };
                 let Ok((stream, peer)) = tcp.accept().await else {
                     // Out of descriptors, or the like: wait rather than spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -415,7 +472,11 @@ impl WebListener {
                 match &tls {
                     None => {
                         let stream = tokio_util::either::Either::Left(stream);
-                        if sender.send((stream, peer)).await.is_err() {
+                        let held = Held {
+                            stream,
+                            _place: place,
+                        };
+                        if sender.send((held, peer)).await.is_err() {
                             return;
                         }
                     }
@@ -425,7 +486,11 @@ impl WebListener {
                             let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await;
                             if let Ok(Ok(stream)) = done {
                                 let stream = tokio_util::either::Either::Right(stream);
-                                let _ = sender.send((stream, peer)).await;
+                                let held = Held {
+                                    stream,
+                                    _place: place,
+                                };
+                                let _ = sender.send((held, peer)).await;
                             }
                         });
                     }
@@ -521,12 +586,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The event stream: the history, then every new message as it comes, and
 /// the counters every second. Ends when the browser falls too far behind.
+/// Past [`MAX_BROWSERS`], refused (503) until one closes.
 async fn events(State(guard): State<Arc<Guard>>) -> Response {
+    let Ok(place) = guard.browsers.clone().try_acquire_owned() else {
+        let busy = "too many browsers on this page: close one and reload\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, busy).into_response();
+    };
     let feed = guard.feed.clone();
     // Subscribed before the history is copied: nothing falls between the two.
     let live = feed.live.subscribe();
     let backlog = feed.kept().history.clone();
-    let stream = browser_stream(feed, backlog, live);
+    let stream = browser_stream(feed, backlog, live, place);
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -539,12 +609,15 @@ struct Browser {
     last: u64,
     ticker: tokio::time::Interval,
     done: bool,
+    /// Its place among [`MAX_BROWSERS`], given back when the stream is dropped.
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn browser_stream(
     feed: Arc<Feed>,
     backlog: VecDeque<Entry>,
     live: broadcast::Receiver<Entry>,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
     let browser = Browser {
         feed,
@@ -553,6 +626,7 @@ fn browser_stream(
         last: 0,
         ticker: tokio::time::interval(STATS_EVERY),
         done: false,
+        _place: place,
     };
     futures_util::stream::unfold(browser, |mut browser| async move {
         if browser.done {
