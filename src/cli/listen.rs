@@ -78,9 +78,10 @@ pub(super) struct ListenArgs {
     /// -o: rotate the same way once FILE has been written to for this long (e.g. 1d, 6h)
     #[arg(long, value_name = "SECS", requires = "output", value_parser = parse_positive_duration)]
     rotate_every: Option<Duration>,
-    /// -o: rotated files kept (FILE.1 … FILE.N); older ones are removed
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP, requires = "output")]
-    keep: usize,
+    /// -o: rotated files kept (FILE.1 … FILE.N; 5 unless given); older ones are removed.
+    /// With a dated name (%Y%m%d), given: the N newest earlier dated files are kept too
+    #[arg(long, value_name = "N", requires = "output")]
+    keep: Option<usize>,
     /// -o: gzip rotated files (FILE.1.gz, and a dated file once its day is over)
     #[arg(long, requires = "output")]
     gzip: bool,
@@ -244,7 +245,9 @@ impl ListenArgs {
             path: path.clone(),
             rotate_size: self.rotate_size.map(|size| size as u64),
             rotate_every: self.rotate_every,
-            keep: self.keep,
+            keep: self.keep.unwrap_or(DEFAULT_KEEP),
+            // Dated files are data a user chose to keep by day: removed only when asked.
+            keep_dated: self.keep,
             gzip: self.gzip,
             reopen: None,
         });

@@ -26,6 +26,9 @@ pub struct LogFileConfig {
     pub rotate_every: Option<Duration>,
     /// Old files kept by rotation (FILE.1 … FILE.N).
     pub keep: usize,
+    /// With strftime fields in the name: the earlier dated files kept (with
+    /// their rotations and `.gz`), the oldest removed. `None`: all kept.
+    pub keep_dated: Option<usize>,
     /// Compress rotated files (FILE.1.gz), in a thread of their own.
     pub gzip: bool,
     /// Set (by a SIGHUP handler) to have the file reopened before the next message.
@@ -100,8 +103,13 @@ impl LogFile {
         self.file.flush()?;
         if let Some(name) = renamed {
             let done = std::mem::replace(&mut self.current, name);
-            if self.config.gzip {
-                self.compress(done);
+            match self.config.keep_dated {
+                Some(0) => ignore_missing(std::fs::remove_file(&done))?,
+                _ if self.config.gzip => self.compress(done),
+                _ => {}
+            }
+            if let (Some(keep), Some(pattern)) = (self.config.keep_dated, &self.pattern) {
+                prune_dated(pattern, &self.current, keep)?;
             }
         } else if full || old {
             self.rotate()?;
@@ -199,6 +207,72 @@ fn fill(pattern: &str) -> PathBuf {
     PathBuf::from(chrono::Local::now().format(pattern).to_string())
 }
 
+/// Removes the files of earlier dates beyond the `keep` newest (by last
+/// change), with their rotations (`.N`) and `.gz`; `current`, files the
+/// pattern cannot have made, and other directories are left alone. The
+/// directory part of the pattern is taken as it is (no fields there).
+fn prune_dated(pattern: &str, current: &Path, keep: usize) -> io::Result<()> {
+    let pattern = Path::new(pattern);
+    let (Some(dir), Some(names)) = (pattern.parent(), pattern.file_name()) else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let (names, current) = (names.to_string_lossy(), current.file_name());
+    if dir.to_string_lossy().contains('%') {
+        return Ok(());
+    }
+    // Each earlier date: its name, its files, and when the newest of them changed.
+    let mut dates: std::collections::HashMap<String, (Vec<PathBuf>, std::time::SystemTime)> =
+        Default::default();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let date = dated_name(&name);
+        if Some(std::ffi::OsStr::new(date)) == current || !made_by(&names, date) {
+            continue;
+        }
+        let changed = entry.metadata()?.modified()?;
+        let group = dates
+            .entry(date.to_string())
+            .or_insert((Vec::new(), changed));
+        group.0.push(entry.path());
+        group.1 = group.1.max(changed);
+    }
+    let mut dates: Vec<_> = dates.into_values().collect();
+    dates.sort_by_key(|(_, changed)| std::cmp::Reverse(*changed));
+    for (files, _) in dates.into_iter().skip(keep) {
+        for file in files {
+            ignore_missing(std::fs::remove_file(file))?;
+        }
+    }
+    Ok(())
+}
+
+/// `readings-20261201.log.2.gz` -> `readings-20261201.log`: the name before
+/// rotation and compression added to it.
+fn dated_name(name: &str) -> &str {
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    match name.rsplit_once('.') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    }
+}
+
+/// Whether the strftime `pattern` could have made `name` (every field read back).
+fn made_by(pattern: &str, name: &str) -> bool {
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(
+        &mut parsed,
+        name,
+        chrono::format::StrftimeItems::new(pattern),
+    )
+    .is_ok()
+}
+
 /// Refuses a pattern chrono cannot fill (formatting it would fail at every message).
 fn check_pattern(pattern: &str) -> Result<()> {
     use chrono::format::{Item, StrftimeItems};
@@ -270,6 +344,43 @@ mod tests {
         );
         assert!(check_pattern("log-%Y%m%d.txt").is_ok());
         assert!(check_pattern("log-%Q.txt").is_err());
+    }
+
+    #[test]
+    fn earlier_dated_files_beyond_keep_are_removed_with_their_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |n: u64| std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * n);
+        let files = [
+            ("r-20260101.log", 1),
+            ("r-20260101.log.1.gz", 1),
+            ("r-20260102.log.gz", 2),
+            ("r-20260103.log", 3),
+            ("r-20260103.log.1", 3),
+            ("r-2026.log", 0),     // not a name the pattern makes
+            ("notes.txt", 0),      // nor this
+            ("r-20260104.log", 4), // the current one
+        ];
+        for (name, n) in files {
+            let file = File::create(dir.path().join(name)).unwrap();
+            file.set_modified(day(n)).unwrap();
+        }
+        let pattern = dir.path().join("r-%Y%m%d.log");
+        let current = dir.path().join("r-20260104.log");
+        prune_dated(&pattern.to_string_lossy(), &current, 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let kept = [
+            "notes.txt",
+            "r-2026.log",
+            "r-20260102.log.gz",
+            "r-20260103.log",
+            "r-20260103.log.1",
+            "r-20260104.log",
+        ];
+        assert_eq!(left, kept);
     }
 
     #[test]

@@ -585,3 +585,38 @@ fn logs_rotate_by_age_into_gzipped_files_and_dated_names_are_filled() {
     assert_eq!(read(&format!("{name}.1.gz")), "reading 2\n");
     assert_eq!(read(&format!("{name}.3.gz")), "reading 0\n");
 }
+
+/// A name that changes every second stands in for one that changes every day.
+#[test]
+fn with_keep_only_the_newest_earlier_dated_files_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r-%H%M%S.log");
+    let args = [
+        "-u",
+        "-b",
+        "127.0.0.1",
+        "-o",
+        log.to_str().unwrap(),
+        "--keep",
+        "1",
+    ];
+    let mut server = Server::start(&args);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..3 {
+        if n > 0 {
+            thread::sleep(Duration::from_millis(1200)); // a new second, and a new name
+        }
+        let line = format!("m{n}\n");
+        socket
+            .send_to(line.as_bytes(), ("127.0.0.1", server.port))
+            .unwrap();
+        server.wait_lines(n + 1);
+    }
+    server.run.stop();
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["m1\n", "m2\n"]);
+}
