@@ -120,6 +120,25 @@ impl Browser {
         });
     }
 
+    /// Empties the field `id` and types `text`, key by key, as a person
+    /// would (WebDriver's own clear fires no input event).
+    fn type_into(&self, id: &str, text: &str) {
+        const BACKSPACE: char = '\u{E003}';
+        self.runtime.block_on(async {
+            let element = self.client.find(Locator::Id(id)).await.unwrap();
+            let erase = String::from(BACKSPACE).repeat(40);
+            element.send_keys(&format!("{erase}{text}")).await.unwrap();
+        });
+    }
+
+    /// The text of the data rows the filter leaves shown, newest first.
+    fn shown_rows(&self) -> Vec<String> {
+        let rows = self.run(
+            "return Array.from(document.querySelectorAll('#rows tr.data')).filter(r => !r.hidden).map(r => r.children[3].textContent)",
+        );
+        serde_json::from_value(rows).unwrap()
+    }
+
     fn screenshot(&self) -> Vec<u8> {
         self.runtime.block_on(self.client.screenshot()).unwrap()
     }
@@ -244,6 +263,20 @@ fn the_page_shows_what_arrives_live_counts_each_peer_and_never_runs_a_payload() 
     browser.run("document.querySelector('#rows tr.data').click()");
     let hex = browser.run("return document.querySelector('#rows tr.hex td').textContent");
     assert!(hex.as_str().unwrap().contains("61 66 74 65 72"), "{hex}"); // "after"
+
+    // The filter keeps the rows whose peer or text holds what is typed, and
+    // applies to rows that come later too.
+    browser.type_into("filter", "FROM NC");
+    assert_eq!(browser.shown_rows(), ["from nc\\n"]);
+    udp.send_to(b"from nc, again", ("127.0.0.1", port)).unwrap();
+    udp.send_to(b"something else", ("127.0.0.1", port)).unwrap();
+    browser.wait_for(
+        "the last message, hidden by the filter",
+        "return Array.from(document.querySelectorAll('#rows td')).some(td => td.textContent === 'something else')",
+    );
+    assert_eq!(browser.shown_rows(), ["from nc, again", "from nc\\n"]);
+    browser.type_into("filter", "");
+    assert_eq!(browser.shown_rows().len(), browser.rows().len());
 
     if let Some(path) = std::env::var_os("PORTIER_WEB_SCREENSHOT") {
         std::fs::write(path, browser.screenshot()).unwrap();
