@@ -41,8 +41,10 @@ pub(super) enum Event<'a> {
         bytes: Option<(u64, u64)>,
         why: Option<&'a str>,
     },
-    Refused(&'a str, &'a str),
-    TurnedAway(&'a str, usize),
+    /// A client refused by --allow/--deny: who, why, how many so far.
+    Refused(&'a str, &'a str, u64),
+    /// A client past -m: who, the limit, how many so far.
+    TurnedAway(&'a str, usize, u64),
     /// Something failed, for one client or for the relay.
     Failed(Option<&'a str>, String),
     SessionEnded(&'a str),
@@ -84,9 +86,9 @@ fn line(config: &RelayConfig, event: &Event<'_>) -> String {
             let why = why.map(|why| format!(" ({why})")).unwrap_or_default();
             format!("{client} disconnected{counted}{why}")
         }
-        Event::Refused(client, why) => format!("{client} refused: {why}"),
-        Event::TurnedAway(client, max) => {
-            format!("{client} turned away: {max} clients already (-m)")
+        Event::Refused(client, why, count) => format!("{client} refused: {why} (#{count})"),
+        Event::TurnedAway(client, max, count) => {
+            format!("{client} turned away: {max} clients already (-m) (#{count})")
         }
         Event::Failed(Some(client), error) => format!("{client}: {error}"),
         Event::Failed(None, error) => error.clone(),
@@ -142,14 +144,16 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             }
             "disconnect"
         }
-        Event::Refused(client, why) => {
+        Event::Refused(client, why, count) => {
             put("client", json!(client));
             put("why", json!(why));
+            put("count", json!(count));
             "refused"
         }
-        Event::TurnedAway(client, max) => {
+        Event::TurnedAway(client, max, count) => {
             put("client", json!(client));
             put("max_conns", json!(max));
+            put("count", json!(count));
             "turned_away"
         }
         Event::Failed(client, error) => {

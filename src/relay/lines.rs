@@ -65,10 +65,7 @@ impl Datagrams {
             let refusal =
                 client.and_then(|client| Some((client, config.access.refusal(client.ip())?)));
             match refusal {
-                Some((client, why)) => {
-                    Totals::add(&totals.refused, 1);
-                    tell(config, Event::Refused(&client.to_string(), why));
-                }
+                Some((client, why)) => totals.refuse(config, &client.to_string(), why),
                 None => return Some(len),
             }
         }
@@ -242,16 +239,11 @@ pub(super) async fn lines_to_datagrams(
         };
         let client = endpoint::natural(client);
         if let Some(why) = config.access.refusal(client.ip()) {
-            Totals::add(&totals.refused, 1);
-            tell(config, Event::Refused(&client.to_string(), why));
+            totals.refuse(config, &client.to_string(), why);
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            Totals::add(&totals.over_limit, 1);
-            tell(
-                config,
-                Event::TurnedAway(&client.to_string(), config.max_conns),
-            );
+            totals.turn_away(config, &client.to_string());
             continue;
         };
         Totals::add(&totals.connections, 1);

@@ -321,6 +321,13 @@ fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Whether the `count`th refusal is said: the first ten, then every power of
+/// two, so a flood of them (spoofed datagrams cost nothing) cannot flood
+/// stderr and slow the relay; the summary has them all. As `listen` does.
+fn worth_saying(count: u64) -> bool {
+    count <= 10 || count.is_power_of_two()
+}
+
 /// The counters behind the summary.
 #[derive(Default)]
 pub(super) struct Totals {
@@ -341,6 +348,25 @@ pub(super) struct Totals {
 impl Totals {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a client refused by --allow/--deny, and says so (see [`worth_saying`]).
+    fn refuse(&self, config: &RelayConfig, client: &str, why: &str) {
+        let count = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_saying(count) {
+            events::tell(config, events::Event::Refused(client, why, count));
+        }
+    }
+
+    /// Counts a client past -m, and says so (see [`worth_saying`]).
+    fn turn_away(&self, config: &RelayConfig, client: &str) {
+        let count = self.over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_saying(count) {
+            events::tell(
+                config,
+                events::Event::TurnedAway(client, config.max_conns, count),
+            );
+        }
     }
 
     fn summary(&self) -> String {

@@ -128,13 +128,11 @@ pub(super) async fn serve_streams(
             }
         };
         if let Some(why) = ip_peer.and_then(|peer| config.access.refusal(peer.ip())) {
-            Totals::add(&totals.refused, 1);
-            tell(config, Event::Refused(&name, why));
+            totals.refuse(config, &name, why);
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            Totals::add(&totals.over_limit, 1);
-            tell(config, Event::TurnedAway(&name, config.max_conns));
+            totals.turn_away(config, &name);
             continue;
         };
         Totals::add(&totals.connections, 1);

@@ -73,8 +73,7 @@ pub(super) async fn relay_udp(
             },
         };
         if let Some(why) = config.access.refusal(client.ip()) {
-            Totals::add(&totals.refused, 1);
-            tell(config, Event::Refused(&client.to_string(), why));
+            totals.refuse(config, &client.to_string(), why);
             continue;
         }
         if !sessions.contains_key(&client) {
@@ -84,13 +83,13 @@ pub(super) async fn relay_udp(
                 Totals::add(&totals.looping, 1);
                 if !std::mem::replace(&mut told_of_a_loop, true) {
                     let why = "its source is this relay's port or an echo-like service's (a spoofed loop)";
-                    tell(config, Event::Refused(&client.to_string(), why));
+                    tell(config, Event::Refused(&client.to_string(), why, 1));
                 }
                 continue;
             }
             if sessions.len() >= config.max_conns.max(1) {
-                Totals::add(&totals.over_limit, 1);
-                continue; // counted in the summary; one line per datagram would be a flood
+                totals.turn_away(config, &client.to_string());
+                continue;
             }
             let upstream = match open_upstream(upstream_addr).await {
                 Ok(upstream) => Arc::new(upstream),

@@ -678,3 +678,25 @@ fn a_udp_source_that_would_loop_gets_no_session() {
     assert_eq!(said.matches("a spoofed loop").count(), 1, "{said}");
     assert!(said.contains("3 from a looping source"), "{said}");
 }
+
+/// Spoofed datagrams cost an attacker nothing: a flood of refused ones is
+/// counted in full but said only the first ten times and then at each power
+/// of two, so stderr (and whatever logs it) keeps up.
+#[test]
+fn a_flood_of_refused_datagrams_is_counted_not_echoed_line_by_line() {
+    let port = free_port();
+    let mut run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        "udp://127.0.0.1:9",
+        &["--allow", "10.0.0.0/8"],
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..64 {
+        client.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    }
+    run.stderr.wait_for_text("(#64)");
+    run.stop();
+    let said = run.stderr.text();
+    assert_eq!(said.matches(" refused: ").count(), 13, "{said}"); // 1-10, 16, 32, 64
+    assert!(said.contains("64 refused (--allow/--deny)"), "{said}");
+}
