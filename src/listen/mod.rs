@@ -345,9 +345,8 @@ impl Context {
         }
     }
 
-    /// Counts one peer turned away; the notice to report, in a flood only for
-    /// the first ten and then every power of two, so stderr keeps up (the
-    /// summary has the total).
+    /// Counts one peer turned away; the notice to report, in a flood only now
+    /// and then ([`crate::sink::count_paced`]; the summary has the total).
     fn turned_away(
         &self,
         counter: &AtomicU64,
@@ -355,8 +354,7 @@ impl Context {
         peer: SocketAddr,
         why: &str,
     ) -> Option<Message> {
-        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        (count <= 10 || count.is_power_of_two()).then(|| {
+        crate::sink::count_paced(counter).map(|count| {
             let error = Event::Error(format!("{why} (#{count})"));
             Message::new(proto, Some(peer), error)
         })

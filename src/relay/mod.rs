@@ -321,13 +321,6 @@ fn listen_addr(host: &str, port: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Whether the `count`th refusal is said: the first ten, then every power of
-/// two, so a flood of them (spoofed datagrams cost nothing) cannot flood
-/// stderr and slow the relay; the summary has them all. As `listen` does.
-fn worth_saying(count: u64) -> bool {
-    count <= 10 || count.is_power_of_two()
-}
-
 /// The counters behind the summary.
 #[derive(Default)]
 pub(super) struct Totals {
@@ -350,18 +343,17 @@ impl Totals {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts a client refused by --allow/--deny, and says so (see [`worth_saying`]).
+    /// Counts a client refused by --allow/--deny, and says so now and then
+    /// ([`crate::sink::count_paced`]: spoofed datagrams cost nothing).
     fn refuse(&self, config: &RelayConfig, client: &str, why: &str) {
-        let count = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if worth_saying(count) {
+        if let Some(count) = crate::sink::count_paced(&self.refused) {
             events::tell(config, events::Event::Refused(client, why, count));
         }
     }
 
-    /// Counts a client past -m, and says so (see [`worth_saying`]).
+    /// Counts a client past -m, and says so now and then, as [`Totals::refuse`].
     fn turn_away(&self, config: &RelayConfig, client: &str) {
-        let count = self.over_limit.fetch_add(1, Ordering::Relaxed) + 1;
-        if worth_saying(count) {
+        if let Some(count) = crate::sink::count_paced(&self.over_limit) {
             events::tell(
                 config,
                 events::Event::TurnedAway(client, config.max_conns, count),

@@ -48,7 +48,6 @@ pub(super) async fn relay_udp(
     let mut buf = vec![0u8; 65_536];
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
     let own_port = socket.local_addr().map_or(0, |local| local.port());
-    let mut told_of_a_loop = false;
     loop {
         let (len, client) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -80,8 +79,8 @@ pub(super) async fn relay_udp(
             // A spoofed source naming this relay or an echo service would
             // have the upstream's replies come back as new requests, forever.
             if crate::listen::loops_back(client, own_port) {
-                Totals::add(&totals.looping, 1);
-                if !std::mem::replace(&mut told_of_a_loop, true) {
+                // Said once, the first time; the summary has the count.
+                if totals.looping.fetch_add(1, Ordering::Relaxed) == 0 {
                     let why = "its source is this relay's port or an echo-like service's (a spoofed loop)";
                     tell(config, Event::Refused(&client.to_string(), why, 1));
                 }

@@ -407,6 +407,15 @@ pub fn write_event(out: &mut impl Write, line: &str) -> io::Result<()> {
     out.write_all(&buf)
 }
 
+/// Counts one more on `counter`; the new count when it is worth saying: the
+/// first ten, then every power of two. A flood (of refused peers, of dropped
+/// messages) is then reported as it grows without flooding stderr, and
+/// whatever logs it; the summaries have every one.
+pub fn count_paced(counter: &std::sync::atomic::AtomicU64) -> Option<u64> {
+    let count = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    (count <= 10 || count.is_power_of_two()).then_some(count)
+}
+
 /// One event line on stderr, for the code that has no writer thread (the
 /// clients, `main`). A stderr that cannot be written to has nobody to tell.
 pub fn say(line: &str) {

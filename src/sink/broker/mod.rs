@@ -304,8 +304,7 @@ impl Brokers {
                 Tally::add(&sink.tally.queued, 1);
                 continue;
             }
-            let count = sink.tally.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if count <= 10 || count.is_power_of_two() {
+            if let Some(count) = super::count_paced(&sink.tally.dropped) {
                 let why = format!(
                     "to {}: queue full ({} messages), message dropped (#{count})",
                     sink.target, self.config.queue
