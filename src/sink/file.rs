@@ -104,12 +104,12 @@ impl LogFile {
         if let Some(name) = renamed {
             let done = std::mem::replace(&mut self.current, name);
             match self.config.keep_dated {
-                Some(0) => ignore_missing(std::fs::remove_file(&done))?,
+                Some(0) => self.prune(ignore_missing(std::fs::remove_file(&done))),
                 _ if self.config.gzip => self.compress(done),
                 _ => {}
             }
             if let (Some(keep), Some(pattern)) = (self.config.keep_dated, &self.pattern) {
-                prune_dated(pattern, &self.current, keep)?;
+                self.prune(prune_dated(pattern, &self.current, keep));
             }
         } else if full || old {
             self.rotate()?;
@@ -144,6 +144,18 @@ impl LogFile {
             self.compress(numbered(1, ""));
         }
         Ok(())
+    }
+
+    /// Says why old dated files could not be removed. Reception goes on: a
+    /// file gone meanwhile or one not ours to remove must not stop the listener.
+    fn prune(&self, removed: io::Result<()>) {
+        if let Err(e) = removed {
+            let dir = self.current.parent().unwrap_or(Path::new("."));
+            crate::sink::say(&format!(
+                "cannot remove old dated files in {}: {e}",
+                dir.display()
+            ));
+        }
     }
 
     /// Compresses `path` into `path.gz` in a thread (after the last one), then removes it.
@@ -231,11 +243,16 @@ fn prune_dated(pattern: &str, current: &Path, keep: usize) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let date = dated_name(&name);
-        if Some(std::ffi::OsStr::new(date)) == current || !made_by(&names, date) {
+        let Some(date) = dated_name(&names, &name) else {
+            continue;
+        };
+        // A file removed meanwhile (by logrotate, say) is not one to wait for.
+        let Ok(changed) = entry.metadata().and_then(|meta| meta.modified()) else {
+            continue;
+        };
+        if Some(std::ffi::OsStr::new(date)) == current {
             continue;
         }
-        let changed = entry.metadata()?.modified()?;
         let group = dates
             .entry(date.to_string())
             .or_insert((Vec::new(), changed));
@@ -252,14 +269,19 @@ fn prune_dated(pattern: &str, current: &Path, keep: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// `readings-20261201.log.2.gz` -> `readings-20261201.log`: the name before
-/// rotation and compression added to it.
-fn dated_name(name: &str) -> &str {
-    let name = name.strip_suffix(".gz").unwrap_or(name);
-    match name.rsplit_once('.') {
+/// The dated name `name` belongs to, if `pattern` made it: the name itself,
+/// or the name before compression (`.gz`) and rotation (`.N`) added to it
+/// (`readings-20261201.log.2.gz` -> `readings-20261201.log`). The name itself
+/// is tried first, as the date may end it (`readings.20261201`).
+fn dated_name<'a>(pattern: &str, name: &'a str) -> Option<&'a str> {
+    let unzipped = name.strip_suffix(".gz").unwrap_or(name);
+    let unrotated = match unzipped.rsplit_once('.') {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => name,
-    }
+        _ => unzipped,
+    };
+    [name, unzipped, unrotated]
+        .into_iter()
+        .find(|candidate| made_by(pattern, candidate))
 }
 
 /// Whether the strftime `pattern` could have made `name` (every field read back).
@@ -381,6 +403,20 @@ mod tests {
             "r-20260104.log",
         ];
         assert_eq!(left, kept);
+    }
+
+    #[test]
+    fn a_date_at_the_end_of_the_name_is_not_taken_for_a_rotation() {
+        let pattern = "r.%Y%m%d";
+        assert_eq!(dated_name(pattern, "r.20260101"), Some("r.20260101"));
+        assert_eq!(dated_name(pattern, "r.20260101.2.gz"), Some("r.20260101"));
+        assert_eq!(dated_name(pattern, "r.notes"), None);
+        let pattern = "r-%Y%m%d.log";
+        assert_eq!(
+            dated_name(pattern, "r-20260101.log.1"),
+            Some("r-20260101.log")
+        );
+        assert_eq!(dated_name(pattern, "r-2026.log"), None);
     }
 
     #[test]
