@@ -43,7 +43,10 @@ fn json_of_an_80_byte_line(bencher: Bencher) {
     let line = Bytes::from(text()[..80].to_vec());
     let message = Message::new(
         Proto::Tcp,
-        "127.0.0.1:40312".parse().ok(),
+        "127.0.0.1:40312"
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(Into::into),
         Event::data(line),
     );
     let (mut out, mut scratch) = (Vec::new(), Vec::new());

@@ -51,16 +51,16 @@ pub enum Address {
     },
 }
 
-/// A UNIX socket to send to or talk with, instead of a host and port.
+/// A UNIX socket to send to, talk with or listen on, instead of a host and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnixPeer {
+pub struct UnixSocket {
     /// Datagrams (`unix-dgram:`) rather than a stream (`unix:`).
     pub datagram: bool,
     /// Its file or abstract name.
     pub name: UnixName,
 }
 
-impl fmt::Display for UnixPeer {
+impl fmt::Display for UnixSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let address = Address::Unix {
             datagram: self.datagram,

@@ -8,12 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket, UnixDatagram, UnixListener};
 
 use crate::error::{Error, IoContext, Result};
-use crate::message::Proto;
+use crate::message::{Addr, Proto, SocketKind};
 use crate::tls::{self, ClientTlsConfig};
 use crate::udp_options::{self, SendOptions};
+use crate::unix_socket::SocketFile;
 use tokio_rustls::client::TlsStream;
 
 /// Backlog of pending TCP connections: large, so that a burst of thousands
@@ -145,15 +146,17 @@ pub enum Socket {
     Tcp(std::net::TcpListener),
     /// A bound UDP socket.
     Udp(std::net::UdpSocket),
-    /// A listening UNIX stream socket (for `relay unix:PATH`).
+    /// A listening UNIX stream socket.
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// A bound listening socket of either protocol.
+/// A bound socket to serve, and for a UNIX socket file, the file (removed when dropped).
 #[derive(Debug)]
 pub enum Bound {
     Tcp(TcpListener),
     Udp(UdpSocket),
+    Unix(UnixListener, Option<SocketFile>),
+    UnixDgram(UnixDatagram, Option<SocketFile>),
 }
 
 impl Bound {
@@ -169,25 +172,38 @@ impl Bound {
                 socket.set_nonblocking(true).context(cannot)?;
                 Bound::Udp(UdpSocket::from_std(socket).context(cannot)?)
             }
-            Socket::Unix(_) => {
-                return Err(Error::Usage(
-                    "a UNIX socket was handed in: listen serves TCP and UDP (portier relay unix:PATH serves UNIX ones)".into(),
-                ));
+            // Its file, if any, is the one who bound it to keep or remove.
+            Socket::Unix(listener) => {
+                listener.set_nonblocking(true).context(cannot)?;
+                Bound::Unix(UnixListener::from_std(listener).context(cannot)?, None)
             }
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    /// The IP address and port, for an internet socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Bound::Tcp(l) => l.local_addr(),
-            Bound::Udp(s) => s.local_addr(),
+            Bound::Tcp(l) => l.local_addr().ok(),
+            Bound::Udp(s) => s.local_addr().ok(),
+            Bound::Unix(..) | Bound::UnixDgram(..) => None,
         }
     }
 
-    pub fn proto(&self) -> Proto {
+    /// Its address, in events.
+    pub fn local(&self) -> Option<Addr> {
         match self {
-            Bound::Tcp(_) => Proto::Tcp,
-            Bound::Udp(_) => Proto::Udp,
+            Bound::Tcp(_) | Bound::Udp(_) => self.local_addr().map(Addr::Inet),
+            Bound::Unix(l, _) => l.local_addr().ok().map(|a| crate::unix_socket::name_of(&a)),
+            Bound::UnixDgram(s, _) => s.local_addr().ok().map(|a| crate::unix_socket::name_of(&a)),
+        }
+    }
+
+    pub fn kind(&self) -> SocketKind {
+        match self {
+            Bound::Tcp(_) => SocketKind::Tcp,
+            Bound::Udp(_) => SocketKind::Udp,
+            Bound::Unix(..) => SocketKind::Unix,
+            Bound::UnixDgram(..) => SocketKind::UnixDgram,
         }
     }
 }
@@ -388,55 +404,6 @@ async fn reach_tcp((host, port): (&str, u16), origin: &Origin) -> Result<(TcpStr
         }
     }
     Err(last.unwrap_or_else(|| no_addresses(host)))
-}
-
-/// A stream connection to a UNIX socket, by file or abstract name.
-pub async fn connect_unix(name: &crate::address::UnixName) -> Result<tokio::net::UnixStream> {
-    use crate::address::UnixName;
-    match name {
-        UnixName::Path(path) => tokio::net::UnixStream::connect(path)
-            .await
-            .context(|| format!("cannot connect to unix:{}", path.display())),
-        UnixName::Abstract(name) => {
-            let failed = || format!("cannot connect to unix:@{name}");
-            let address = abstract_name(name)?;
-            let stream = std::os::unix::net::UnixStream::connect_addr(&address).context(failed)?;
-            stream.set_nonblocking(true).context(failed)?;
-            tokio::net::UnixStream::from_std(stream).context(failed)
-        }
-    }
-}
-
-/// A datagram socket connected to a UNIX socket (a syslog socket, say):
-/// unnamed, as `logger` sends from.
-pub fn connect_unix_datagram(name: &crate::address::UnixName) -> Result<tokio::net::UnixDatagram> {
-    use crate::address::UnixName;
-    let shown = match name {
-        UnixName::Path(path) => format!("unix-dgram:{}", path.display()),
-        UnixName::Abstract(name) => format!("unix-dgram:@{name}"),
-    };
-    let failed = || format!("cannot send to {shown}");
-    let socket = std::os::unix::net::UnixDatagram::unbound().context(failed)?;
-    match name {
-        UnixName::Path(path) => socket.connect(path).context(failed)?,
-        UnixName::Abstract(name) => socket.connect_addr(&abstract_name(name)?).context(failed)?,
-    }
-    socket.set_nonblocking(true).context(failed)?;
-    tokio::net::UnixDatagram::from_std(socket).context(failed)
-}
-
-/// A Linux abstract socket name (`unix:@name`).
-pub fn abstract_name(name: &str) -> Result<std::os::unix::net::SocketAddr> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .context(|| format!("unix:@{name} is not a usable abstract name"))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    Err(Error::Usage(format!(
-        "unix:@{name}: abstract names exist on Linux only"
-    )))
 }
 
 /// A UDP socket set up to send to `host`, and the address it sends to.

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::Proto;
+use crate::message::{Addr, SocketKind};
 
 /// How long a program run for one datagram may take, unless `--idle-timeout` says otherwise.
 pub(crate) const DATAGRAM_PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +32,8 @@ pub(crate) async fn answer(
     max_reply: usize,
     timeout: Duration,
 ) -> Result<(Vec<u8>, String), String> {
-    let mut child = program.spawn(Proto::Udp, peer, local)?;
+    let (peer, local) = (Addr::Inet(peer), local.map(Addr::Inet));
+    let mut child = program.spawn(SocketKind::Udp, &peer, local.as_ref())?;
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the program has no stdin or stdout".into());
     };
@@ -73,7 +74,7 @@ pub enum Program {
 
 impl Program {
     /// The command for one client, its environment naming both ends.
-    fn command(&self, proto: Proto, peer: SocketAddr, local: Option<SocketAddr>) -> Command {
+    fn command(&self, proto: SocketKind, peer: &Addr, local: Option<&Addr>) -> Command {
         let mut command = match self {
             Program::Argv(argv) => {
                 let mut command = Command::new(argv.first().map_or("", String::as_str));
@@ -87,13 +88,23 @@ impl Program {
             }
         };
         command
-            .env("PORTIER_PEER_ADDR", peer.ip().to_string())
-            .env("PORTIER_PEER_PORT", peer.port().to_string())
             .env("PORTIER_PROTO", proto.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(local) = local {
+        if let Some(peer) = peer.inet() {
+            command.env("PORTIER_PEER_ADDR", peer.ip().to_string());
+            command.env("PORTIER_PEER_PORT", peer.port().to_string());
+        }
+        // A UNIX client: who it is, as the kernel says.
+        if let Some(credentials) = peer.credentials() {
+            if let Some(pid) = credentials.pid {
+                command.env("PORTIER_PEER_PID", pid.to_string());
+            }
+            command.env("PORTIER_PEER_UID", credentials.uid.to_string());
+            command.env("PORTIER_PEER_GID", credentials.gid.to_string());
+        }
+        if let Some(local) = local.and_then(Addr::inet) {
             command.env("PORTIER_LOCAL_PORT", local.port().to_string());
         }
         command
@@ -102,9 +113,9 @@ impl Program {
     /// Starts the program for one connection (TCP) or datagram (UDP), or says why it cannot.
     pub(crate) fn spawn(
         &self,
-        proto: Proto,
-        peer: SocketAddr,
-        local: Option<SocketAddr>,
+        proto: SocketKind,
+        peer: &Addr,
+        local: Option<&Addr>,
     ) -> Result<Child, String> {
         self.command(proto, peer, local).spawn().map_err(|e| {
             let why = crate::error::describe(&e);

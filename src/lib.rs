@@ -42,3 +42,4 @@ mod splice;
 mod sys;
 pub mod tls;
 pub mod udp_options;
+pub mod unix_socket;

@@ -8,6 +8,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 use ipnet::IpNet;
 use portier::access::{AccessList, parse_range};
+use portier::address::{Address, AddressError, Transport, UnixName, UnixSocket};
 use portier::error::{Error, Result};
 use portier::framing::Framing;
 use portier::listen::{
@@ -18,6 +19,7 @@ use portier::sink::web::{DEFAULT_HISTORY, WebConfig};
 use portier::sink::{DEFAULT_KEEP, Format, LogFileConfig, OutputConfig, Parse};
 use portier::tls::{ServerIdentity, ServerTlsConfig};
 use portier::udp_options::Interface;
+use portier::unix_socket::FileAccess;
 
 use super::parse_positive_duration;
 
@@ -48,9 +50,10 @@ signal exits at once. Peers' control bytes and bidi characters are shown escaped
 
 #[derive(Debug, Args)]
 pub(super) struct ListenArgs {
-    /// Port to listen on; 0 picks a free one (shown on stderr)
-    #[arg(default_value_t = 8888)]
-    port: u16,
+    /// Port to listen on (0 picks a free one, shown on stderr), or an address:
+    /// tcp://[HOST]:PORT, udp://…, tls://…, unix:/path, unix:@name, unix-dgram:/path
+    #[arg(default_value = "8888", value_name = "PORT|ADDRESS", value_parser = parse_listen_at)]
+    at: ListenAt,
     /// TCP only
     #[arg(short, long, conflicts_with = "udp")]
     tcp: bool,
@@ -87,7 +90,7 @@ pub(super) struct ListenArgs {
     gzip: bool,
     /// Send every message back to its sender (TCP: on its connection; UDP: to its source,
     /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
-    #[arg(long, group = "mode")]
+    #[arg(long, group = "answer")]
     echo: bool,
     /// UDP echo: replies per second to any one peer, at most; the rest are counted, not sent
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
@@ -100,7 +103,7 @@ pub(super) struct ListenArgs {
         short = 'e',
         long,
         value_name = "CMD",
-        group = "mode",
+        group = "answer",
         group = "program"
     )]
     exec: Option<String>,
@@ -109,7 +112,7 @@ pub(super) struct ListenArgs {
         short = 'c',
         long,
         value_name = "CMD",
-        group = "mode",
+        group = "answer",
         group = "program"
     )]
     sh_exec: Option<String>,
@@ -117,10 +120,10 @@ pub(super) struct ListenArgs {
     #[arg(long, requires = "program")]
     exec_anywhere: bool,
     /// Relay every TCP client's data to all the other clients (not back to the sender); TCP only
-    #[arg(long, group = "mode")]
+    #[arg(long, group = "answer")]
     broker: bool,
     /// Like --broker, line by line, each line prefixed by its sender's address; TCP only
-    #[arg(long, group = "mode")]
+    #[arg(long, group = "answer")]
     chat: bool,
     /// Accept only peers in this range (e.g. 192.168.1.0/24, ::1/128); repeatable
     #[arg(long, value_name = "CIDR", value_parser = parse_range)]
@@ -150,6 +153,8 @@ pub(super) struct ListenArgs {
     /// Speak TLS (TCP only), with --cert and --key, or --tls-self-signed
     #[arg(long)]
     tls: bool,
+    #[command(flatten)]
+    unix_file: super::UnixFileArgs,
     /// TLS: the certificate chain (PEM)
     #[arg(
         long,
@@ -221,6 +226,7 @@ enum FrameArg {
 
 impl ListenArgs {
     pub(super) fn configs(&self) -> Result<(ListenConfig, OutputConfig)> {
+        let place = self.place()?;
         let default_format = match (self.chat, self.parse.is_some()) {
             (true, _) => Format::Lines,
             (_, true) => Format::Json,
@@ -262,11 +268,11 @@ impl ListenArgs {
         let max_line = self.max_line;
         let framing = match (mode, self.frame) {
             (Mode::Chat, _) => Framing::Lines { max_line },
-            (_, Some(frame)) if self.udp => {
+            (_, Some(frame)) if place.datagram => {
                 use clap::ValueEnum;
                 let name = frame.to_possible_value().map(|v| v.get_name().to_string());
                 return Err(Error::Usage(format!(
-                    "--frame {} cuts TCP streams; a UDP datagram is already one message",
+                    "--frame {} cuts streams; a datagram is already one message",
                     name.unwrap_or_default()
                 )));
             }
@@ -277,28 +283,30 @@ impl ListenArgs {
             (_, Some(FrameArg::OctetCount)) => Framing::OctetCount { max_line },
             (_, None) => format.framing(output.terminal, max_line),
         };
-        let tls = self.server_tls()?;
+        let tls = self.server_tls(place.tls)?;
         // The page speaks TLS with the listener's identity.
         if let Some(web) = &mut output.web {
             web.tls = tls.clone();
         }
         // Broker and chat relay between connected clients: UDP has none.
-        let program = self.program()?;
+        let program = self.program(&place)?;
         let relays = matches!(mode, Mode::Broker | Mode::Chat);
-        if relays && self.udp {
+        if relays && place.datagram {
             return Err(Error::Usage(
-                "--broker and --chat relay between TCP clients; drop -u".into(),
+                "--broker and --chat relay between stream clients; drop -u".into(),
             ));
         }
-        let protocols = match (self.tcp, self.udp) {
+        let protocols = match (place.tcp, place.datagram) {
             (true, _) => Protocols::Tcp,
             (_, true) => Protocols::Udp,
             _ if tls.is_some() || relays => Protocols::Tcp,
             _ => Protocols::Both,
         };
         let listen = ListenConfig {
-            port: self.port,
-            bind: self.bind.clone(),
+            port: place.port,
+            bind: place.bind,
+            unix: place.unix,
+            unix_file: self.unix_file.access(),
             protocols,
             once: self.once,
             framing,
@@ -320,11 +328,12 @@ impl ListenArgs {
 
     /// The program of `--exec` or `--sh-exec`, refused on a listener anyone
     /// can reach unless `--allow` says who may run it (or `--exec-anywhere`).
-    fn program(&self) -> Result<Option<Program>> {
+    fn program(&self, place: &Place) -> Result<Option<Program>> {
         let Some(program) = super::program(self.exec.as_deref(), self.sh_exec.as_deref())? else {
             return Ok(None);
         };
-        if !super::loopback_only(self.bind.as_deref())
+        if place.unix.is_none()
+            && !super::loopback_only(place.bind.as_deref())
             && self.allow.is_empty()
             && !self.exec_anywhere
         {
@@ -335,14 +344,79 @@ impl ListenArgs {
         Ok(Some(program))
     }
 
-    fn server_tls(&self) -> Result<Option<ServerTlsConfig>> {
+    /// Where to listen, from the port or the address, with -b, -t and -u.
+    fn place(&self) -> Result<Place> {
+        let flags_too = || {
+            let given = self.bind.is_some() || self.tcp || self.udp;
+            match given {
+                true => Err(Error::Usage(
+                    "the address names the protocol and host: drop -b, -t and -u".into(),
+                )),
+                false => Ok(()),
+            }
+        };
+        let unix_file = self.unix_file.access();
+        let place = match &self.at {
+            ListenAt::Port(port) => Place {
+                port: *port,
+                bind: self.bind.clone(),
+                unix: None,
+                tcp: self.tcp,
+                datagram: self.udp,
+                tls: false,
+            },
+            ListenAt::Address(Address::Inet {
+                transport,
+                host,
+                port,
+            }) => {
+                flags_too()?;
+                let datagram = *transport == Transport::Udp;
+                Place {
+                    port: *port,
+                    bind: (!host.is_empty()).then(|| host.clone()),
+                    unix: None,
+                    tcp: !datagram,
+                    datagram,
+                    tls: *transport == Transport::Tls,
+                }
+            }
+            ListenAt::Address(Address::Unix { datagram, name }) => {
+                flags_too()?;
+                if matches!(name, UnixName::Abstract(_)) && unix_file != FileAccess::default() {
+                    return Err(Error::Usage(
+                        "--mode and --group set a socket file's; unix:@name has no file".into(),
+                    ));
+                }
+                Place {
+                    port: 0,
+                    bind: None,
+                    unix: Some(UnixSocket {
+                        datagram: *datagram,
+                        name: name.clone(),
+                    }),
+                    tcp: !datagram,
+                    datagram: *datagram,
+                    tls: false,
+                }
+            }
+        };
+        if place.unix.is_none() && unix_file != FileAccess::default() {
+            return Err(Error::Usage(
+                "--mode and --group are for a unix:/path socket file".into(),
+            ));
+        }
+        Ok(place)
+    }
+
+    fn server_tls(&self, by_address: bool) -> Result<Option<ServerTlsConfig>> {
         let identity = match (&self.cert, &self.key, self.tls_self_signed) {
             (Some(cert), Some(key), _) => ServerIdentity::Files {
                 cert: cert.clone(),
                 key: key.clone(),
             },
             (_, _, true) => ServerIdentity::SelfSigned,
-            _ if self.tls || self.client_ca.is_some() => {
+            _ if self.tls || by_address || self.client_ca.is_some() => {
                 return Err(Error::Usage(
                     "TLS needs a certificate: --cert FILE --key FILE, or --tls-self-signed".into(),
                 ));
@@ -354,4 +428,36 @@ impl ListenArgs {
             client_ca: self.client_ca.clone(),
         }))
     }
+}
+
+/// Where `listen` listens, as given: a port, or an address.
+#[derive(Debug, Clone)]
+enum ListenAt {
+    Port(u16),
+    Address(Address),
+}
+
+fn parse_listen_at(text: &str) -> std::result::Result<ListenAt, String> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse() {
+            Ok(port) => Ok(ListenAt::Port(port)),
+            Err(_) => Err(format!("'{text}' is not a port (0-65535)")),
+        };
+    }
+    text.parse()
+        .map(ListenAt::Address)
+        .map_err(|e: AddressError| e.to_string())
+}
+
+/// Where to listen, checked.
+struct Place {
+    port: u16,
+    bind: Option<String>,
+    unix: Option<UnixSocket>,
+    /// Streams only (TCP, or a UNIX stream).
+    tcp: bool,
+    /// Datagrams only (UDP, or UNIX datagrams).
+    datagram: bool,
+    /// The address is `tls://`.
+    tls: bool,
 }

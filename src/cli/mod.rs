@@ -41,9 +41,9 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Receive on a port (TCP and UDP) and print what arrives
+    /// Receive on a port (TCP and UDP) or a UNIX socket, and print what arrives
     #[command(after_help = LISTEN_EXAMPLES)]
-    Listen(Deferred<ListenArgs>),
+    Listen(Deferred<Box<ListenArgs>>),
     /// Send a message, stdin or a file to a host, then wait for the peer to close
     #[command(after_help = SEND_EXAMPLES)]
     Send(Deferred<SendArgs>),
@@ -235,7 +235,7 @@ pub(crate) struct Target {
     pub(crate) udp: bool,
     /// `tls://`: TLS without `--tls`.
     pub(crate) tls: bool,
-    pub(crate) unix: Option<portier::address::UnixPeer>,
+    pub(crate) unix: Option<portier::address::UnixSocket>,
     /// The words after the host and port.
     pub(crate) rest: Vec<std::ffi::OsString>,
 }
@@ -247,7 +247,7 @@ impl Target {
         message: &[std::ffi::OsString],
         default_port: Option<u16>,
     ) -> Result<Target> {
-        use portier::address::{Address, Transport, UnixPeer};
+        use portier::address::{Address, Transport, UnixSocket};
         let mut target = Target {
             host: host.to_string(),
             port: 0,
@@ -290,7 +290,7 @@ impl Target {
                 target.udp = transport == Transport::Udp;
                 target.tls = transport == Transport::Tls;
             }
-            Address::Unix { datagram, name } => target.unix = Some(UnixPeer { datagram, name }),
+            Address::Unix { datagram, name } => target.unix = Some(UnixSocket { datagram, name }),
         }
         Ok(target)
     }
@@ -462,7 +462,7 @@ mod tests {
         );
         assert_eq!(
             about("listen"),
-            "Receive on a port (TCP and UDP) and print what arrives"
+            "Receive on a port (TCP and UDP) or a UNIX socket, and print what arrives"
         );
     }
 
@@ -488,5 +488,51 @@ mod tests {
         );
         assert!(config.newline);
         assert_eq!(config.host, "::1");
+    }
+}
+
+/// Who may use a `unix:/path` socket file that listen or relay creates.
+#[derive(Debug, clap::Args)]
+pub(super) struct UnixFileArgs {
+    /// unix:/path: the socket file's permissions, in octal (e.g. 660)
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// unix:/path: the socket file's group, a name or a number (with --mode 660: its members may connect)
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    group: Option<u32>,
+}
+
+impl UnixFileArgs {
+    fn access(&self) -> portier::unix_socket::FileAccess {
+        portier::unix_socket::FileAccess {
+            mode: self.mode,
+            group: self.group,
+        }
+    }
+}
+
+/// A group id, or a name looked up in /etc/group.
+fn parse_group(text: &str) -> std::result::Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse::<u32>().ok()?;
+            (name == text).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group named '{text}' in /etc/group"))
+}
+
+fn parse_mode(text: &str) -> std::result::Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("'{text}' is not an octal file mode (e.g. 660)")),
     }
 }

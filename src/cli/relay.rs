@@ -66,12 +66,8 @@ pub(super) struct RelayArgs {
     /// TO tls://: check nothing about the server (you are warned)
     #[arg(long, conflicts_with_all = ["ca", "pin"])]
     insecure: bool,
-    /// FROM unix:/path: the socket file's permissions, in octal (e.g. 660)
-    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
-    mode: Option<u32>,
-    /// FROM unix:/path: the socket file's group, a name or a number (with --mode 660: its members may connect)
-    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
-    group: Option<u32>,
+    #[command(flatten)]
+    unix_file: super::UnixFileArgs,
     /// Say the totals so far this often (e.g. 10s)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     stats: Option<Duration>,
@@ -82,36 +78,10 @@ pub(super) struct RelayArgs {
     origin: super::OriginArgs,
 }
 
-/// A group id, or a name looked up in /etc/group.
-fn parse_group(text: &str) -> std::result::Result<u32, String> {
-    if let Ok(gid) = text.parse::<u32>() {
-        return Ok(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group")
-        .map_err(|e| format!("cannot read /etc/group: {e}"))?;
-    groups
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            let gid = fields.nth(1)?.parse::<u32>().ok()?;
-            (name == text).then_some(gid)
-        })
-        .next()
-        .ok_or_else(|| format!("no group named '{text}' in /etc/group"))
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum EventsArg {
     Text,
     Json,
-}
-
-fn parse_mode(text: &str) -> std::result::Result<u32, String> {
-    match u32::from_str_radix(text, 8) {
-        Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!("'{text}' is not an octal file mode (e.g. 660)")),
-    }
 }
 
 impl RelayArgs {
@@ -147,8 +117,7 @@ impl RelayArgs {
                 cert: None,
                 key: None,
             },
-            unix_mode: self.mode,
-            unix_group: self.group,
+            unix_file: self.unix_file.access(),
             stats: self.stats,
             events: match self.format {
                 EventsArg::Text => EventFormat::Text,

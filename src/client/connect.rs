@@ -14,7 +14,7 @@ use super::stream::upload;
 use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, Program};
-use crate::message::Proto;
+use crate::message::{Addr, Proto, SocketKind};
 use crate::tls::ClientTlsConfig;
 use crate::udp_options::SendOptions;
 
@@ -38,7 +38,7 @@ pub struct ConnectConfig {
     /// TCP: a program talks to the peer instead of stdin and stdout.
     pub exec: Option<Program>,
     /// Talk with this UNIX stream socket instead of `host` and `port`.
-    pub unix: Option<crate::address::UnixPeer>,
+    pub unix: Option<crate::address::UnixSocket>,
     /// TCP: stdin line by line, connecting again whenever the connection breaks.
     pub reconnect: Option<super::Reconnect>,
     /// TCP: how the connection leaves (a proxy, keepalive).
@@ -59,7 +59,7 @@ pub async fn connect_until(config: &ConnectConfig, stop: &CancellationToken) -> 
                 "connect talks with streams; to send datagrams to {unix}, use send"
             )));
         }
-        let stream = endpoint::connect_unix(&unix.name).await?;
+        let stream = crate::unix_socket::connect_stream(&unix.name).await?;
         return session(stream, PeerOutput::default(), unix).await;
     }
     match config.proto {
@@ -104,8 +104,9 @@ pub(crate) async fn program_session(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<()> {
+    let (peer, local) = (Addr::Inet(peer), local.map(Addr::Inet));
     let child = program
-        .spawn(Proto::Tcp, peer, local)
+        .spawn(SocketKind::Tcp, &peer, local.as_ref())
         .map_err(Error::Program)?;
     let (reader, writer) = tokio::io::split(stream);
     let never = CancellationToken::new(); // Ctrl-C ends the process, and with it the pipes

@@ -15,7 +15,7 @@ use super::output::PeerOutput;
 use super::ping::{self, Repeat};
 use super::progress::Progress;
 use super::stream::{RegularFile, lost, upload};
-use crate::address::UnixPeer;
+use crate::address::UnixSocket;
 use crate::endpoint::{self, Origin, Stream};
 use crate::error::{Error, IoContext, Result};
 use crate::message::Proto;
@@ -62,7 +62,7 @@ pub struct SendConfig {
     /// TCP: send line by line, connecting again whenever the connection breaks.
     pub reconnect: Option<super::Reconnect>,
     /// Send to this UNIX socket instead of `host` and `port`.
-    pub unix: Option<UnixPeer>,
+    pub unix: Option<UnixSocket>,
 }
 
 impl SendConfig {
@@ -147,13 +147,13 @@ async fn send_tcp(config: &SendConfig, stop: &CancellationToken) -> Result<()> {
 
 /// To a UNIX socket: a stream like TCP's (the answer printed until the peer
 /// closes), or one datagram per message or line (a syslog socket takes those).
-async fn send_unix(config: &SendConfig, unix: &UnixPeer) -> Result<()> {
+async fn send_unix(config: &SendConfig, unix: &UnixSocket) -> Result<()> {
     let input = config.open().await?;
     if !unix.datagram {
-        let stream = endpoint::connect_unix(&unix.name).await?;
+        let stream = crate::unix_socket::connect_stream(&unix.name).await?;
         return exchange(stream, input.reader, PeerOutput::default(), unix).await;
     }
-    let socket = endpoint::connect_unix_datagram(&unix.name)?;
+    let socket = crate::unix_socket::connect_datagram(&unix.name)?;
     let mut lines = tokio::io::BufReader::new(input.reader);
     let mut line = Vec::new();
     for number in 1.. {

@@ -7,10 +7,12 @@ use std::time::Duration;
 use super::echo_guard::DEFAULT_ECHO_RATE;
 use super::replies::Mode;
 use crate::access::AccessList;
+use crate::address::UnixSocket;
 use crate::framing::Framing;
 use crate::message::Proto;
 use crate::tls::ServerTlsConfig;
 use crate::udp_options::Interface;
+use crate::unix_socket::FileAccess;
 
 /// TCP clients served at once unless told otherwise.
 pub const DEFAULT_MAX_CONNS: usize = 1024;
@@ -44,6 +46,10 @@ pub struct ListenConfig {
     pub port: u16,
     /// The local address or name; `None` is dual-stack `[::]`.
     pub bind: Option<String>,
+    /// A UNIX socket to listen on instead of the port (and `bind`, `protocols`).
+    pub unix: Option<UnixSocket>,
+    /// Who may use the UNIX socket's file.
+    pub unix_file: FileAccess,
     /// TCP, UDP or both.
     pub protocols: Protocols,
     /// Stop after the first TCP client leaves (or, UDP only, the first datagram).
@@ -86,6 +92,8 @@ impl Default for ListenConfig {
         ListenConfig {
             port: 8888,
             bind: None,
+            unix: None,
+            unix_file: FileAccess::default(),
             protocols: Protocols::Both,
             once: false,
             framing: Framing::Raw,

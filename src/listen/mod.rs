@@ -1,10 +1,11 @@
-//! The server: serves TCP and UDP sockets, bound here or handed in, and turns
+//! The server: serves TCP, UDP and UNIX sockets, bound here or handed in, and turns
 //! what arrives into [`Message`]s for the sinks.
 //!
 //! - `config.rs`: what it is asked to do; `delivery.rs`: the one choice of
 //!   how bytes reach stdout; `stats.rs`: what it counts and reports.
-//! - `tcp.rs` and `udp.rs`: the two socket loops; `replies.rs`: writing back to
-//!   clients (echo, broker, chat); `echo_guard.rs`: what stops UDP echo loops.
+//! - `stream.rs` (TCP and UNIX streams), `udp.rs` and `unix_dgram.rs`: the
+//!   socket loops; `replies.rs`: writing back to clients (echo, broker, chat);
+//!   `echo_guard.rs`: what stops UDP echo loops.
 //! - `activation.rs`: sockets handed in through `LISTEN_FDS`.
 
 mod activation;
@@ -13,8 +14,9 @@ mod delivery;
 mod echo_guard;
 mod replies;
 mod stats;
-mod tcp;
+mod stream;
 mod udp;
+mod unix_dgram;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -37,14 +39,16 @@ pub use replies::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 
 use crate::access::AccessList;
+use crate::address::UnixSocket;
 use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
 use crate::framing::Framing;
-use crate::message::{Event, Message, Proto};
+use crate::message::{Addr, Event, Message, Proto, SocketKind};
 use crate::sink::web::WebTap;
 use crate::sink::{Output, OutputConfig, Taps};
 use crate::tls::{Fingerprint, ServerTls};
 use crate::udp_options;
+use crate::unix_socket;
 use stats::Counters;
 
 /// How often a port-0 bind of several sockets is retried when the port the
@@ -66,6 +70,9 @@ impl Listener {
             return Err(Error::Usage(
                 "TLS is for TCP: add -t (UDP cannot do TLS)".into(),
             ));
+        }
+        if let Some(unix) = &config.unix {
+            return Self::bind_unix(unix, config);
         }
         let tls = server_tls(config)?;
         let ips = endpoint::listen_ips(config.bind.as_deref())?;
@@ -89,6 +96,37 @@ impl Listener {
         listener.set_up_udp(config)?;
         listener.tls = tls;
         Ok(listener)
+    }
+
+    /// A UNIX socket: a stream served as TCP clients are, or datagrams printed as they come.
+    fn bind_unix(unix: &UnixSocket, config: &ListenConfig) -> Result<Listener> {
+        if config.tls.is_some() {
+            return Err(Error::Usage(format!(
+                "TLS is for TCP; {unix} is already private to this machine"
+            )));
+        }
+        if !config.join.is_empty() {
+            return Err(Error::Usage("--join is for UDP".into()));
+        }
+        let socket = match unix.datagram {
+            false => {
+                let (listener, file) = unix_socket::bind_stream(&unix.name, config.unix_file)?;
+                Bound::Unix(listener, file)
+            }
+            true if config.mode != Mode::Print => {
+                return Err(Error::Usage(format!(
+                    "{unix} prints what arrives; --echo, --exec, --chat and --broker are for streams (unix:) and UDP"
+                )));
+            }
+            true => {
+                let (socket, file) = unix_socket::bind_datagram(&unix.name, config.unix_file)?;
+                Bound::UnixDgram(socket, file)
+            }
+        };
+        Ok(Listener {
+            sockets: vec![socket],
+            tls: None,
+        })
     }
 
     /// Serves sockets bound elsewhere (systemd socket activation, a parent
@@ -118,7 +156,7 @@ impl Listener {
 
     /// Receive buffer and multicast groups, on every UDP socket.
     fn set_up_udp(&self, config: &ListenConfig) -> Result<()> {
-        let no_udp = self.sockets.iter().all(|s| s.proto() != Proto::Udp);
+        let no_udp = self.sockets.iter().all(|s| s.kind() != SocketKind::Udp);
         if !config.join.is_empty() && no_udp {
             return Err(Error::Usage("--join is for UDP; drop -t".into()));
         }
@@ -145,21 +183,23 @@ impl Listener {
         for &ip in ips {
             for &proto in protos {
                 let socket = endpoint::bind(proto, SocketAddr::new(ip, port))?;
-                port = socket
-                    .local_addr()
-                    .context(|| format!("cannot listen on {proto} {ip}"))?
-                    .port();
+                let Some(local) = socket.local_addr() else {
+                    return Err(Error::Usage(format!(
+                        "cannot listen on {proto} {ip}: no local address"
+                    )));
+                };
+                port = local.port();
                 sockets.push(socket);
             }
         }
         Ok(Listener { sockets, tls: None })
     }
 
-    /// The protocol and local address of every socket.
-    pub fn local_addrs(&self) -> Vec<(Proto, SocketAddr)> {
+    /// The kind and local address of every socket.
+    pub fn local_addrs(&self) -> Vec<(SocketKind, Addr)> {
         self.sockets
             .iter()
-            .filter_map(|s| Some((s.proto(), s.local_addr().ok()?)))
+            .filter_map(|s| Some((s.kind(), s.local()?)))
             .collect()
     }
 
@@ -203,9 +243,10 @@ impl Listener {
         taps: Taps,
         shutdown: CancellationToken,
     ) -> Summary {
-        // With --once, the first client of the listener's main protocol ends it.
-        let has_tcp = self.sockets.iter().any(|s| s.proto() == Proto::Tcp);
-        let once_proto = if has_tcp { Proto::Tcp } else { Proto::Udp };
+        // With --once, the first client of the listener's main protocol (a
+        // stream, if it has one) ends it.
+        let kinds = self.sockets.iter().map(Bound::kind);
+        let once_proto = kinds.clone().find(|k| k.is_stream()).or(kinds.last());
         let stdout = match delivery {
             Delivery::Formatted => None,
             Delivery::Straight | Delivery::Spliced => crate::sink::own_stdout(),
@@ -218,7 +259,7 @@ impl Listener {
         let context = Arc::new(Context {
             events,
             framing: config.framing,
-            once: config.once.then_some(once_proto),
+            once: once_proto.filter(|_| config.once),
             mode: config.mode,
             access: config.access.clone(),
             max_conns: config.max_conns,
@@ -243,19 +284,37 @@ impl Listener {
             _ => None,
         };
         for socket in self.sockets {
-            if let Ok(local) = socket.local_addr() {
+            if let Some(local) = socket.local() {
                 let listening = Event::Listening { local, note };
                 context
-                    .emit(Message::new(socket.proto(), None, listening))
+                    .emit(Message::new(socket.kind(), None, listening))
                     .await;
             }
+            let context = context.clone();
             match socket {
-                Bound::Tcp(listener) => context
-                    .tasks
-                    .spawn(tcp::accept_loop(listener, context.clone())),
+                Bound::Tcp(listener) => {
+                    let listener = stream::Listener::Tcp(listener);
+                    context
+                        .tasks
+                        .spawn(stream::accept_loop(listener, context.clone()))
+                }
+                Bound::Unix(listener, file) => {
+                    let listener = stream::Listener::Unix {
+                        listener,
+                        _file: file,
+                    };
+                    context
+                        .tasks
+                        .spawn(stream::accept_loop(listener, context.clone()))
+                }
                 Bound::Udp(socket) => context
                     .tasks
                     .spawn(udp::receive_loop(socket, context.clone())),
+                Bound::UnixDgram(socket, file) => {
+                    context
+                        .tasks
+                        .spawn(unix_dgram::receive_loop(socket, file, context.clone()))
+                }
             };
         }
         if let Some(every) = config.stats {
@@ -278,8 +337,8 @@ fn server_tls(config: &ListenConfig) -> Result<Option<ServerTls>> {
 struct Context {
     events: mpsc::Sender<Message>,
     framing: Framing,
-    /// With `--once`, the protocol whose first client ends the server.
-    once: Option<Proto>,
+    /// With `--once`, the kind of socket whose first client ends the server.
+    once: Option<SocketKind>,
     mode: Mode,
     access: AccessList,
     max_conns: usize,
@@ -350,8 +409,8 @@ impl Context {
     fn turned_away(
         &self,
         counter: &AtomicU64,
-        proto: Proto,
-        peer: SocketAddr,
+        proto: SocketKind,
+        peer: Addr,
         why: &str,
     ) -> Option<Message> {
         crate::sink::count_paced(counter).map(|count| {

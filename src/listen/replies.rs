@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +18,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::message::Addr;
 
 /// Messages waiting to be written to one client.
 pub const CLIENT_QUEUE_LEN: usize = 128;
@@ -142,7 +143,7 @@ impl Replies {
         mode: Mode,
         hub: &Hub,
         socket: ClientWriter,
-        peer: SocketAddr,
+        peer: &Addr,
         kick: CancellationToken,
         idle: Option<Duration>,
     ) -> Replies {
@@ -212,7 +213,7 @@ impl Replies {
     }
 
     /// Leaves the hub and lets the writer finish what is queued, unless `kick` says to stop.
-    pub(super) async fn close(self, hub: &Hub, peer: SocketAddr, kick: &CancellationToken) {
+    pub(super) async fn close(self, hub: &Hub, peer: &Addr, kick: &CancellationToken) {
         let mut writer = match self {
             Replies::PrintOnly { mut socket, idle } | Replies::Echo { mut socket, idle } => {
                 // A clean close: TCP's FIN, and TLS's close_notify before it,

@@ -18,7 +18,7 @@ use super::{Context, Delivery, Mode};
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::exec;
-use crate::message::{Event, Message, Proto};
+use crate::message::{Addr, Event, Message, Proto, SocketKind};
 use crate::sys::kernel_drops;
 use crate::sys::udp_batch::{BATCH, Batch};
 use tokio::runtime::Handle;
@@ -208,8 +208,8 @@ impl Receiver<'_> {
                 continue;
             }
             let data = Event::data(bytes);
-            context.emit_blocking(Message::new(Proto::Udp, Some(peer), data));
-            if context.once == Some(Proto::Udp) {
+            context.emit_blocking(Message::new(Proto::Udp, Some(peer.into()), data));
+            if context.once == Some(SocketKind::Udp) {
                 context.shutdown.cancel();
                 return Flow::Stop;
             }
@@ -233,7 +233,7 @@ impl Receiver<'_> {
             sources[admitted] = Some(peer);
             admitted += 1;
             context.count_data(payload.len() as u64);
-            if context.once == Some(Proto::Udp) {
+            if context.once == Some(SocketKind::Udp) {
                 context.shutdown.cancel();
                 flow = Flow::Stop;
                 break;
@@ -262,7 +262,7 @@ impl Receiver<'_> {
         let peer = natural(from);
         if let Some(why) = context.access.refusal(peer.ip()) {
             let counter = &context.counters.refused;
-            if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, why) {
+            if let Some(notice) = context.turned_away(counter, SocketKind::Udp, peer.into(), why) {
                 context.emit_blocking(notice);
             }
             return None;
@@ -276,7 +276,7 @@ impl Receiver<'_> {
             Ok(()) => {
                 if let Err(e) = self.socket.send_to(payload, from) {
                     let error = Event::Error(format!("cannot echo: {}", describe(&e)));
-                    context.emit_blocking(Message::new(Proto::Udp, Some(peer), error));
+                    context.emit_blocking(Message::new(Proto::Udp, Some(peer.into()), error));
                 }
             }
             Err(withheld) => {
@@ -287,7 +287,7 @@ impl Receiver<'_> {
                         "udp {peer}: {}; further ones are only counted (summary)",
                         withheld.describe()
                     );
-                    let notice = Message::new(Proto::Udp, Some(peer), Event::Notice(notice));
+                    let notice = Message::new(Proto::Udp, Some(peer.into()), Event::Notice(notice));
                     context.emit_blocking(notice);
                 }
             }
@@ -310,7 +310,7 @@ impl Receiver<'_> {
                 context.max_conns
             );
             let counter = &context.counters.over_limit;
-            if let Some(notice) = context.turned_away(counter, Proto::Udp, peer, &why) {
+            if let Some(notice) = context.turned_away(counter, SocketKind::Udp, peer.into(), &why) {
                 context.emit_blocking(notice);
             }
             return;
@@ -340,7 +340,7 @@ impl Receiver<'_> {
                 Err(why) => Some(why),
             };
             if let Some(why) = failed {
-                let error = Message::new(Proto::Udp, Some(peer), Event::Error(why));
+                let error = Message::new(Proto::Udp, Some(peer.into()), Event::Error(why));
                 task_context.emit(error).await;
             }
         };
@@ -365,8 +365,8 @@ fn straight_messages<'a>(
         let bytes = copied.split_to(payload.len());
         Message {
             time,
-            proto: Proto::Udp,
-            peer,
+            proto: SocketKind::Udp,
+            peer: peer.map(Addr::Inet),
             subject: None,
             event: Event::data(bytes),
         }

@@ -13,12 +13,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Relayed, tell};
-use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
-use crate::address::{Address, UnixName};
+use crate::address::Address;
 use crate::client::{OnFull, Reconnect, send_reconnecting};
 use crate::endpoint;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// How long a stopping relay gives its collector to take the last lines.
 const LAST_LINES: Duration = Duration::from_millis(500);
@@ -72,29 +71,6 @@ impl Datagrams {
     }
 }
 
-/// Binds a UNIX datagram socket on a file (claimed as for streams) or an abstract name.
-pub(super) fn bind_unix_datagram(
-    name: &UnixName,
-    config: &RelayConfig,
-) -> Result<(UnixDatagram, Option<SocketFile>)> {
-    let shown = || format!("cannot listen on {}", config.from);
-    let (socket, file) = match name {
-        UnixName::Path(path) => {
-            socket_file::claim(path)?;
-            let socket = std::os::unix::net::UnixDatagram::bind(path).context(shown)?;
-            let file = socket_file::settle(path, config.unix_mode, config.unix_group)?;
-            (socket, Some(file))
-        }
-        UnixName::Abstract(name) => {
-            let address = endpoint::abstract_name(name)?;
-            let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).context(shown)?;
-            (socket, None)
-        }
-    };
-    socket.set_nonblocking(true).context(shown)?;
-    Ok((UnixDatagram::from_std(socket).context(shown)?, file))
-}
-
 /// Datagrams sent on one way, as they came: UNIX datagrams to UDP, or any
 /// datagrams to a UNIX datagram socket (whose answers have nowhere to go).
 pub(super) async fn forward_datagrams(
@@ -111,7 +87,7 @@ pub(super) async fn forward_datagrams(
                 endpoint::connect_udp(target, &config.origin, None, &options).await?;
             Sink::Udp(socket, upstream)
         }
-        Address::Unix { name, .. } => Sink::Unix(endpoint::connect_unix_datagram(name)?),
+        Address::Unix { name, .. } => Sink::Unix(crate::unix_socket::connect_datagram(name)?),
     };
     let mut buf = vec![0u8; 65_536];
     while let Some(len) = source

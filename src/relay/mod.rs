@@ -7,13 +7,11 @@
 //! - `udp.rs`: a session (its own upstream socket) per UDP client.
 //! - `lines.rs`: datagrams (UDP, UNIX) to a TCP collector, a datagram a
 //!   line, and TCP lines to UDP.
-//! - `socket_file.rs`: a UNIX socket file claimed, set up and removed.
 //!
 //! Every byte is counted, both ways, in the disconnect events and the summary.
 
 mod events;
 mod lines;
-mod socket_file;
 mod streams;
 mod udp;
 
@@ -29,9 +27,10 @@ use crate::address::{Address, Transport};
 use crate::endpoint::{self, Origin, Socket};
 use crate::error::{Error, IoContext, Result};
 use crate::tls::{ClientTlsConfig, ServerTlsConfig};
+use crate::unix_socket::{self, FileAccess, SocketFile};
 pub use events::EventFormat;
 use events::{Event, tell};
-use streams::{Incoming, bind_unix, serve_streams};
+use streams::{Incoming, serve_streams};
 use udp::relay_udp;
 
 /// What `portier relay` does.
@@ -51,10 +50,8 @@ pub struct RelayConfig {
     pub server_tls: Option<ServerTlsConfig>,
     /// TO is `tls://`: how to check the server.
     pub client_tls: ClientTlsConfig,
-    /// FROM is a UNIX socket file: its permissions (e.g. 0o660).
-    pub unix_mode: Option<u32>,
-    /// FROM is a UNIX socket file: the group to give it (a gid), so its members may connect.
-    pub unix_group: Option<u32>,
+    /// FROM is a UNIX socket file: its permissions and group.
+    pub unix_file: FileAccess,
     /// Say the totals so far this often (`--stats`).
     pub stats: Option<Duration>,
     /// Events as lines on stderr, or JSON on stdout (`-f json`).
@@ -70,8 +67,8 @@ pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
 enum Bound {
     Udp(tokio::net::UdpSocket),
     Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, Option<socket_file::SocketFile>),
-    UnixDatagram(tokio::net::UnixDatagram, Option<socket_file::SocketFile>),
+    Unix(tokio::net::UnixListener, Option<SocketFile>),
+    UnixDatagram(tokio::net::UnixDatagram, Option<SocketFile>),
 }
 
 /// Binds FROM, or takes the socket handed in for it (systemd socket
@@ -143,11 +140,11 @@ fn bind_here(config: &RelayConfig) -> Result<Bound> {
             datagram: true,
             name,
         } => {
-            let (socket, file) = lines::bind_unix_datagram(name, config)?;
+            let (socket, file) = unix_socket::bind_datagram(name, config.unix_file)?;
             Bound::UnixDatagram(socket, file)
         }
         Address::Unix { name, .. } => {
-            let (listener, file) = bind_unix(name, config.unix_mode, config.unix_group)?;
+            let (listener, file) = unix_socket::bind_stream(name, config.unix_file)?;
             Bound::Unix(listener, file)
         }
     })

@@ -19,35 +19,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Relayed, tell};
-use super::socket_file::{self, SocketFile};
 use super::{RelayConfig, Totals};
-use crate::address::{Address, Transport, UnixName};
+use crate::address::{Address, Transport};
 use crate::endpoint::{self, Origin};
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::tls::{self, ServerTls};
-
-/// Binds a UNIX stream listener, on a file ([`socket_file::claim`]) or an abstract name.
-pub(super) fn bind_unix(
-    name: &UnixName,
-    mode: Option<u32>,
-    group: Option<u32>,
-) -> Result<(UnixListener, Option<SocketFile>)> {
-    let path = match name {
-        UnixName::Path(path) => path,
-        UnixName::Abstract(name) => {
-            let address = endpoint::abstract_name(name)?;
-            let shown = || format!("cannot listen on unix:@{name}");
-            let listener = std::os::unix::net::UnixListener::bind_addr(&address).context(shown)?;
-            listener.set_nonblocking(true).context(shown)?;
-            return Ok((UnixListener::from_std(listener).context(shown)?, None));
-        }
-    };
-    socket_file::claim(path)?;
-    let listener =
-        UnixListener::bind(path).context(|| format!("cannot listen on unix:{}", path.display()))?;
-    let file = socket_file::settle(path, mode, group)?;
-    Ok((listener, Some(file)))
-}
 
 /// How long the upstream may take to accept a relayed client.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(30);
@@ -69,15 +45,7 @@ impl Incoming {
             }
             Incoming::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
-                let name = match stream.peer_cred() {
-                    Ok(cred) => match cred.pid() {
-                        Some(pid) => {
-                            format!("unix peer pid {pid} uid {} gid {}", cred.uid(), cred.gid())
-                        }
-                        None => format!("unix peer uid {} gid {}", cred.uid(), cred.gid()),
-                    },
-                    Err(_) => "unix peer".into(),
-                };
+                let name = crate::unix_socket::stream_peer(&stream).to_string();
                 Ok((Conn::Unix(stream), name, None))
             }
         }
@@ -218,7 +186,7 @@ async fn connect_upstream(
             }
         }
         Address::Unix { name, .. } => {
-            let stream = endpoint::connect_unix(name).await?;
+            let stream = crate::unix_socket::connect_stream(name).await?;
             Ok(Conn::Unix(stream))
         }
     }

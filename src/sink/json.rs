@@ -22,6 +22,12 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     local: Option<String>,
@@ -62,11 +68,15 @@ pub fn write_json(
     message: &Message,
     parse: Option<Parse>,
 ) -> io::Result<()> {
+    let credentials = message.peer.as_ref().and_then(|p| p.credentials());
     let mut record = Record {
         ts,
         proto: message.proto.as_str(),
         event: message.event.name(),
-        peer: message.peer.map(|p| p.to_string()),
+        peer: message.peer.as_ref().map(|p| p.to_string()),
+        pid: credentials.and_then(|c| c.pid),
+        uid: credentials.map(|c| c.uid),
+        gid: credentials.map(|c| c.gid),
         subject: message.subject.as_deref(),
         local: None,
         len: None,
@@ -160,7 +170,10 @@ mod tests {
     fn json_of(data: &[u8]) -> serde_json::Value {
         let message = Message::new(
             Proto::Tcp,
-            "127.0.0.1:5".parse().ok(),
+            "127.0.0.1:5"
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(Into::into),
             Event::data(Bytes::copy_from_slice(data)),
         );
         let mut out = Vec::new();

@@ -368,7 +368,8 @@ pub(crate) fn event_line(message: &Message) -> Option<String> {
     Some(match &message.event {
         Event::Data { .. } => return None,
         Event::Listening { local, note } => {
-            let dual = (local.ip() == Ipv6Addr::UNSPECIFIED).then_some("IPv4 and IPv6");
+            let dual = (local.inet().map(|l| l.ip()) == Some(Ipv6Addr::UNSPECIFIED.into()))
+                .then_some("IPv4 and IPv6");
             let notes: Vec<&str> = dual.into_iter().chain(*note).collect();
             match notes.is_empty() {
                 true => format!("listening on {proto} {local}"),
@@ -471,13 +472,16 @@ mod tests {
         let output =
             Output::spawn(config, CancellationToken::new(), stdout.clone(), io::sink()).unwrap();
         let sender = output.sender();
-        let peer = "127.0.0.1:9".parse().ok();
+        let peer = "127.0.0.1:9"
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(Into::into);
         let emit = |frame: Frame| {
             let event = Event::Data {
                 bytes: frame.bytes,
                 cut: frame.cut,
             };
-            let message = Message::new(Proto::Tcp, peer, event);
+            let message = Message::new(Proto::Tcp, peer.clone(), event);
             sender.blocking_send(message).unwrap();
         };
         let mut ends: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use crate::message::Message;
+use crate::message::{Addr, Message};
 
 /// What escaping keeps readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,20 +90,29 @@ pub fn write_line(
 }
 
 /// The peer as shown in text: `127.0.0.1:40312`, `127.0.0.1:40312/CN=alice`
-/// with a certificate, `-` for none. The subject is the peer's own text: it is
-/// escaped like a `lines` line, spaces too (`\x20`), so it stays one field.
+/// with a certificate, `-` for none. A UNIX sender's name and a subject are
+/// the peer's own text: escaped like a `lines` line, spaces too (`\x20`), so
+/// the label stays one field.
 pub fn peer_label(message: &Message) -> String {
-    let (Some(peer), subject) = (message.peer, &message.subject) else {
+    let (Some(peer), subject) = (&message.peer, &message.subject) else {
         return "-".into();
     };
-    let Some(subject) = subject else {
-        return peer.to_string();
+    let peer = match peer {
+        Addr::Inet(addr) => addr.to_string(),
+        Addr::Unix(_) => one_field(&peer.to_string()),
     };
-    let mut escaped = Vec::with_capacity(subject.len());
+    match subject {
+        Some(subject) => format!("{peer}/{}", one_field(subject)),
+        None => peer,
+    }
+}
+
+/// `text` escaped for a one-word field of a `lines` line.
+fn one_field(text: &str) -> String {
+    let mut escaped = Vec::with_capacity(text.len());
     // Writing into a Vec cannot fail.
-    let _ = write_escaped(&mut escaped, subject.as_bytes(), Escape::Line);
-    let escaped = String::from_utf8_lossy(&escaped).replace(' ', "\\x20");
-    format!("{peer}/{escaped}")
+    let _ = write_escaped(&mut escaped, text.as_bytes(), Escape::Line);
+    String::from_utf8_lossy(&escaped).replace(' ', "\\x20")
 }
 
 /// `TIME PROTO PEER`, the start of a `lines` line and of a `hex` dump (`-` for no peer).
@@ -162,7 +171,10 @@ mod tests {
     fn a_certificate_subject_cannot_drive_the_terminal() {
         let message = Message::new(
             crate::message::Proto::Tcp,
-            "127.0.0.1:5".parse().ok(),
+            "127.0.0.1:5"
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(Into::into),
             crate::message::Event::Connect,
         )
         .with_subject(Some("CN=evil\x1b]0;owned\x07\x1b[2J\r O=x".into()));

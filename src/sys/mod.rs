@@ -9,4 +9,4 @@ mod libm;
 mod socket_info;
 pub mod udp_batch;
 
-pub use socket_info::{interface_index, kernel_drops, unacknowledged};
+pub use socket_info::{interface_index, kernel_drops, recv_from_whole, unacknowledged};

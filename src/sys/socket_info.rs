@@ -1,5 +1,7 @@
-//! Two facts about sockets and interfaces that socket2 and rustix do not give:
-//! the kernel's count of datagrams dropped on a socket, and an interface's index.
+//! Facts about sockets and interfaces that socket2 and rustix do not give
+//! safely: the kernel's count of datagrams dropped on a socket, the bytes its
+//! peer has not acknowledged, an interface's index; and a receive that says
+//! when a datagram was cut.
 
 /// The index of the network interface `name` (`eth0`), which IPv6 multicast
 /// needs; `None` when there is no such interface.
@@ -72,4 +74,20 @@ pub fn unacknowledged(socket: &impl std::os::fd::AsRawFd) -> Option<usize> {
 #[cfg(not(target_os = "linux"))]
 pub fn unacknowledged<S>(_socket: &S) -> Option<usize> {
     None
+}
+
+/// Receives one datagram into `buf`: its length, whether it was longer than
+/// `buf` (then the rest is lost), and its sender's address.
+pub fn recv_from_whole(
+    socket: &impl std::os::fd::AsFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, bool, socket2::SockAddr)> {
+    let socket = socket2::SockRef::from(socket);
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and socket2
+    // guarantees it writes only initialized bytes into the buffer, so `buf`
+    // stays initialized; the borrow ends before `buf` is used again.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let mut bufs = [socket2::MaybeUninitSlice::new(uninit)];
+    let (len, flags, from) = socket.recv_from_vectored(&mut bufs)?;
+    Ok((len, flags.is_truncated(), from))
 }

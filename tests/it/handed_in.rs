@@ -7,14 +7,14 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 
 use portier::listen::{ListenConfig, Listener, Socket};
-use portier::message::{Event, Message, Proto};
+use portier::message::{Event, Message, SocketKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Running, free_port, have_peer, portier};
 
 /// The next data message's bytes, skipping events.
-async fn next_data(messages: &mut mpsc::Receiver<Message>) -> (Proto, Vec<u8>) {
+async fn next_data(messages: &mut mpsc::Receiver<Message>) -> (SocketKind, Vec<u8>) {
     loop {
         let message = messages.recv().await.expect("the listener ended");
         if let Event::Data { bytes, .. } = message.event {
@@ -36,7 +36,7 @@ async fn the_library_serves_sockets_it_is_given() {
         .into_iter()
         .map(|(_, addr)| addr)
         .collect();
-    assert_eq!(local, [tcp_addr, udp_addr]);
+    assert_eq!(local, [tcp_addr.into(), udp_addr.into()]);
     let (events, mut messages) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn({
@@ -53,13 +53,13 @@ async fn the_library_serves_sockets_it_is_given() {
     .unwrap();
     assert_eq!(
         next_data(&mut messages).await,
-        (Proto::Tcp, b"over tcp".to_vec())
+        (SocketKind::Tcp, b"over tcp".to_vec())
     );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(b"over udp", udp_addr).unwrap();
     assert_eq!(
         next_data(&mut messages).await,
-        (Proto::Udp, b"over udp".to_vec())
+        (SocketKind::Udp, b"over udp".to_vec())
     );
     shutdown.cancel();
     let summary = serving.await.unwrap();

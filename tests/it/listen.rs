@@ -419,7 +419,7 @@ fn frame_is_for_tcp_streams() {
         b"",
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--frame nul cuts TCP streams"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--frame nul cuts streams"));
 }
 
 #[test]

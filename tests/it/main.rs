@@ -24,4 +24,5 @@ mod syslog;
 mod tls;
 mod tooling;
 mod udp;
+mod unix_listen;
 mod web;

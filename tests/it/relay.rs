@@ -168,7 +168,7 @@ fn a_unix_socket_in_front_of_tcp_names_its_clients_and_is_removed_on_exit() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already listens"));
     let pid = std::process::id();
     run.stderr
-        .wait_for_text(&format!("unix peer pid {pid} uid 0 gid 0 disconnected"));
+        .wait_for_text(&format!("pid={pid},uid=0,gid=0 disconnected"));
     run.stop();
     assert!(!path.exists(), "the socket file is removed on exit");
 }

@@ -309,7 +309,11 @@ impl Brokers {
                     "to {}: queue full ({} messages), message dropped (#{count})",
                     sink.target, self.config.queue
                 );
-                events.push(Message::new(message.proto, message.peer, Event::Error(why)));
+                events.push(Message::new(
+                    message.proto,
+                    message.peer.clone(),
+                    Event::Error(why),
+                ));
             }
         }
         events

@@ -6,7 +6,6 @@
 //! port), never bytes a peer sent: a peer cannot steer where its messages go.
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -201,7 +200,7 @@ impl Topic {
     /// The topic for `message`.
     pub fn fill(&self, message: &Message) -> String {
         let mut topic = String::new();
-        let peer: Option<SocketAddr> = message.peer;
+        let peer = message.peer.as_ref().and_then(|p| p.inet());
         for part in &self.parts {
             let value = match part {
                 Part::Text(text) => {
@@ -243,7 +242,11 @@ mod tests {
 
     fn message(peer: &str) -> Message {
         let data = Event::data(Bytes::from_static(b"x"));
-        Message::new(Proto::Udp, peer.parse().ok(), data)
+        Message::new(
+            Proto::Udp,
+            peer.parse::<std::net::SocketAddr>().ok().map(Into::into),
+            data,
+        )
     }
 
     #[test]

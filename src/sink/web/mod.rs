@@ -29,7 +29,7 @@ use super::broker::BrokerStats;
 use super::{Parse, timestamp, write_json};
 use crate::access::AccessList;
 use crate::error::{Error, Result};
-use crate::message::{Event, Message, Proto};
+use crate::message::{Addr, Event, Message, SocketKind};
 use crate::tls::{ServerTls, ServerTlsConfig};
 
 /// Messages a browser opened late is shown unless told otherwise.
@@ -95,14 +95,14 @@ struct Kept {
     messages: u64,
     bytes: u64,
     kernel_drops: u64,
-    peers: HashMap<(Proto, SocketAddr), PeerTally>,
+    peers: HashMap<(SocketKind, Addr), PeerTally>,
     /// (unix second, messages), the last `CHART_SECONDS`.
     per_second: VecDeque<(u64, u64)>,
 }
 
 /// Messages from one peer in one second, not yet added to its tally.
 struct Run {
-    key: (Proto, SocketAddr),
+    key: (SocketKind, Addr),
     second: u64,
     messages: u64,
     bytes: u64,
@@ -136,7 +136,9 @@ impl Kept {
         {
             self.per_second.pop_front();
         }
-        let Some(peer) = message.peer else { return };
+        let Some(peer) = message.peer.clone() else {
+            return;
+        };
         let key = (message.proto, peer);
         match run {
             Some(run) if run.key == key && run.second == second => {
@@ -256,7 +258,7 @@ impl Feed {
     fn stats(&self) -> String {
         let kept = self.kept();
         let now = unix_second(SystemTime::now());
-        let mut peers: Vec<(&(Proto, SocketAddr), &PeerTally)> = kept.peers.iter().collect();
+        let mut peers: Vec<(&(SocketKind, Addr), &PeerTally)> = kept.peers.iter().collect();
         peers.sort_unstable_by_key(|(_, tally)| std::cmp::Reverse(tally.last));
         let peers: Vec<serde_json::Value> = peers
             .into_iter()

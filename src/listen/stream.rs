@@ -1,15 +1,13 @@
-//! The TCP side of the server: one task per connection.
+//! The stream side of the server (TCP, TLS and UNIX): one task per connection.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream, tcp, unix};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
@@ -19,8 +17,9 @@ use crate::endpoint::natural;
 use crate::error::describe;
 use crate::exec::{self, Program};
 use crate::framing::{Frame, Framer};
-use crate::message::{Event, Message, Proto};
+use crate::message::{Addr, Event, Message, SocketKind};
 use crate::tls;
+use crate::unix_socket::{self, SocketFile};
 
 /// The most one read takes.
 const READ_SIZE: usize = 64 * 1024;
@@ -31,29 +30,83 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a client refused past `--max-conns` is given to take its notice.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
+/// A listening stream socket; a UNIX socket's file is removed when it closes.
+pub(super) enum Listener {
+    Tcp(TcpListener),
+    /// The file is kept only to be removed when the listener ends.
+    Unix {
+        listener: UnixListener,
+        _file: Option<SocketFile>,
+    },
+}
+
+/// A client's connection.
+enum Client {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    fn kind(&self) -> SocketKind {
+        match self {
+            Listener::Tcp(_) => SocketKind::Tcp,
+            Listener::Unix { .. } => SocketKind::Unix,
+        }
+    }
+
+    /// The next client, and who it is.
+    async fn accept(&self) -> io::Result<(Client, Addr)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Client::Tcp(stream), Addr::Inet(natural(peer))))
+            }
+            Listener::Unix { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                let peer = unix_socket::stream_peer(&stream);
+                Ok((Client::Unix(stream), peer))
+            }
+        }
+    }
+}
+
+impl Client {
+    fn local(&self) -> Option<Addr> {
+        match self {
+            Client::Tcp(stream) => stream.local_addr().ok().map(|a| Addr::Inet(natural(a))),
+            Client::Unix(stream) => stream.local_addr().ok().map(|a| unix_socket::name_of(&a)),
+        }
+    }
+}
+
+pub(super) async fn accept_loop(listener: Listener, context: Arc<Context>) {
+    let kind = listener.kind();
     loop {
         let accepted = tokio::select! {
             _ = context.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok((stream, peer)) => (stream, natural(peer)),
+        let (client, peer) = match accepted {
+            Ok(accepted) => accepted,
             // A client that gave up before we took it: nothing to report.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 let error = format!("cannot accept a connection: {}", describe(&e));
                 context
-                    .emit(Message::new(Proto::Tcp, None, Event::Error(error)))
+                    .emit(Message::new(kind, None, Event::Error(error)))
                     .await;
                 // Out of file descriptors or memory: give closing clients time.
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        if let Some(why) = context.access.refusal(peer.ip()) {
+        // --allow and --deny name IP addresses; who may reach a UNIX socket is its file's mode.
+        let refusal = peer
+            .inet()
+            .and_then(|addr| context.access.refusal(addr.ip()));
+        if let Some(why) = refusal {
             let counter = &context.counters.refused;
-            if let Some(notice) = context.turned_away(counter, Proto::Tcp, peer, why) {
+            if let Some(notice) = context.turned_away(counter, kind, peer, why) {
                 context.emit(notice).await;
             }
             continue; // dropping the stream closes it at once
@@ -61,60 +114,69 @@ pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
         let Ok(permit) = context.connections.clone().try_acquire_owned() else {
             let why = format!("server full: {} clients (--max-conns)", context.max_conns);
             let counter = &context.counters.over_limit;
-            if let Some(notice) = context.turned_away(counter, Proto::Tcp, peer, &why) {
+            if let Some(notice) = context.turned_away(counter, kind, peer, &why) {
                 context.emit(notice).await;
             }
-            context.tasks.spawn(tell_full(stream));
+            match client {
+                Client::Tcp(stream) => context.tasks.spawn(tell_full(stream)),
+                Client::Unix(stream) => context.tasks.spawn(tell_full(stream)),
+            };
             continue;
         };
         context
             .tasks
-            .spawn(serve_connection(stream, peer, context.clone(), permit));
-        if context.once == Some(Proto::Tcp) {
+            .spawn(serve_connection(client, peer, context.clone(), permit));
+        if context.once == Some(kind) {
             return; // like the seed: one client, then the port is closed
         }
     }
 }
 
 /// A one-line notice for a client refused past `--max-conns`, then close.
-async fn tell_full(mut stream: TcpStream) {
+async fn tell_full(mut stream: impl AsyncWrite + Unpin) {
     let notice = b"portier: server full, try again later\n";
     let _ = tokio::time::timeout(NOTICE_TIMEOUT, stream.write_all(notice)).await;
 }
 
 async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    client: Client,
+    peer: Addr,
     context: Arc<Context>,
     _permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
-    let local = stream.local_addr().ok();
-    if let Err(e) = crate::endpoint::set_keepalive(&stream, context.keepalive) {
-        let error = Message::new(Proto::Tcp, Some(peer), Event::Error(e.to_string()));
-        context.emit(error).await;
+    let local = client.local();
+    let kind = match client {
+        Client::Tcp(_) => SocketKind::Tcp,
+        Client::Unix(_) => SocketKind::Unix,
+    };
+    let message =
+        |event, subject| Message::new(kind, Some(peer.clone()), event).with_subject(subject);
+    if let Client::Tcp(stream) = &client
+        && let Err(e) = crate::endpoint::set_keepalive(stream, context.keepalive)
+    {
+        context
+            .emit(message(Event::Error(e.to_string()), None))
+            .await;
     }
-    let (mut reader, writer, subject) = match open(stream, &context).await {
+    let (mut reader, writer, subject) = match open(client, &context).await {
         Ok(opened) => opened,
         Err(error) => {
-            let error = Event::Error(error);
-            context
-                .emit(Message::new(Proto::Tcp, Some(peer), error))
-                .await;
-            if context.once == Some(Proto::Tcp) {
+            context.emit(message(Event::Error(error), None)).await;
+            if context.once == Some(kind) {
                 context.shutdown.cancel(); // the one client came and went
             }
             return;
         }
     };
-    let message = |event| Message::new(Proto::Tcp, Some(peer), event).with_subject(subject.clone());
+    let message = |event| message(event, subject.clone());
     context.emit(message(Event::Connect)).await;
     // Ends this client only: on shutdown, or when a broker drops it as too slow.
     let kick = context.shutdown.child_token();
     let idle = context.idle_timeout;
     let (received, exit) = match &context.exec {
         Some(program) => {
-            let client = (peer, local);
+            let client = (kind, &peer, local.as_ref());
             let ended = run_program(program, client, &mut reader, writer, &context, &kick).await;
             if let Some(error) = ended.cut_short {
                 context.emit(message(Event::Error(error))).await;
@@ -122,11 +184,17 @@ async fn serve_connection(
             (ended.received, Some(ended.exit))
         }
         None => {
-            let mut replies =
-                Replies::open(context.mode, &context.hub, writer, peer, kick.clone(), idle);
+            let mut replies = Replies::open(
+                context.mode,
+                &context.hub,
+                writer,
+                &peer,
+                kick.clone(),
+                idle,
+            );
             let (received, ended_by) = match spliced_to_stdout(&reader, &context, &kick).await {
                 Some(done) => done,
-                None => read_loop(&mut reader, &context, &mut replies, &kick, message).await,
+                None => read_loop(&mut reader, &context, &mut replies, &kick, &message).await,
             };
             let ended_by = match ended_by {
                 None if kick.is_cancelled() && !context.shutdown.is_cancelled() => {
@@ -138,7 +206,7 @@ async fn serve_connection(
             if let Some(error) = ended_by {
                 context.emit(message(Event::Error(error))).await;
             }
-            replies.close(&context.hub, peer, &kick).await;
+            replies.close(&context.hub, &peer, &kick).await;
             (received, None)
         }
     };
@@ -149,7 +217,7 @@ async fn serve_connection(
         exit,
     };
     context.emit(message(disconnect)).await;
-    if context.once == Some(Proto::Tcp) {
+    if context.once == Some(kind) {
         context.shutdown.cancel();
     }
 }
@@ -159,13 +227,13 @@ async fn serve_connection(
 /// timeout).
 async fn run_program(
     program: &Program,
-    (peer, local): (SocketAddr, Option<SocketAddr>),
+    (kind, peer, local): (SocketKind, &Addr, Option<&Addr>),
     reader: &mut Reader,
     writer: ClientWriter,
     context: &Context,
     kick: &tokio_util::sync::CancellationToken,
 ) -> exec::Ended {
-    let child = match program.spawn(Proto::Tcp, peer, local) {
+    let child = match program.spawn(kind, peer, local) {
         Ok(child) => child,
         Err(why) => {
             let exit = "not started".into();
@@ -187,7 +255,7 @@ async fn read_loop(
     context: &Context,
     replies: &mut Replies,
     kick: &tokio_util::sync::CancellationToken,
-    message: impl Fn(Event) -> Message + Copy,
+    message: &impl Fn(Event) -> Message,
 ) -> (u64, Option<String>) {
     let mut framer = Framer::new(context.framing);
     let mut received = 0u64;
@@ -233,12 +301,12 @@ async fn spliced_to_stdout(
     context: &Arc<Context>,
     kick: &tokio_util::sync::CancellationToken,
 ) -> Option<(u64, Option<String>)> {
-    use std::os::fd::AsFd;
-    let (Reader::Plain(reader), Delivery::Spliced) = (reader, context.delivery) else {
-        return None;
+    let socket = match (reader, context.delivery) {
+        (Reader::Plain(reader), Delivery::Spliced) => socket2::SockRef::from(reader.as_ref()),
+        (Reader::Unix(reader), Delivery::Spliced) => socket2::SockRef::from(reader.as_ref()),
+        _ => return None,
     };
-    let socket: &TcpStream = reader.as_ref();
-    let from = socket.as_fd().try_clone_to_owned().ok()?;
+    let from: std::os::fd::OwnedFd = socket.try_clone().ok()?.into();
     let to = context.stdout.as_ref()?.try_clone().ok()?;
     // The bytes are counted as they move, so --stats follows a long splice.
     let counting = context.clone();
@@ -249,7 +317,7 @@ async fn spliced_to_stdout(
         moved = &mut moving => moved,
         _ = kick.cancelled() => {
             // Wakes the splicing thread: the socket reads as ended.
-            let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+            let _ = socket.shutdown(std::net::Shutdown::Read);
             moving.await
         }
     };
@@ -305,7 +373,8 @@ async fn idle(timeout: Option<Duration>) {
 
 /// The read side of a client connection.
 enum Reader {
-    Plain(OwnedReadHalf),
+    Plain(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
     /// With an error met while gathering records, given on the next read.
     Tls(ReadHalf<TlsStream<TcpStream>>, Option<io::Error>),
 }
@@ -319,6 +388,7 @@ impl tokio::io::AsyncRead for Reader {
     ) -> std::task::Poll<io::Result<()>> {
         match self.get_mut() {
             Reader::Plain(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
+            Reader::Unix(reader) => std::pin::Pin::new(reader).poll_read(cx, buf),
             Reader::Tls(reader, _) => std::pin::Pin::new(reader).poll_read(cx, buf),
         }
     }
@@ -328,7 +398,12 @@ impl Reader {
     /// One read, or `None` at end of stream.
     async fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
         match self {
-            Reader::Plain(reader) => read_chunk(reader).await,
+            Reader::Plain(reader) => {
+                read_chunk(|| reader.readable(), |b| reader.try_read_buf(b)).await
+            }
+            Reader::Unix(reader) => {
+                read_chunk(|| reader.readable(), |b| reader.try_read_buf(b)).await
+            }
             Reader::Tls(reader, deferred) => {
                 let mut buf = BytesMut::with_capacity(READ_SIZE);
                 let first = match deferred.take() {
@@ -368,12 +443,22 @@ const TLS_RECORD_SIZE: usize = 16 * 1024;
 /// Splits a new connection, after a TLS handshake when the listener speaks TLS;
 /// also returns the subject of the client's certificate, if it showed one.
 async fn open(
-    stream: TcpStream,
+    client: Client,
     context: &Context,
 ) -> Result<(Reader, ClientWriter, Option<Arc<str>>), String> {
+    let stream = match (client, &context.tls) {
+        (Client::Unix(stream), _) => {
+            let (reader, writer) = stream.into_split();
+            return Ok((Reader::Unix(reader), Box::new(writer), None));
+        }
+        (Client::Tcp(stream), None) => {
+            let (reader, writer) = stream.into_split();
+            return Ok((Reader::Plain(reader), Box::new(writer), None));
+        }
+        (Client::Tcp(stream), Some(_)) => stream,
+    };
     let Some(acceptor) = &context.tls else {
-        let (reader, writer) = stream.into_split();
-        return Ok((Reader::Plain(reader), Box::new(writer), None));
+        unreachable!("matched above")
     };
     let (tls, subject) = tls::accept(acceptor, stream).await?;
     let subject = subject.map(Arc::from);
@@ -383,11 +468,14 @@ async fn open(
 
 /// One read, or `None` at end of stream. The buffer exists only while data is
 /// there to read, so idle connections hold no buffer at all.
-async fn read_chunk(stream: &OwnedReadHalf) -> io::Result<Option<Bytes>> {
+async fn read_chunk<Ready: Future<Output = io::Result<()>>>(
+    readable: impl Fn() -> Ready,
+    try_read: impl Fn(&mut BytesMut) -> io::Result<usize>,
+) -> io::Result<Option<Bytes>> {
     loop {
-        stream.readable().await?;
+        readable().await?;
         let mut buf = BytesMut::with_capacity(READ_SIZE);
-        match stream.try_read_buf(&mut buf) {
+        match try_read(&mut buf) {
             Ok(0) => return Ok(None),
             Ok(n) if n < COPY_BELOW => return Ok(Some(Bytes::copy_from_slice(&buf))),
             Ok(_) => return Ok(Some(buf.freeze())),
