@@ -211,3 +211,27 @@ fn systemd_socket_activation_serves_a_passed_unix_socket() {
     assert!(events.contains(&path.display().to_string()), "{events}");
     run.stop();
 }
+
+#[test]
+fn an_internet_address_in_place_of_the_port_sets_protocol_and_host() {
+    let port = crate::common::free_port();
+    let mut run = listen(&format!("udp://127.0.0.1:{port}"), &["-f", "lines"]);
+    let events = run.stderr.text();
+    assert!(
+        events.contains(&format!("listening on udp 127.0.0.1:{port}")),
+        "{events}"
+    );
+    assert!(!events.contains("tcp"), "UDP only: {events}");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender
+        .send_to(b"by address\n", ("127.0.0.1", port))
+        .unwrap();
+    run.stdout.wait_for_text("by address");
+    run.stop();
+    let mut command = portier();
+    command.args(["listen", "tls://127.0.0.1:0"]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS needs a certificate"), "{stderr}");
+}
