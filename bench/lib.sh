@@ -5,6 +5,24 @@ LIMIT=${LIMIT:-120}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do ss -ltnu | grep -q ":$1 " && return; sleep 0.02; done; }
 now() { date +%s%N; }
+
+# udp_relay_blast PORTIER COUNT DIR: COUNT datagrams of 64 B through `PORTIER relay` to a
+# `PORTIER listen -u`; leaves DIR/udp.out (what arrived) and DIR/relay.err, and sets
+# relay_cpu_ticks (the relay's user+system time, in clock ticks).
+udp_relay_blast() {
+  local portier=$1 count=$2 dir=$3 up_port relay_port up_pid relay_pid
+  up_port=$(free_port); relay_port=$(free_port)
+  "$portier" listen -u -q -b 127.0.0.1 "$up_port" > "$dir/udp.out" 2>/dev/null &
+  up_pid=$!
+  "$portier" relay "udp://127.0.0.1:$relay_port" "udp://127.0.0.1:$up_port" 2> "$dir/relay.err" &
+  relay_pid=$!
+  wait_port "$up_port"; wait_port "$relay_port"
+  timeout "$LIMIT" python3 bench/udp_blast.py 127.0.0.1 "$relay_port" "$count" 64 > /dev/null
+  sleep 1
+  relay_cpu_ticks=$(awk '{print $14 + $15}' "/proc/$relay_pid/stat")
+  kill -TERM "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
+  kill -TERM "$up_pid"; wait "$up_pid" 2>/dev/null || true
+}
 # median VALUES...: the middle one, or the mean of the two middle ones.
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 gb_per_s() { echo "$1 $2 $3" | awk '{printf "%.3f", $1 / (($3 - $2) / 1e9) / 1e9}'; } # bytes start end (ns)

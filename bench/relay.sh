@@ -99,16 +99,7 @@ echo "lines the upstream got exactly once: **$once** of $CLIENTS; relay peak RSS
 echo "relay: $(grep 'relay summary' "$tmp/relay.err")"
 
 # UDP: UDP_COUNT datagrams of 64 bytes through the relay to a portier listener.
-up_port=$(free_port); relay_port=$(free_port)
-"$portier" listen -u -q -b 127.0.0.1 "$up_port" > "$tmp/udp.out" 2>/dev/null &
-up_pid=$!
-"$portier" relay "udp://127.0.0.1:$relay_port" "udp://127.0.0.1:$up_port" 2> "$tmp/relay.err" &
-relay_pid=$!
-wait_port "$up_port"; wait_port "$relay_port"
-timeout "$LIMIT" python3 bench/udp_blast.py 127.0.0.1 "$relay_port" "$UDP_COUNT" 64
-sleep 1
-kill -TERM "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
-kill -TERM "$up_pid"; wait "$up_pid" 2>/dev/null || true
+udp_relay_blast "$portier" "$UDP_COUNT" "$tmp"
 got=$(( $(stat -c %s "$tmp/udp.out") / 64 ))
 echo
 echo "### $UDP_COUNT datagrams of 64 B through portier relay"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -17,6 +18,7 @@ use super::{RelayConfig, Totals, UDP_SESSION_IDLE};
 use crate::address::Address;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
+use crate::sys::udp_batch::{Batch, send_batch};
 
 /// One UDP client's session: its own socket to the upstream.
 struct Session {
@@ -26,7 +28,8 @@ struct Session {
 }
 
 /// UDP: a session per client address, each with a connected upstream socket
-/// whose replies go back to that client; idle sessions end.
+/// whose replies go back to that client; idle sessions end. Datagrams are
+/// taken off the socket in batches (recvmmsg on Linux), as `listen` does.
 pub(super) async fn relay_udp(
     socket: UdpSocket,
     config: &RelayConfig,
@@ -38,117 +41,200 @@ pub(super) async fn relay_udp(
             "a UDP relay forwards to udp://HOST:PORT".into(),
         ));
     };
-    let upstream_addr = endpoint::resolve(host, *port).await?[0];
-    let socket = Arc::new(socket);
-    let idle = config.idle_timeout.unwrap_or(UDP_SESSION_IDLE);
-    let started = Instant::now();
-    let now_ms = move || started.elapsed().as_millis() as u64;
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
-    let mut replies = JoinSet::new();
-    let mut buf = vec![0u8; 65_536];
-    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
+    let upstream = endpoint::resolve(host, *port).await?[0];
+    // The same socket, for recvmmsg, which takes a standard one.
+    let receiving: std::net::UdpSocket = socket2::SockRef::from(&socket)
+        .try_clone()
+        .context(|| "cannot relay udp".to_string())?
+        .into();
     let own_port = socket.local_addr().map_or(0, |local| local.port());
+    let idle = config.idle_timeout.unwrap_or(UDP_SESSION_IDLE);
+    let mut relay = Relay {
+        socket: Arc::new(socket),
+        upstream,
+        own_port,
+        config,
+        totals,
+        sessions: HashMap::new(),
+        replies: JoinSet::new(),
+        started: Instant::now(),
+    };
+    let mut batch = Batch::new();
+    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
     loop {
-        let (len, client) = tokio::select! {
+        let count = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                sessions.retain(|client, session| {
-                    let quiet = now_ms().saturating_sub(session.last.load(Ordering::Relaxed));
-                    let alive = quiet < idle.as_millis() as u64;
-                    if !alive {
-                        session.replies.abort();
-                        let drops = crate::sys::kernel_drops(session.upstream.as_ref());
-                        Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
-                        tell(config, Event::SessionEnded(&client.to_string()));
-                    }
-                    alive
-                });
+                relay.end_idle_sessions(idle);
                 continue;
             }
-            Some(_) = replies.join_next(), if !replies.is_empty() => continue,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, client)) => (len, endpoint::natural(client)),
-                Err(_) => continue, // an ICMP error for an earlier reply: nothing to do here
-            },
-        };
-        if let Some(why) = config.access.refusal(client.ip()) {
-            totals.refuse(config, &client.to_string(), why);
-            continue;
-        }
-        if !sessions.contains_key(&client) {
-            // A spoofed source naming this relay or an echo service would
-            // have the upstream's replies come back as new requests, forever.
-            if crate::listen::loops_back(client, own_port) {
-                // Said once, the first time; the summary has the count.
-                if totals.looping.fetch_add(1, Ordering::Relaxed) == 0 {
-                    let why = "its source is this relay's port or an echo-like service's (a spoofed loop)";
-                    tell(config, Event::Refused(&client.to_string(), why, 1));
+            Some(_) = relay.replies.join_next(), if !relay.replies.is_empty() => continue,
+            received = relay.socket.async_io(Interest::READABLE, || batch.receive(&receiving)) => {
+                match received {
+                    Ok(count) => count,
+                    Err(_) => continue, // an ICMP error for an earlier reply: nothing to do here
                 }
-                continue;
             }
-            if sessions.len() >= config.max_conns.max(1) {
-                totals.turn_away(config, &client.to_string());
-                continue;
-            }
-            let upstream = match open_upstream(upstream_addr).await {
-                Ok(upstream) => Arc::new(upstream),
-                Err(e) => {
-                    Totals::add(&totals.upstream_failed, 1);
-                    tell(
-                        config,
-                        Event::Failed(Some(&client.to_string()), e.to_string()),
-                    );
-                    continue;
-                }
-            };
-            Totals::add(&totals.connections, 1);
-            tell(
-                config,
-                Event::Connected(&client.to_string(), Relayed::Session),
-            );
-            let last = Arc::new(AtomicU64::new(now_ms()));
-            let back = send_back(
-                upstream.clone(),
-                socket.clone(),
-                client,
-                last.clone(),
-                totals.clone(),
-                started,
-            );
-            let handle = replies.spawn(back);
-            sessions.insert(
-                client,
-                Session {
-                    upstream,
-                    last,
-                    replies: handle,
-                },
-            );
-        }
-        let Some(session) = sessions.get(&client) else {
-            continue;
         };
-        session.last.store(now_ms(), Ordering::Relaxed);
-        match session.upstream.send(&buf[..len]).await {
-            Ok(_) => {
-                Totals::add(&totals.datagrams_up, 1);
-                Totals::add(&totals.bytes_up, len as u64);
+        // A run of datagrams from one client goes upstream in one call.
+        let mut start = 0;
+        while start < count {
+            let source = batch.source(start);
+            let end = (start + 1..count)
+                .find(|&i| batch.source(i) != source)
+                .unwrap_or(count);
+            if let Some(client) = source {
+                let payloads: Vec<&[u8]> = (start..end).map(|i| batch.payload(i)).collect();
+                relay.forward(&payloads, endpoint::natural(client)).await;
             }
-            Err(e) => {
-                Totals::add(&totals.upstream_failed, 1);
-                let error = endpoint::udp_send_error(upstream_addr, e).to_string();
-                tell(config, Event::Failed(Some(&client.to_string()), error));
-            }
+            start = end;
         }
     }
-    replies.abort_all();
-    let upstreams = sessions.values().map(|session| session.upstream.as_ref());
-    let drops = std::iter::once(socket.as_ref())
+    relay.replies.abort_all();
+    let upstreams = relay
+        .sessions
+        .values()
+        .map(|session| session.upstream.as_ref());
+    let drops = std::iter::once(relay.socket.as_ref())
         .chain(upstreams)
         .filter_map(crate::sys::kernel_drops)
         .sum();
     Totals::add(&totals.kernel_drops, drops);
     Ok(())
+}
+
+/// The UDP relay's state: its socket, the upstream, and a session per client.
+struct Relay<'a> {
+    socket: Arc<UdpSocket>,
+    upstream: SocketAddr,
+    own_port: u16,
+    config: &'a RelayConfig,
+    totals: &'a Arc<Totals>,
+    sessions: HashMap<SocketAddr, Session>,
+    replies: JoinSet<()>,
+    started: Instant,
+}
+
+impl Relay<'_> {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Ends the sessions quiet for `idle`, counting what their sockets dropped.
+    fn end_idle_sessions(&mut self, idle: Duration) {
+        let now = self.now_ms();
+        let (config, totals) = (self.config, self.totals);
+        self.sessions.retain(|client, session| {
+            let quiet = now.saturating_sub(session.last.load(Ordering::Relaxed));
+            let alive = quiet < idle.as_millis() as u64;
+            if !alive {
+                session.replies.abort();
+                let drops = crate::sys::kernel_drops(session.upstream.as_ref());
+                Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
+                tell(config, Event::SessionEnded(&client.to_string()));
+            }
+            alive
+        });
+    }
+
+    /// Datagrams from `client` on to the upstream, through its session
+    /// (opened now if it is new and may be).
+    async fn forward(&mut self, payloads: &[&[u8]], client: SocketAddr) {
+        let (config, totals) = (self.config, self.totals);
+        if let Some(why) = config.access.refusal(client.ip()) {
+            for _ in payloads {
+                totals.refuse(config, &client.to_string(), why);
+            }
+            return;
+        }
+        let mut rest = payloads;
+        // Each datagram of a new client tries to open its session, and is
+        // counted where that fails, as if it had come alone.
+        while !self.sessions.contains_key(&client) {
+            if rest.is_empty() {
+                return;
+            }
+            if !self.open_session(client).await {
+                rest = &rest[1..];
+            }
+        }
+        let now = self.now_ms();
+        let Some(session) = self.sessions.get(&client) else {
+            return;
+        };
+        session.last.store(now, Ordering::Relaxed);
+        let socket = session.upstream.as_ref();
+        while !rest.is_empty() {
+            let sending = || send_batch(socket2::SockRef::from(socket), rest);
+            let sent = match socket.async_io(Interest::WRITABLE, sending).await {
+                Ok(sent) => {
+                    let bytes = rest.iter().take(sent).map(|p| p.len() as u64).sum();
+                    Totals::add(&totals.datagrams_up, sent as u64);
+                    Totals::add(&totals.bytes_up, bytes);
+                    sent
+                }
+                Err(e) => {
+                    Totals::add(&totals.upstream_failed, 1);
+                    let error = endpoint::udp_send_error(self.upstream, e).to_string();
+                    tell(config, Event::Failed(Some(&client.to_string()), error));
+                    1
+                }
+            };
+            rest = rest.get(sent.max(1)..).unwrap_or_default();
+        }
+    }
+
+    /// A session for a new client, unless it would loop, the relay is full
+    /// (`-m`), or the upstream cannot be reached; false then, said and counted.
+    async fn open_session(&mut self, client: SocketAddr) -> bool {
+        let (config, totals) = (self.config, self.totals);
+        // A spoofed source naming this relay or an echo service would
+        // have the upstream's replies come back as new requests, forever.
+        if crate::listen::loops_back(client, self.own_port) {
+            // Said once, the first time; the summary has the count.
+            if totals.looping.fetch_add(1, Ordering::Relaxed) == 0 {
+                let why =
+                    "its source is this relay's port or an echo-like service's (a spoofed loop)";
+                tell(config, Event::Refused(&client.to_string(), why, 1));
+            }
+            return false;
+        }
+        if self.sessions.len() >= config.max_conns.max(1) {
+            totals.turn_away(config, &client.to_string());
+            return false;
+        }
+        let upstream = match open_upstream(self.upstream).await {
+            Ok(upstream) => Arc::new(upstream),
+            Err(e) => {
+                Totals::add(&totals.upstream_failed, 1);
+                let error = e.to_string();
+                tell(config, Event::Failed(Some(&client.to_string()), error));
+                return false;
+            }
+        };
+        Totals::add(&totals.connections, 1);
+        tell(
+            config,
+            Event::Connected(&client.to_string(), Relayed::Session),
+        );
+        let last = Arc::new(AtomicU64::new(self.now_ms()));
+        let back = send_back(
+            upstream.clone(),
+            self.socket.clone(),
+            client,
+            last.clone(),
+            totals.clone(),
+            self.started,
+        );
+        let replies = self.replies.spawn(back);
+        let session = Session {
+            upstream,
+            last,
+            replies,
+        };
+        self.sessions.insert(client, session);
+        true
+    }
 }
 
 /// A UDP socket of its own, connected to `upstream` (so ICMP errors come back to it).

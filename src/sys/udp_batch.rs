@@ -1,8 +1,9 @@
-//! Receiving UDP datagrams in batches on a blocking socket: one `recvmmsg(2)`
+//! UDP datagrams in batches. Receiving on a blocking socket: one `recvmmsg(2)`
 //! call waits for a datagram, then takes up to [`BATCH`] of those queued
 //! (Linux; elsewhere one at a time, behind the same interface). On a steady
 //! trickle that is one call per datagram, where waiting for readiness first
-//! (epoll, poll) and reading until the queue is empty takes three.
+//! (epoll, poll) and reading until the queue is empty takes three. Sending:
+//! [`send_batch`], with `sendmmsg(2)`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -107,6 +108,36 @@ impl Batch {
         let size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: the storage holds an address of `size` bytes at most.
         unsafe { SockAddr::new(storage, size) }.as_socket()
+    }
+}
+
+/// Sends `payloads` on a connected socket, as many per call as the system
+/// takes (up to [`BATCH`] with sendmmsg on Linux; one elsewhere): how many
+/// went. An error means the first did not.
+#[cfg(target_os = "linux")]
+pub fn send_batch(socket: socket2::SockRef<'_>, payloads: &[&[u8]]) -> io::Result<usize> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+    use std::io::IoSlice;
+    let payloads = &payloads[..payloads.len().min(BATCH)];
+    let slices: Vec<[IoSlice; 1]> = payloads.iter().map(|p| [IoSlice::new(p)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer> = payloads
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut messages: Vec<MMsgHdr> = slices
+        .iter()
+        .zip(controls.iter_mut())
+        .map(|(slice, control)| MMsgHdr::new(slice, control))
+        .collect();
+    Ok(sendmmsg(&*socket, &mut messages, SendFlags::DONTWAIT)?)
+}
+
+/// One datagram per call, where sendmmsg does not exist.
+#[cfg(not(target_os = "linux"))]
+pub fn send_batch(socket: socket2::SockRef<'_>, payloads: &[&[u8]]) -> io::Result<usize> {
+    match payloads.first() {
+        Some(payload) => socket.send(payload).map(|_| 1),
+        None => Ok(0),
     }
 }
 
