@@ -6,7 +6,7 @@
 //! The file is reopened when asked (SIGHUP), so `logrotate` can move it away.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +53,9 @@ pub(super) struct LogFile {
     name_checked: Instant,
     /// The last rotated file being compressed.
     compressing: Option<JoinHandle<()>>,
+    /// Set when the log closes: a compression under way stops and leaves
+    /// the rotated file as it was, so closing never waits for a big file.
+    stop_compressing: Arc<AtomicBool>,
 }
 
 impl LogFile {
@@ -77,6 +80,7 @@ impl LogFile {
             opened: Instant::now(),
             name_checked: Instant::now(),
             compressing: None,
+            stop_compressing: Arc::default(),
         })
     }
 
@@ -161,14 +165,24 @@ impl LogFile {
     /// Compresses `path` into `path.gz` in a thread (after the last one), then removes it.
     fn compress(&mut self, path: PathBuf) {
         let previous = self.compressing.take();
+        let stop = self.stop_compressing.clone();
         self.compressing = Some(std::thread::spawn(move || {
             if let Some(previous) = previous {
                 let _ = previous.join();
             }
-            if let Err(e) = gzip(&path) {
+            if let Err(e) = gzip(&path, &stop) {
                 crate::sink::say(&format!("cannot compress {}: {e}", path.display()));
             }
         }));
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        self.stop_compressing.store(true, Ordering::Relaxed);
+        if let Some(compressing) = self.compressing.take() {
+            let _ = compressing.join();
+        }
     }
 }
 
@@ -198,20 +212,43 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// `path` -> `path.gz` (written aside, then renamed, so a half-written one is never taken for whole).
-fn gzip(path: &Path) -> io::Result<()> {
+/// `path` -> `path.gz` (written aside, then renamed, so a half-written one
+/// is never taken for whole). Stopped by `stop` or by an error, it removes
+/// what it wrote aside and leaves `path` as it was.
+fn gzip(path: &Path, stop: &AtomicBool) -> io::Result<()> {
     let mut gz = path.as_os_str().to_owned();
     gz.push(".gz");
     let mut partial = gz.clone();
     partial.push(".partial");
-    let mut encoder = flate2::write::GzEncoder::new(
-        BufWriter::new(File::create(&partial)?),
-        flate2::Compression::default(),
-    );
-    io::copy(&mut File::open(path)?, &mut encoder)?;
-    encoder.finish()?.flush()?;
+    let written = gzip_into(path, Path::new(&partial), stop);
+    if !matches!(written, Ok(true)) {
+        let _ = std::fs::remove_file(&partial);
+        return written.map(drop);
+    }
     std::fs::rename(&partial, &gz)?;
     std::fs::remove_file(path)
+}
+
+/// Compresses `path` into `into`; false if `stop` was set first.
+fn gzip_into(path: &Path, into: &Path, stop: &AtomicBool) -> io::Result<bool> {
+    let mut source = File::open(path)?;
+    let mut encoder = flate2::write::GzEncoder::new(
+        BufWriter::new(File::create(into)?),
+        flate2::Compression::default(),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let read = source.read(&mut buf)?;
+        if read == 0 {
+            break;
+        }
+        encoder.write_all(&buf[..read])?;
+    }
+    encoder.finish()?.flush()?;
+    Ok(true)
 }
 
 /// The name `pattern` gives now, in local time.
@@ -417,6 +454,20 @@ mod tests {
             Some("r-20260101.log")
         );
         assert_eq!(dated_name(pattern, "r-2026.log"), None);
+    }
+
+    #[test]
+    fn a_stopped_compression_leaves_the_rotated_file_and_nothing_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotated = dir.path().join("log.1");
+        std::fs::write(&rotated, "message\n").unwrap();
+        gzip(&rotated, &AtomicBool::new(true)).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["log.1"]);
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "message\n");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::{Running, Server, portier};
 
@@ -584,6 +584,54 @@ fn logs_rotate_by_age_into_gzipped_files_and_dated_names_are_filled() {
     assert_eq!(read(&name), "reading 3\n");
     assert_eq!(read(&format!("{name}.1.gz")), "reading 2\n");
     assert_eq!(read(&format!("{name}.3.gz")), "reading 0\n");
+}
+
+#[test]
+fn sigterm_during_a_gzip_ends_at_once_and_leaves_the_rotated_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r.log");
+    let mut server = Server::start(&[
+        "-t",
+        "-b",
+        "127.0.0.1",
+        "-o",
+        log.to_str().unwrap(),
+        "--rotate-size",
+        "16MiB",
+        "--gzip",
+    ]);
+    // 16 MiB of lines, then one more that rotates them into r.log.1 to be compressed.
+    let line = [b"z".repeat(1023), b"\n".to_vec()].concat();
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    for _ in 0..16 * 1024 {
+        client.write_all(&line).unwrap();
+    }
+    let start = Instant::now();
+    while std::fs::metadata(&log).map_or(0, |m| m.len()) < 16 * 1024 * 1024 {
+        assert!(start.elapsed() < crate::common::PATIENCE);
+        thread::sleep(Duration::from_millis(5));
+    }
+    client.write_all(b"last\n").unwrap();
+    drop(client);
+    let partial = dir.path().join("r.log.1.gz.partial");
+    while !partial.exists() && !dir.path().join("r.log.1.gz").exists() {
+        assert!(start.elapsed() < crate::common::PATIENCE);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let asked = Instant::now();
+    server.run.stop();
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(!partial.exists(), "a half-written .gz was left behind");
+    // Either the compression finished first, or the rotated file is as it was.
+    match std::fs::metadata(dir.path().join("r.log.1")) {
+        Ok(rotated) => assert_eq!(rotated.len(), 16 * 1024 * 1024),
+        Err(_) => assert!(dir.path().join("r.log.1.gz").exists()),
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "last\n");
 }
 
 /// A name that changes every second stands in for one that changes every day.
