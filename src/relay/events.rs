@@ -48,6 +48,9 @@ pub(super) enum Event<'a> {
     /// Something failed, for one client or for the relay.
     Failed(Option<&'a str>, String),
     SessionEnded(&'a str),
+    /// A UDP session closed to make room (-m reached) for a new client:
+    /// whose, for whom, how many so far.
+    Evicted(&'a str, &'a str, u64),
     Notice(String),
     /// The totals: so far (`--stats`), or at the end.
     Totals(&'a Totals, bool),
@@ -93,6 +96,10 @@ fn line(config: &RelayConfig, event: &Event<'_>) -> String {
         Event::Failed(Some(client), error) => format!("{client}: {error}"),
         Event::Failed(None, error) => error.clone(),
         Event::SessionEnded(client) => format!("{client} session ended (idle)"),
+        Event::Evicted(client, newcomer, count) => format!(
+            "{client} session ended: -m reached and it was never answered back and forth, \
+             so {newcomer} took its place (#{count})"
+        ),
         Event::Notice(text) => text.clone(),
         Event::Totals(totals, so_far) => {
             let summary = totals.summary();
@@ -168,6 +175,13 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             put("why", json!("idle"));
             "session_end"
         }
+        Event::Evicted(client, newcomer, count) => {
+            put("client", json!(client));
+            put("why", json!("evicted"));
+            put("by", json!(newcomer));
+            put("count", json!(count));
+            "session_end"
+        }
         Event::Notice(text) => {
             put("text", json!(text));
             "notice"
@@ -183,6 +197,8 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             put("kernel_drops", get(&totals.kernel_drops));
             put("refused", get(&totals.refused));
             put("turned_away", get(&totals.over_limit));
+            put("evicted", get(&totals.evicted));
+            put("looping", get(&totals.looping));
             put("upstream_failures", get(&totals.upstream_failed));
             if *so_far { "stats" } else { "summary" }
         }

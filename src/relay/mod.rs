@@ -324,6 +324,8 @@ pub(super) struct Totals {
     connections: AtomicU64,
     refused: AtomicU64,
     over_limit: AtomicU64,
+    /// UDP sessions closed to make room for new clients (-m reached).
+    evicted: AtomicU64,
     /// UDP datagrams whose source would loop the replies back (spoofed).
     looping: AtomicU64,
     upstream_failed: AtomicU64,
@@ -377,6 +379,10 @@ impl Totals {
             ),
             (&self.refused, "refused (--allow/--deny)"),
             (&self.over_limit, "turned away (-m)"),
+            (
+                &self.evicted,
+                "unanswered sessions ended for new clients (-m)",
+            ),
             (&self.looping, "from a looping source (not answered)"),
             (&self.upstream_failed, "upstream failures"),
         ] {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -25,6 +25,15 @@ struct Session {
     upstream: Arc<UdpSocket>,
     last: Arc<AtomicU64>,
     replies: tokio::task::AbortHandle,
+    /// A reply has gone back to the client.
+    answered: Arc<AtomicBool>,
+    /// The client spoke again after an answer: a real exchange, which a
+    /// spoofed source (it never sees the answers) cannot hold up. Sessions
+    /// that are not are ended first to make room (as conntrack does).
+    assured: bool,
+    /// Its start was said (so its end is too); a session that took another's
+    /// place is said only with that, as often as the paced count allows.
+    told: bool,
 }
 
 /// UDP: a session per client address, each with a connected upstream socket
@@ -128,13 +137,34 @@ impl Relay<'_> {
             let quiet = now.saturating_sub(session.last.load(Ordering::Relaxed));
             let alive = quiet < idle.as_millis() as u64;
             if !alive {
-                session.replies.abort();
-                let drops = crate::sys::kernel_drops(session.upstream.as_ref());
-                Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
-                tell(config, Event::SessionEnded(&client.to_string()));
+                session.close(totals);
+                if session.told {
+                    tell(config, Event::SessionEnded(&client.to_string()));
+                }
             }
             alive
         });
+    }
+
+    /// Ends the unassured session quiet the longest, to make room for
+    /// `newcomer`; false if every session is assured.
+    fn evict_for(&mut self, newcomer: SocketAddr) -> bool {
+        let quietest = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| !session.assured)
+            .min_by_key(|(_, session)| session.last.load(Ordering::Relaxed))
+            .map(|(client, _)| *client);
+        let Some(session) = quietest.and_then(|client| self.sessions.remove_entry(&client)) else {
+            return false;
+        };
+        let (client, session) = session;
+        session.close(self.totals);
+        if let Some(count) = crate::sink::count_paced(&self.totals.evicted) {
+            let (client, newcomer) = (client.to_string(), newcomer.to_string());
+            tell(self.config, Event::Evicted(&client, &newcomer, count));
+        }
+        true
     }
 
     /// Datagrams from `client` on to the upstream, through its session
@@ -159,10 +189,11 @@ impl Relay<'_> {
             }
         }
         let now = self.now_ms();
-        let Some(session) = self.sessions.get(&client) else {
+        let Some(session) = self.sessions.get_mut(&client) else {
             return;
         };
         session.last.store(now, Ordering::Relaxed);
+        session.assured |= session.answered.load(Ordering::Relaxed);
         let socket = session.upstream.as_ref();
         while !rest.is_empty() {
             let sending = || send_batch(socket2::SockRef::from(socket), rest);
@@ -199,7 +230,8 @@ impl Relay<'_> {
             }
             return false;
         }
-        if self.sessions.len() >= config.max_conns.max(1) {
+        let full = self.sessions.len() >= config.max_conns.max(1);
+        if full && !self.evict_for(client) {
             totals.turn_away(config, &client.to_string());
             return false;
         }
@@ -213,24 +245,33 @@ impl Relay<'_> {
             }
         };
         Totals::add(&totals.connections, 1);
-        tell(
-            config,
-            Event::Connected(&client.to_string(), Relayed::Session),
-        );
+        if !full {
+            tell(
+                config,
+                Event::Connected(&client.to_string(), Relayed::Session),
+            );
+        }
         let last = Arc::new(AtomicU64::new(self.now_ms()));
+        let answered = Arc::new(AtomicBool::new(false));
         let back = send_back(
             upstream.clone(),
             self.socket.clone(),
             client,
-            last.clone(),
+            Activity {
+                last: last.clone(),
+                answered: answered.clone(),
+                started: self.started,
+            },
             totals.clone(),
-            self.started,
         );
         let replies = self.replies.spawn(back);
         let session = Session {
             upstream,
             last,
             replies,
+            answered,
+            assured: false,
+            told: !full,
         };
         self.sessions.insert(client, session);
         true
@@ -253,14 +294,29 @@ pub(super) async fn open_upstream(upstream: SocketAddr) -> Result<UdpSocket> {
     Ok(socket)
 }
 
+impl Session {
+    /// Stops its replies, counting what its socket dropped.
+    fn close(&self, totals: &Totals) {
+        self.replies.abort();
+        let drops = crate::sys::kernel_drops(self.upstream.as_ref());
+        Totals::add(&totals.kernel_drops, drops.unwrap_or(0));
+    }
+}
+
+/// What a session's replies tell it: when it was last active, and that it was answered.
+struct Activity {
+    last: Arc<AtomicU64>,
+    answered: Arc<AtomicBool>,
+    started: Instant,
+}
+
 /// The upstream's replies to one session, back to its client.
 async fn send_back(
     upstream: Arc<UdpSocket>,
     socket: Arc<UdpSocket>,
     client: SocketAddr,
-    last: Arc<AtomicU64>,
+    activity: Activity,
     totals: Arc<Totals>,
-    started: Instant,
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -272,8 +328,10 @@ async fn send_back(
                 continue;
             }
         };
-        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let now = activity.started.elapsed().as_millis() as u64;
+        activity.last.store(now, Ordering::Relaxed);
         if socket.send_to(&buf[..len], client).await.is_ok() {
+            activity.answered.store(true, Ordering::Relaxed);
             Totals::add(&totals.datagrams_down, 1);
             Totals::add(&totals.bytes_down, len as u64);
         }

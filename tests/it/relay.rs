@@ -9,13 +9,31 @@ use std::time::Duration;
 
 use crate::common::{PATIENCE, Running, free_port, have_peer, portier, run_with_input, wait_bound};
 
-/// `portier relay FROM TO ARGS`, ready when its socket is bound.
+/// `portier relay FROM TO ARGS`, ready when its socket is bound (it says so
+/// on stderr, or with `-f json` on stdout).
 fn relay(from: &str, to: &str, args: &[&str]) -> Running {
     let mut command = portier();
     command.args(["relay", from, to]).args(args);
     let run = Running::spawn(command);
-    run.stderr.wait_for_text("relay listening on");
+    match args.contains(&"json") {
+        true => run.stdout.wait_for_text("\"listening\""),
+        false => run.stderr.wait_for_text("relay listening on"),
+    };
     run
+}
+
+/// A UDP socket standing in for the upstream, and the relay in front of it: (upstream, relay port, relay).
+fn udp_relay_to_a_socket(args: &[&str]) -> (UdpSocket, u16, Running) {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let port = free_port();
+    let run = relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{up_port}"),
+        args,
+    );
+    (upstream, port, run)
 }
 
 /// A TCP upstream that serves one connection with `serve`.
@@ -261,9 +279,7 @@ fn udp_sessions_route_replies_to_their_own_client_and_end_when_idle() {
 #[test]
 fn a_burst_from_one_client_goes_upstream_whole_and_in_order() {
     // Taken off the socket and sent on in batches: none lost, none reordered.
-    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up_port = upstream.local_addr().unwrap().port();
-    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (upstream, port, mut run) = udp_relay_to_a_socket(&[]);
     let received = thread::spawn(move || {
         let mut buf = [0u8; 16];
         (0..200)
@@ -273,12 +289,6 @@ fn a_burst_from_one_client_goes_upstream_whole_and_in_order() {
             })
             .collect::<Vec<_>>()
     });
-    let port = free_port();
-    let mut run = relay(
-        &format!("udp://127.0.0.1:{port}"),
-        &format!("udp://127.0.0.1:{up_port}"),
-        &[],
-    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sent: Vec<String> = (0..200).map(|i| i.to_string()).collect();
     for datagram in &sent {
@@ -296,28 +306,66 @@ fn a_burst_from_one_client_goes_upstream_whole_and_in_order() {
 }
 
 #[test]
-fn udp_sessions_past_m_are_turned_away_and_counted() {
-    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up_port = upstream.local_addr().unwrap().port();
-    let port = free_port();
-    let mut run = relay(
-        &format!("udp://127.0.0.1:{port}"),
-        &format!("udp://127.0.0.1:{up_port}"),
-        &["-m", "1"],
-    );
+fn udp_sessions_past_m_are_turned_away_while_each_is_a_real_exchange() {
+    let (upstream, port, mut run) = udp_relay_to_a_socket(&["-m", "1"]);
+    // An answer, then the client again: its session is assured.
     let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
     first.send_to(b"1", ("127.0.0.1", port)).unwrap();
-    upstream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (_, session) = upstream.recv_from(&mut [0u8; 8]).unwrap();
+    upstream.send_to(b"one", session).unwrap();
+    first.recv(&mut [0u8; 8]).unwrap();
+    first.send_to(b"2", ("127.0.0.1", port)).unwrap();
     upstream.recv_from(&mut [0u8; 8]).unwrap();
     let second = UdpSocket::bind("127.0.0.1:0").unwrap();
-    second.send_to(b"2", ("127.0.0.1", port)).unwrap();
+    second.send_to(b"x", ("127.0.0.1", port)).unwrap();
     first.send_to(b"3", ("127.0.0.1", port)).unwrap();
-    upstream.recv_from(&mut [0u8; 8]).unwrap(); // "3": so "2" was handled before it
+    let mut got = [0u8; 8];
+    let (len, from) = upstream.recv_from(&mut got).unwrap(); // "3": so "x" was handled before it
+    assert_eq!((&got[..len], from), (b"3".as_slice(), session));
     run.stop();
     assert!(
         run.stderr.text().contains("1 turned away (-m)"),
         "{}",
         run.stderr.text()
+    );
+}
+
+#[test]
+fn a_full_udp_relay_ends_a_session_never_answered_back_and_forth_for_a_newcomer() {
+    // What spoofed sources leave behind (they never see the answers) must
+    // not keep real clients out until it idles away.
+    let (upstream, port, mut run) = udp_relay_to_a_socket(&["-m", "1", "-f", "json"]);
+    let one_shot = UdpSocket::bind("127.0.0.1:0").unwrap();
+    one_shot.send_to(b"a", ("127.0.0.1", port)).unwrap();
+    let (_, first_session) = upstream.recv_from(&mut [0u8; 8]).unwrap();
+    let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    newcomer.set_read_timeout(Some(PATIENCE)).unwrap();
+    newcomer.send_to(b"b", ("127.0.0.1", port)).unwrap();
+    let mut got = [0u8; 8];
+    let (len, session) = upstream.recv_from(&mut got).unwrap();
+    assert_eq!(&got[..len], b"b");
+    assert_ne!(
+        session, first_session,
+        "the newcomer has a session of its own"
+    );
+    upstream.send_to(b"B", session).unwrap();
+    assert_eq!(newcomer.recv(&mut got).unwrap(), 1);
+    run.stop();
+    let records = run.stdout.json_lines();
+    let evicted = records
+        .iter()
+        .find(|record| record["why"] == "evicted")
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(
+        evicted["client"],
+        one_shot.local_addr().unwrap().to_string()
+    );
+    assert_eq!(evicted["by"], newcomer.local_addr().unwrap().to_string());
+    let summary = records.last().unwrap();
+    assert_eq!(
+        (summary["evicted"].as_u64(), summary["turned_away"].as_u64()),
+        (Some(1), Some(0))
     );
 }
 
