@@ -200,6 +200,7 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             put("evicted", get(&totals.evicted));
             put("looping", get(&totals.looping));
             put("upstream_failures", get(&totals.upstream_failed));
+            put("replies_failed", get(&totals.replies_failed));
             if *so_far { "stats" } else { "summary" }
         }
     };

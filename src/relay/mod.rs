@@ -335,6 +335,8 @@ pub(super) struct Totals {
     datagrams_down: AtomicU64,
     /// Datagrams the kernel dropped before the relay read them (buffers full).
     kernel_drops: AtomicU64,
+    /// UDP replies the upstream sent that could not be sent on to their client.
+    replies_failed: AtomicU64,
 }
 
 impl Totals {
@@ -385,6 +387,10 @@ impl Totals {
             ),
             (&self.looping, "from a looping source (not answered)"),
             (&self.upstream_failed, "upstream failures"),
+            (
+                &self.replies_failed,
+                "replies not sent back (the send failed)",
+            ),
         ] {
             if get(counter) > 0 {
                 line += &format!(", {} {what}", get(counter));

@@ -330,10 +330,14 @@ async fn send_back(
         };
         let now = activity.started.elapsed().as_millis() as u64;
         activity.last.store(now, Ordering::Relaxed);
-        if socket.send_to(&buf[..len], client).await.is_ok() {
-            activity.answered.store(true, Ordering::Relaxed);
-            Totals::add(&totals.datagrams_down, 1);
-            Totals::add(&totals.bytes_down, len as u64);
+        match socket.send_to(&buf[..len], client).await {
+            Ok(_) => {
+                activity.answered.store(true, Ordering::Relaxed);
+                Totals::add(&totals.datagrams_down, 1);
+                Totals::add(&totals.bytes_down, len as u64);
+            }
+            // The client's address refused (a firewall, a broadcast) or buffers full: counted.
+            Err(_) => Totals::add(&totals.replies_failed, 1),
         }
     }
 }

@@ -139,6 +139,25 @@ impl Lab {
         assert!(status.success());
     }
 
+    /// A lab whose hosts run nftables rules ([`Lab::nft`]).
+    fn with_firewall(test: &str, hosts: usize) -> Option<Lab> {
+        if Command::new("nft").arg("--version").output().is_err() {
+            skip(test, "nftables (`nft`) is not installed");
+            return None;
+        }
+        Lab::new(test, hosts)
+    }
+
+    /// `nft RULE` on host `i`; what it printed.
+    fn nft(&self, i: usize, rule: &str) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.host(i), "nft", rule])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "nft {rule}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// `portier ARGS` on host `i`.
     fn portier(&self, i: usize, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
@@ -364,26 +383,20 @@ fn reply_pings_another_host() {
 #[test]
 fn loss_on_a_lossy_link_is_measured_and_reported_exactly() {
     let test = "loss_on_a_lossy_link_is_measured_and_reported_exactly";
-    if Command::new("nft").arg("--version").output().is_err() {
-        return skip(test, "nftables (`nft`) is not installed");
-    }
-    let Some(lab) = Lab::new(test, 2) else {
+    let Some(lab) = Lab::with_firewall(test, 2) else {
         return;
     };
     let (mut echo, port) = lab.listen(0, 0, &["-u", "--echo", "-f", "lines"]);
     // Drop one datagram in ten to the echo port, at random, on the way in.
-    let nft = |rule: &str| {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &lab.host(0), "nft", rule])
-            .status()
-            .unwrap();
-        assert!(status.success(), "nft {rule}");
-    };
-    nft("add table inet lossy");
-    nft("add chain inet lossy input { type filter hook input priority 0; policy accept; }");
-    nft(&format!(
-        "add rule inet lossy input udp dport {port} numgen random mod 10 0 drop"
-    ));
+    lab.nft(0, "add table inet lossy");
+    lab.nft(
+        0,
+        "add chain inet lossy input { type filter hook input priority 0; policy accept; }",
+    );
+    lab.nft(
+        0,
+        &format!("add rule inet lossy input udp dport {port} numgen random mod 10 0 drop"),
+    );
     let port = port.to_string();
     let output = lab.run(
         1,
@@ -426,24 +439,17 @@ fn loss_on_a_lossy_link_is_measured_and_reported_exactly() {
 #[test]
 fn check_tells_open_closed_and_filtered_apart_on_another_host() {
     let test = "check_tells_open_closed_and_filtered_apart_on_another_host";
-    if Command::new("nft").arg("--version").output().is_err() {
-        return skip(test, "nftables (`nft`) is not installed");
-    }
-    let Some(lab) = Lab::new(test, 2) else {
+    let Some(lab) = Lab::with_firewall(test, 2) else {
         return;
     };
     let (mut server, open) = lab.listen(0, 0, &["-t"]);
     // Port 9 drops what comes (a firewall); port 10 has nobody.
-    let nft = |rule: &str| {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &lab.host(0), "nft", rule])
-            .status()
-            .unwrap();
-        assert!(status.success(), "nft {rule}");
-    };
-    nft("add table inet wall");
-    nft("add chain inet wall input { type filter hook input priority 0; policy accept; }");
-    nft("add rule inet wall input tcp dport 9 drop");
+    lab.nft(0, "add table inet wall");
+    lab.nft(
+        0,
+        "add chain inet wall input { type filter hook input priority 0; policy accept; }",
+    );
+    lab.nft(0, "add rule inet wall input tcp dport 9 drop");
     // One at a time, so the socket refused on 10 is the one that tries 9.
     let ports = format!("10,9,{open}");
     let output = lab.run(1, &["check", "-c", "1", "-w", "0.3", &lab.addr(0), &ports]);
@@ -458,4 +464,44 @@ fn check_tells_open_closed_and_filtered_apart_on_another_host() {
     assert_eq!(state(&open.to_string()), "open", "{text}");
     assert_eq!(output.status.code(), Some(1), "not every port is open");
     server.stop();
+}
+
+#[test]
+fn a_relayed_reply_the_firewall_refuses_is_counted_not_lost_silently() {
+    let test = "a_relayed_reply_the_firewall_refuses_is_counted_not_lost_silently";
+    let Some(lab) = Lab::with_firewall(test, 2) else {
+        return;
+    };
+    // Host 0: an echo behind a relay on 5000, whose replies its firewall drops.
+    let (mut echo, echo_port) = lab.listen(0, 0, &["-u", "-b", "127.0.0.1", "--echo"]);
+    let upstream = format!("udp://127.0.0.1:{echo_port}");
+    let mut relay = Running::spawn(lab.portier(0, &["relay", "udp://:5000", &upstream]));
+    relay.stderr.wait_for_text("relay listening on");
+    lab.nft(0, "add table inet wall");
+    lab.nft(
+        0,
+        "add chain inet wall output { type filter hook output priority 0; policy accept; }",
+    );
+    lab.nft(0, "add rule inet wall output udp sport 5000 counter drop");
+    ok(&lab.run(1, &["send", "-u", &lab.addr(0), "5000", "hello"]));
+    echo.stdout.wait_for_text("hello");
+    let start = std::time::Instant::now();
+    while !lab
+        .nft(0, "list chain inet wall output")
+        .contains("packets 1 ")
+    {
+        assert!(
+            start.elapsed() < crate::common::PATIENCE,
+            "the reply never came"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    relay.stop();
+    echo.stop();
+    let summary = relay.stderr.text();
+    assert!(
+        summary.contains("(1 datagrams up, 0 back)")
+            && summary.contains("1 replies not sent back (the send failed)"),
+        "{summary}"
+    );
 }
