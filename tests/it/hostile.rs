@@ -365,7 +365,7 @@ fn a_chat_line_without_newline_is_relayed_as_a_line() {
 #[test]
 fn broker_and_chat_listen_on_tcp_only_and_say_so() {
     for mode in ["--broker", "--chat"] {
-        let mut server = Server::start(&[mode, "-b", "127.0.0.1"]);
+        let mut server = Server::bound_by_itself(&[mode, "-b", "127.0.0.1"], 1);
         let events = server.run.stderr.text();
         assert!(events.contains("listening on tcp 127.0.0.1:"), "{events}");
         assert!(events.contains("TCP only"), "{events}");

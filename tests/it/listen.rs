@@ -7,7 +7,7 @@ use std::process::{ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Running, Server, portier};
+use crate::common::{Running, Server, hand_in_sockets, listen_command, portier};
 
 fn tcp_send(port: u16, data: &[u8]) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -66,15 +66,14 @@ fn a_64_mib_stream_arrives_intact() {
 fn a_stream_into_a_regular_file_arrives_intact() {
     // The bulk path with a regular file for stdout: spliced into the page cache.
     let out = tempfile::NamedTempFile::new().unwrap();
-    let child = portier()
-        .args(["listen", "0", "-t", "--once", "-b", "127.0.0.1"])
+    let (mut command, port, _) = listen_command(&["-t", "--once", "-b", "127.0.0.1"]);
+    let child = command
         .stdin(Stdio::null())
         .stdout(out.reopen().unwrap())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut run = Running::stderr_only(child);
-    let port = run.stderr.wait_for_port();
     let data = scrambled(24 << 20);
     tcp_send(port, &data);
     assert!(run.wait().success());
@@ -162,8 +161,13 @@ fn hex_format_dumps_like_hexdump_c() {
 
 #[test]
 fn default_listener_takes_tcp_and_udp_from_ipv4_ipv6_and_localhost() {
-    let mut server = Server::start(&["-f", "lines"]);
+    let mut server = Server::bound_by_itself(&["-f", "lines"], 2);
     let port = server.port.to_string();
+    let listening = server.run.stderr.text();
+    for proto in ["tcp", "udp"] {
+        let line = format!("listening on {proto} [::]:{port} (IPv4 and IPv6)");
+        assert!(listening.contains(&line), "{listening}");
+    }
     for (udp, host) in [
         (false, "127.0.0.1"),
         (false, "::1"),
@@ -222,11 +226,10 @@ fn sigterm_flushes_what_was_received_even_an_unfinished_line() {
     assert!(out.ends_with(" unfinished\n"), "{out}");
 }
 
-/// `listen 0 -t` and `extra` whose stdout is a pipe handed to the caller, with the port.
+/// `listen -t` and `extra` whose stdout is a pipe handed to the caller, with the port.
 fn tcp_listener_with_stdout_pipe(extra: &[&str]) -> (Running, ChildStdout, u16) {
-    let mut child = portier()
-        .args(["listen", "0", "-t"])
-        .args(extra)
+    let (mut command, port, _) = listen_command(&[&["-t"], extra].concat());
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -234,7 +237,7 @@ fn tcp_listener_with_stdout_pipe(extra: &[&str]) -> (Running, ChildStdout, u16) 
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let run = Running::stderr_only(child);
-    let port = run.stderr.wait_for_port();
+    run.stderr.wait_for_listening(1);
     (run, stdout, port)
 }
 
@@ -312,11 +315,12 @@ fn a_peer_cannot_drive_the_terminal() {
         return;
     }
     // `script` gives portier a real pseudo-terminal as stdout and copies what it shows.
-    let command = format!("{} listen 0 -t --once", env!("CARGO_BIN_EXE_portier"));
+    let command = format!("{} listen -t --once", env!("CARGO_BIN_EXE_portier"));
     let mut script = Command::new("script");
     script.args(["-qefc", &command, "/dev/null"]);
+    let (port, _) = hand_in_sockets(&mut script, &["-t"]);
     let run = Running::spawn(script);
-    let port = run.stdout.wait_for_port();
+    run.stdout.wait_for_listening(1);
     tcp_send(port, b"\x1b[2J\x1b]0;pwned\x07red\tok\n");
     let mut run = run;
     assert!(run.wait().success());

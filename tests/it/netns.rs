@@ -12,6 +12,9 @@ use crate::common::{Running, skip};
 
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
+/// The port servers listen on in a lab (nothing else runs in its namespaces).
+const LAB_PORT: u16 = 7000;
+
 /// Hosts `h0..hN` on one Ethernet segment: 10.77.0.(i+1)/24 and fd77::(i+1)/64 on `eth0`.
 struct Lab {
     prefix: String,
@@ -172,13 +175,15 @@ impl Lab {
         command
     }
 
-    /// `portier listen PORT ARGS` on host `i`, ready when it returns.
-    fn listen(&self, i: usize, port: u16, args: &[&str]) -> (Running, u16) {
-        let mut command = self.portier(i, &["listen", &port.to_string()]);
+    /// `portier listen LAB_PORT ARGS` on host `i`, ready when it returns.
+    /// Each host is a network namespace of its own: the port is free there.
+    fn listen(&self, i: usize, args: &[&str]) -> (Running, u16) {
+        let mut command = self.portier(i, &["listen", &LAB_PORT.to_string()]);
         command.args(args);
         let run = Running::spawn(command);
-        let port = run.stderr.wait_for_port();
-        (run, port)
+        let one = ["-t", "-u"].iter().any(|only| args.contains(only));
+        run.stderr.wait_for_listening(if one { 1 } else { 2 });
+        (run, LAB_PORT)
     }
 
     /// Runs a command on host `i` and returns its output.
@@ -207,7 +212,7 @@ fn tcp_and_udp_from_another_host() {
     let Some(lab) = Lab::new("tcp_and_udp_from_another_host", 2) else {
         return;
     };
-    let (mut server, port) = lab.listen(0, 0, &["-f", "lines"]);
+    let (mut server, port) = lab.listen(0, &["-f", "lines"]);
     let port = port.to_string();
     let server_addr = lab.addr(0);
     ok(&lab.run(1, &["send", &server_addr, &port, "over", "tcp"]));
@@ -232,8 +237,8 @@ fn broadcast_reaches_every_host_on_the_segment() {
     let Some(lab) = Lab::new("broadcast_reaches_every_host_on_the_segment", 3) else {
         return;
     };
-    let (mut first, port) = lab.listen(0, 0, &["-u"]);
-    let (mut third, _) = lab.listen(2, port, &["-u"]);
+    let (mut first, port) = lab.listen(0, &["-u"]);
+    let (mut third, _) = lab.listen(2, &["-u"]);
     let port = port.to_string();
     let refused = lab.run(1, &["send", "-u", "10.77.0.255", &port, "hello all"]);
     assert_eq!(refused.status.code(), Some(1));
@@ -260,8 +265,8 @@ fn a_broadcast_reply_hears_from_every_host() {
     let Some(lab) = Lab::new("a_broadcast_reply_hears_from_every_host", 3) else {
         return;
     };
-    let (mut first, port) = lab.listen(0, 0, &["-u", "--echo"]);
-    let (mut third, _) = lab.listen(2, port, &["-u", "--echo"]);
+    let (mut first, port) = lab.listen(0, &["-u", "--echo"]);
+    let (mut third, _) = lab.listen(2, &["-u", "--echo"]);
     let port = port.to_string();
     let output = lab.run(
         1,
@@ -311,8 +316,8 @@ fn multicast_reaches_joined_hosts_and_not_others() {
         "-f",
         "lines",
     ];
-    let (mut member, port) = lab.listen(0, 0, &joined);
-    let (mut outsider, _) = lab.listen(2, port, &["-u", "-f", "lines"]);
+    let (mut member, port) = lab.listen(0, &joined);
+    let (mut outsider, _) = lab.listen(2, &["-u", "-f", "lines"]);
     let port = port.to_string();
     ok(&lab.run(
         1,
@@ -357,7 +362,7 @@ fn reply_pings_another_host() {
     let Some(lab) = Lab::new("reply_pings_another_host", 2) else {
         return;
     };
-    let (mut echo, port) = lab.listen(0, 0, &["-u", "--echo"]);
+    let (mut echo, port) = lab.listen(0, &["-u", "--echo"]);
     let port = port.to_string();
     let output = lab.run(
         1,
@@ -386,7 +391,7 @@ fn loss_on_a_lossy_link_is_measured_and_reported_exactly() {
     let Some(lab) = Lab::with_firewall(test, 2) else {
         return;
     };
-    let (mut echo, port) = lab.listen(0, 0, &["-u", "--echo", "-f", "lines"]);
+    let (mut echo, port) = lab.listen(0, &["-u", "--echo", "-f", "lines"]);
     // Drop one datagram in ten to the echo port, at random, on the way in.
     lab.nft(0, "add table inet lossy");
     lab.nft(
@@ -442,7 +447,7 @@ fn check_tells_open_closed_and_filtered_apart_on_another_host() {
     let Some(lab) = Lab::with_firewall(test, 2) else {
         return;
     };
-    let (mut server, open) = lab.listen(0, 0, &["-t"]);
+    let (mut server, open) = lab.listen(0, &["-t"]);
     // Port 9 drops what comes (a firewall); port 10 has nobody.
     lab.nft(0, "add table inet wall");
     lab.nft(
@@ -473,7 +478,7 @@ fn a_relayed_reply_the_firewall_refuses_is_counted_not_lost_silently() {
         return;
     };
     // Host 0: an echo behind a relay on 5000, whose replies its firewall drops.
-    let (mut echo, echo_port) = lab.listen(0, 0, &["-u", "-b", "127.0.0.1", "--echo"]);
+    let (mut echo, echo_port) = lab.listen(0, &["-u", "-b", "127.0.0.1", "--echo"]);
     let upstream = format!("udp://127.0.0.1:{echo_port}");
     let mut relay = Running::spawn(lab.portier(0, &["relay", "udp://:5000", &upstream]));
     relay.stderr.wait_for_text("relay listening on");

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::thread;
 
-use crate::common::{Running, Server, portier, run_with_input, wait_output};
+use crate::common::{Running, Server, free_port, portier, run_with_input, wait_bound, wait_output};
 
 fn send_ok(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut command = portier();
@@ -221,10 +221,12 @@ fn the_seed_programs_redone_as_library_examples_talk_to_each_other() {
         ("tcp_server", "tcp_client", false),
         ("udp_server", "udp_client", true),
     ] {
+        let (port, udp) = (free_port(), server.starts_with("udp"));
         let mut command = example(server);
-        command.arg("0");
+        command.arg(port.to_string());
         let mut server = Running::spawn(command);
-        let port = server.stderr.wait_for_port().to_string();
+        wait_bound(udp, port);
+        let port = port.to_string();
         let status = example(client).arg(&port).status().unwrap();
         assert!(status.success(), "{client}");
         server.stdout.wait_for_text("abcdefg!");

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{PATIENCE, Running, Server, portier};
+use crate::common::{PATIENCE, Running, Server, listen_command, portier};
 
 fn client(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -320,8 +320,8 @@ fn sigterm_flushes_stdout_and_the_output_file() {
 #[test]
 fn a_slow_stdout_pushes_back_on_the_sender_with_memory_bounded() {
     const TOTAL: usize = 64 << 20;
-    let mut child = portier()
-        .args(["listen", "0", "-t", "-f", "lines"])
+    let (mut command, port, _) = listen_command(&["-t", "-f", "lines"]);
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -329,7 +329,6 @@ fn a_slow_stdout_pushes_back_on_the_sender_with_memory_bounded() {
         .unwrap();
     let mut stdout = child.stdout.take().unwrap(); // not read for now: a stuck consumer
     let mut run = Running::stderr_only(child);
-    let port = run.stderr.wait_for_port();
     let line = [b"0123456789abcdef".repeat(64).as_slice(), b"\n"].concat();
     let count = TOTAL / line.len();
     let sender = thread::spawn(move || {
@@ -452,15 +451,14 @@ fn a_200_mib_line_with_no_newline_keeps_memory_bounded_and_every_byte_comes_out(
     const TOTAL: usize = 200 << 20;
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
-    let child = portier()
-        .args(["listen", "0", "-t", "-f", "lines"])
+    let (mut command, port, _) = listen_command(&["-t", "-f", "lines"]);
+    let child = command
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut run = Running::stderr_only(child);
-    let port = run.stderr.wait_for_port();
     let started = Instant::now();
     let mut stream = client(port);
     let chunk = vec![b'a'; 1 << 20];

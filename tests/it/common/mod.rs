@@ -1,5 +1,5 @@
 //! Helpers for tests that drive the real `portier` binary over real sockets:
-//! servers on free ports, peers that must exist in CI, the seed's programs.
+//! servers on sockets the tests bound and handed in, peers that must exist in CI, the seed's programs.
 
 pub mod pki;
 
@@ -117,11 +117,6 @@ impl Capture {
         };
         String::from_utf8_lossy(&self.wait_for("listening on", whole_lines)).into_owned()
     }
-
-    /// Waits for the first whole "listening on" line; returns its port.
-    pub fn wait_for_port(&self) -> u16 {
-        listening_port(&self.wait_for_listening(1))
-    }
 }
 
 /// A child process with its output captured; killed when dropped.
@@ -209,26 +204,30 @@ impl Drop for Running {
     }
 }
 
-/// A `portier listen` on a free port (port 0), ready when it returns.
+/// A `portier listen` serving sockets the test bound, ready when it returns.
 pub struct Server {
     pub run: Running,
     pub port: u16,
 }
 
 impl Server {
-    /// Starts `portier listen 0 ARGS...` and waits for its "listening" lines.
+    /// Starts [`listen_command`] and waits for its "listening" lines.
     pub fn start(args: &[&str]) -> Server {
-        let mut command = portier();
-        command.arg("listen").arg("0").args(args);
+        let (command, port, sockets) = listen_command(args);
         let run = Running::spawn(command);
-        // One socket for one protocol (broker and chat are TCP only), else two.
-        let one = ["-t", "-u", "--broker", "--chat"];
-        let expected = if args.iter().any(|arg| one.contains(arg)) {
-            1
-        } else {
-            2
-        };
-        let port = listening_port(&run.stderr.wait_for_listening(expected));
+        run.stderr.wait_for_listening(sockets);
+        Server { run, port }
+    }
+
+    /// Starts `portier listen PORT ARGS...` on a free port that portier binds
+    /// itself, as a user starts it: for the tests of what it binds. Waits for
+    /// `sockets` "listening" lines.
+    pub fn bound_by_itself(args: &[&str], sockets: usize) -> Server {
+        let port = free_port();
+        let mut command = portier();
+        command.arg("listen").arg(port.to_string()).args(args);
+        let run = Running::spawn(command);
+        run.stderr.wait_for_listening(sockets);
         Server { run, port }
     }
 
@@ -241,34 +240,111 @@ impl Server {
     }
 }
 
-/// The port in the first "listening on [PROTO] ADDR:PORT" line of `events`.
-fn listening_port(events: &str) -> u16 {
-    events
-        .lines()
-        .find_map(|line| {
-            let after = line.split("listening on ").nth(1)?;
-            let addr = after.split_whitespace().find(|word| word.contains(':'))?;
-            addr.rsplit(':').next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no listening port in {events:?}"))
-}
-
-/// A port free for TCP and UDP on loopback (IPv4, and IPv6 for TCP) right now (for peers that need a number).
+/// A port free for TCP and UDP on loopback (IPv4, and IPv6 for TCP) right
+/// now, for peers that need a number. It is drawn below the kernel's
+/// ephemeral range, which the sockets bound to port 0 and every outgoing
+/// connection take from: so none of those can take it while a test leaves
+/// it free for a while (a collector restarted, a peer not yet up).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (ephemeral_low.saturating_sub(16384).max(1024), ephemeral_low);
+    let seed = RandomState::new();
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let draw = seed.hash_one((std::process::id(), DRAWN.fetch_add(1, Ordering::Relaxed)));
+        let port = low + (draw % u64::from(high - low)) as u16;
         // Free on IPv6 loopback too: a client of "localhost" tries ::1 first,
         // and must not reach another test's server there.
         let ipv6_free = match TcpListener::bind(("::1", port)) {
             Ok(_) => true,
             Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable, // no IPv6 here
         };
-        if ipv6_free && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if ipv6_free
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
+        }
+    }
+}
+
+/// `portier listen ARGS...` on sockets bound here and handed in as systemd
+/// does (`LISTEN_FDS`), so the test knows the port without reading it from
+/// the server's output, and a client may connect before the server is up
+/// (it waits in the backlog). Bound as `portier listen` would bind them: TCP
+/// and UDP on one port (TCP only with `-t`, `--broker`, `--chat`; UDP only
+/// with `-u`), on `-b ADDRESS` or else on `[::]` for IPv4 and IPv6. Returns
+/// the command, the port and how many sockets it serves.
+pub fn listen_command(args: &[&str]) -> (Command, u16, usize) {
+    let mut command = portier();
+    command.arg("listen").args(args);
+    let (port, count) = hand_in_sockets(&mut command, args);
+    (command, port, count)
+}
+
+/// Binds the sockets `portier listen ARGS` would serve and hands them to
+/// `command` (portier, or a program that runs it: they pass through), as
+/// fds 3 and 4 with `LISTEN_FDS`; the port and how many sockets.
+pub fn hand_in_sockets(command: &mut Command, args: &[&str]) -> (u16, usize) {
+    let tcp_only = ["-t", "--broker", "--chat"];
+    let udp = !args.iter().any(|arg| tcp_only.contains(arg));
+    let tcp = !args.contains(&"-u");
+    let address = match args.iter().position(|&arg| arg == "-b") {
+        Some(at) => args[at + 1].parse().unwrap(),
+        None => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let (sockets, port) = bind_for_listen(address, tcp, udp);
+    let count = sockets.len();
+    command
+        .env("LISTEN_FDS", count.to_string())
+        .env("LISTEN_FDS_FIRST_FD", "3")
+        .env_remove("LISTEN_PID");
+    let mappings = sockets
+        .into_iter()
+        .zip(3..)
+        .map(|(socket, child_fd)| command_fds::FdMapping {
+            parent_fd: socket.into(),
+            child_fd,
+        })
+        .collect();
+    command_fds::CommandFdExt::fd_mappings(command, mappings).unwrap();
+    (port, count)
+}
+
+/// A listening TCP socket and a UDP socket on the same free port of
+/// `address` (or only one of them); both IPv4 and IPv6 on `[::]`.
+fn bind_for_listen(address: std::net::IpAddr, tcp: bool, udp: bool) -> (Vec<socket2::Socket>, u16) {
+    use socket2::{Domain, Socket, Type};
+    let domain = Domain::for_address((address, 0).into());
+    let socket = |kind: Type, port: u16| -> std::io::Result<Socket> {
+        let socket = Socket::new(domain, kind, None)?;
+        if address.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        if kind == Type::STREAM {
+            socket.set_reuse_address(true)?;
+        }
+        socket.bind(&std::net::SocketAddr::new(address, port).into())?;
+        Ok(socket)
+    };
+    let port_of = |socket: &Socket| socket.local_addr().unwrap().as_socket().unwrap().port();
+    loop {
+        let first = socket(if tcp { Type::STREAM } else { Type::DGRAM }, 0).unwrap();
+        let port = port_of(&first);
+        if tcp {
+            first.listen(4096).unwrap();
+        }
+        if !(tcp && udp) {
+            return (vec![first], port);
+        }
+        // The same number for UDP: free unless another test took it meanwhile.
+        if let Ok(second) = socket(Type::DGRAM, port) {
+            return (vec![first, second], port);
         }
     }
 }
