@@ -139,6 +139,22 @@ impl Listener {
                 "TLS is for TCP: a UDP socket was handed in (UDP cannot do TLS)".into(),
             ));
         }
+        // What was asked for and what was handed in must agree, rather than
+        // the flag being ignored.
+        let has_stream = sockets.iter().any(|s| !matches!(s, Socket::Udp(_)));
+        match config.protocols {
+            Protocols::Tcp if has_udp => {
+                return Err(Error::Usage(
+                    "a UDP socket was handed in (LISTEN_FDS), but this listener takes streams only (-t, --broker or --chat)".into(),
+                ));
+            }
+            Protocols::Udp if has_stream => {
+                return Err(Error::Usage(
+                    "a stream socket was handed in (LISTEN_FDS), but -u asks for UDP only".into(),
+                ));
+            }
+            _ => {}
+        }
         let tls = server_tls(config)?;
         let sockets = sockets
             .into_iter()

@@ -181,3 +181,18 @@ fn a_relay_serves_a_unix_socket_systemd_bound() {
     run.stderr.wait_for_text("relay listening on unix:");
     run.stop();
 }
+
+#[test]
+fn sockets_handed_in_must_be_what_the_flags_ask_for() {
+    // A UDP and a TCP socket handed in: -t and -u each refuse the other kind,
+    // instead of serving what the flag said not to.
+    for (flag, why) in [("-t", "takes streams only"), ("-u", "asks for UDP only")] {
+        let mut command = portier();
+        command.args(["listen", flag]);
+        crate::common::hand_in_sockets(&mut command, &[]);
+        let output = command.output().unwrap();
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {error}");
+        assert!(error.contains(why), "{flag}: {error}");
+    }
+}
