@@ -67,6 +67,7 @@ pub(super) async fn relay_udp(
         sessions: HashMap::new(),
         replies: JoinSet::new(),
         started: Instant::now(),
+        last_eviction: None,
     };
     let mut batch = Batch::new();
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(1)));
@@ -122,7 +123,14 @@ struct Relay<'a> {
     sessions: HashMap<SocketAddr, Session>,
     replies: JoinSet<()>,
     started: Instant,
+    /// When a session was last ended to make room (see [`EVICTION_GAP`]).
+    last_eviction: Option<Instant>,
 }
+
+/// At most one session is ended to make room per this gap: a flood of
+/// made-up sources then costs a session (a socket, a task) a millisecond at
+/// most, and is otherwise turned away as cheaply as before.
+const EVICTION_GAP: Duration = Duration::from_millis(1);
 
 impl Relay<'_> {
     fn now_ms(&self) -> u64 {
@@ -147,8 +155,16 @@ impl Relay<'_> {
     }
 
     /// Ends the unassured session quiet the longest, to make room for
-    /// `newcomer`; false if every session is assured.
+    /// `newcomer`; false if every session is assured, or one was ended less
+    /// than [`EVICTION_GAP`] ago.
     fn evict_for(&mut self, newcomer: SocketAddr) -> bool {
+        let now = Instant::now();
+        if self
+            .last_eviction
+            .is_some_and(|last| now.duration_since(last) < EVICTION_GAP)
+        {
+            return false;
+        }
         let quietest = self
             .sessions
             .iter()
@@ -159,6 +175,7 @@ impl Relay<'_> {
             return false;
         };
         let (client, session) = session;
+        self.last_eviction = Some(now);
         session.close(self.totals);
         if let Some(count) = crate::sink::count_paced(&self.totals.evicted) {
             let (client, newcomer) = (client.to_string(), newcomer.to_string());

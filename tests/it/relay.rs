@@ -332,6 +332,43 @@ fn udp_sessions_past_m_are_turned_away_while_each_is_a_real_exchange() {
 }
 
 #[test]
+fn a_flood_of_made_up_sources_ends_a_session_a_millisecond_at_most() {
+    // Each newcomer that takes a place costs a socket and a task: a flood of
+    // them is turned away, but for one a millisecond. Every datagram counted.
+    const SOURCES: u64 = 1000;
+    let (_upstream, port, mut run) =
+        udp_relay_to_a_socket(&["-m", "1", "-f", "json", "--stats", "0.05"]);
+    let started = std::time::Instant::now();
+    for _ in 0..SOURCES {
+        let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+        source.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    }
+    let counted = |record: &serde_json::Value| {
+        let get = |key: &str| record[key].as_u64().unwrap_or(0);
+        (get("clients"), get("evicted"), get("turned_away"))
+    };
+    let all_handled = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes).lines().any(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let (_, evicted, turned_away) = counted(&record);
+            evicted + turned_away == SOURCES - 1
+        })
+    };
+    run.stdout.wait_for("every datagram handled", all_handled);
+    let took_ms = started.elapsed().as_millis() as u64;
+    run.stop();
+    let records = run.stdout.json_lines();
+    let (clients, evicted, turned_away) = counted(records.last().unwrap());
+    assert_eq!(
+        clients,
+        evicted + 1,
+        "a session for the first and each that took a place"
+    );
+    assert_eq!(evicted + turned_away, SOURCES - 1);
+    assert!(evicted <= took_ms + 1, "{evicted} ended in {took_ms} ms");
+}
+
+#[test]
 fn a_full_udp_relay_ends_a_session_never_answered_back_and_forth_for_a_newcomer() {
     // What spoofed sources leave behind (they never see the answers) must
     // not keep real clients out until it idles away.
