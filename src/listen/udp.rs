@@ -104,7 +104,9 @@ fn receive(socket: &Arc<UdpSocket>, context: &Arc<Context>, runtime: &Handle) {
         if context.shutdown.is_cancelled() {
             let deadline = *stop_by.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
             if Instant::now() >= deadline {
-                count_unread(socket, context, &mut batch);
+                // Taken off the queue, uncounted by anyone else: counted as not read.
+                let unread = batch.drain(socket, UNREAD_COUNT_LIMIT);
+                context.counters.unread.fetch_add(unread, Ordering::Relaxed);
                 return;
             }
         }
@@ -137,21 +139,6 @@ fn receive(socket: &Arc<UdpSocket>, context: &Arc<Context>, runtime: &Handle) {
         }
         if cfg!(not(target_os = "linux")) && context.shutdown.is_cancelled() {
             return;
-        }
-    }
-}
-
-/// Takes what is still queued off the socket, uncounted by anyone else, and
-/// counts it as not read (bounded in time: a flood does not stop for us).
-fn count_unread(socket: &UdpSocket, context: &Context, batch: &mut Batch) {
-    let started = Instant::now();
-    while started.elapsed() < UNREAD_COUNT_LIMIT {
-        match batch.receive(socket) {
-            Ok(0) | Err(_) => break,
-            Ok(count) => {
-                let unread = &context.counters.unread;
-                unread.fetch_add(count as u64, Ordering::Relaxed);
-            }
         }
     }
 }

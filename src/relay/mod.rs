@@ -337,6 +337,8 @@ pub(super) struct Totals {
     kernel_drops: AtomicU64,
     /// UDP replies the upstream sent that could not be sent on to their client.
     replies_failed: AtomicU64,
+    /// UDP datagrams, either way, still queued when the relay stopped.
+    queued_at_shutdown: AtomicU64,
 }
 
 impl Totals {

@@ -101,6 +101,15 @@ pub(super) async fn relay_udp(
         }
     }
     relay.replies.abort_all();
+    // What is still queued, either way, is not relayed: taken off and counted.
+    let mut queued = batch.drain(&receiving, QUEUED_COUNT_LIMIT);
+    let mut reply = vec![0u8; 65_536];
+    for session in relay.sessions.values() {
+        while session.upstream.try_recv(&mut reply).is_ok() {
+            queued += 1;
+        }
+    }
+    Totals::add(&totals.queued_at_shutdown, queued);
     let upstreams = relay
         .sessions
         .values()
@@ -131,6 +140,9 @@ struct Relay<'a> {
 /// made-up sources then costs a session (a socket, a task) a millisecond at
 /// most, and is otherwise turned away as cheaply as before.
 const EVICTION_GAP: Duration = Duration::from_millis(1);
+
+/// At shutdown, what is still queued is taken off and counted for this long at most.
+const QUEUED_COUNT_LIMIT: Duration = Duration::from_millis(200);
 
 impl Relay<'_> {
     fn now_ms(&self) -> u64 {

@@ -332,6 +332,22 @@ fn udp_sessions_past_m_are_turned_away_while_each_is_a_real_exchange() {
 }
 
 #[test]
+fn every_datagram_of_a_burst_cut_off_by_sigterm_is_relayed_or_counted() {
+    const SENT: u64 = 20_000;
+    let (_upstream, port, mut run) = udp_relay_to_a_socket(&["-f", "json"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..SENT {
+        client.send_to(&[b'x'; 64], ("127.0.0.1", port)).unwrap();
+    }
+    run.stop(); // at once: some of it is still queued
+    let records = run.stdout.json_lines();
+    let summary = records.last().unwrap();
+    let get = |key: &str| summary[key].as_u64().unwrap_or(0);
+    let counted = get("datagrams_up") + get("kernel_drops") + get("queued_at_shutdown");
+    assert_eq!(counted, SENT, "{summary}");
+}
+
+#[test]
 fn a_flood_of_made_up_sources_ends_a_session_a_millisecond_at_most() {
     // Each newcomer that takes a place costs a socket and a task: a flood of
     // them is turned away, but for one a millisecond. Every datagram counted.
