@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Relayed, tell};
-use super::{RelayConfig, Totals};
+use super::{QUEUED_COUNT_LIMIT, RelayConfig, Totals};
 use crate::address::Address;
 use crate::client::{OnFull, Reconnect, send_reconnecting};
 use crate::endpoint;
@@ -44,6 +44,34 @@ impl Datagrams {
         }
     }
 
+    /// At the end: counts what is still queued (taken off the socket) and
+    /// what the kernel dropped, neither of them relayed.
+    fn count_unrelayed(&self, buf: &mut [u8], totals: &Totals) {
+        Totals::add(&totals.queued_at_shutdown, self.take_queued(buf));
+        if let Datagrams::Udp(socket) = self {
+            let drops = crate::sys::kernel_drops(socket).unwrap_or(0);
+            Totals::add(&totals.kernel_drops, drops);
+        }
+    }
+
+    /// Takes what is still queued off the socket (for [`QUEUED_COUNT_LIMIT`]
+    /// at most): how many datagrams.
+    fn take_queued(&self, buf: &mut [u8]) -> u64 {
+        let started = std::time::Instant::now();
+        let mut taken = 0;
+        while started.elapsed() < QUEUED_COUNT_LIMIT {
+            let received = match self {
+                Datagrams::Udp(socket) => socket.try_recv(buf),
+                Datagrams::Unix(socket) => socket.try_recv(buf),
+            };
+            match received {
+                Ok(_) => taken += 1,
+                Err(_) => break,
+            }
+        }
+        taken
+    }
+
     /// The length of the next datagram whose sender `--allow/--deny` admit
     /// (others are counted and said); `None` once the relay stops.
     async fn next_admitted(
@@ -55,7 +83,10 @@ impl Datagrams {
     ) -> Option<usize> {
         loop {
             let (len, client) = tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => {
+                    self.count_unrelayed(buf, totals);
+                    return None;
+                }
                 received = self.recv(buf) => match received {
                     Ok(received) => received,
                     Err(_) => continue, // an ICMP error for nothing we sent: nothing to do

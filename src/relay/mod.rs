@@ -63,6 +63,9 @@ pub struct RelayConfig {
 /// How long a UDP session lives without traffic, unless `--idle-timeout` says otherwise.
 pub const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
 
+/// At shutdown, datagrams still queued are taken off and counted for this long at most.
+const QUEUED_COUNT_LIMIT: Duration = Duration::from_millis(200);
+
 /// FROM, bound: its socket, and the socket file removed when it is dropped.
 enum Bound {
     Udp(tokio::net::UdpSocket),

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Relayed, tell};
-use super::{RelayConfig, Totals, UDP_SESSION_IDLE};
+use super::{QUEUED_COUNT_LIMIT, RelayConfig, Totals, UDP_SESSION_IDLE};
 use crate::address::Address;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
@@ -140,9 +140,6 @@ struct Relay<'a> {
 /// made-up sources then costs a session (a socket, a task) a millisecond at
 /// most, and is otherwise turned away as cheaply as before.
 const EVICTION_GAP: Duration = Duration::from_millis(1);
-
-/// At shutdown, what is still queued is taken off and counted for this long at most.
-const QUEUED_COUNT_LIMIT: Duration = Duration::from_millis(200);
 
 impl Relay<'_> {
     fn now_ms(&self) -> u64 {
