@@ -463,6 +463,31 @@ async fn with_timeout<T>(
     }
 }
 
+/// Takes one datagram off `socket` without waiting, and drops it (what
+/// does not fit one byte is cut). A direct call: tokio's `try_recv` answers
+/// from the readiness it last saw, and says "would block" on a full queue
+/// if its reactor has not looked since. For [`take_queued`].
+pub(crate) fn discard_one(socket: socket2::SockRef<'_>) -> io::Result<usize> {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    socket.recv(&mut byte).map(|_| 1)
+}
+
+/// Datagrams still queued on a socket when a server stops, taken off with
+/// `take` (non-blocking: how many it took, 0 or an error once none is left)
+/// for `limit` at most, since a flood does not stop for us: how many, to be
+/// counted as not delivered rather than lost unseen.
+pub(crate) fn take_queued(limit: Duration, mut take: impl FnMut() -> io::Result<usize>) -> u64 {
+    let started = std::time::Instant::now();
+    let mut taken = 0;
+    while started.elapsed() < limit {
+        match take() {
+            Ok(0) | Err(_) => break,
+            Ok(count) => taken += count as u64,
+        }
+    }
+    taken
+}
+
 /// The largest UDP payload that fits one datagram to `addr`.
 pub fn max_datagram(addr: SocketAddr) -> usize {
     match addr {

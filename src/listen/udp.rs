@@ -15,7 +15,7 @@ use bytes::BytesMut;
 
 use super::echo_guard::EchoGuard;
 use super::{Context, Delivery, Mode};
-use crate::endpoint::natural;
+use crate::endpoint::{natural, take_queued};
 use crate::error::describe;
 use crate::exec;
 use crate::message::{Addr, Event, Message, Proto, SocketKind};
@@ -38,7 +38,7 @@ const FLOOD_PAUSE: Duration = Duration::from_micros(50);
 /// long; a flood can keep the queue full for ever, and SIGTERM must still win.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 /// Then what is left is taken off the queue and counted as not read, for at most this long.
-const UNREAD_COUNT_LIMIT: Duration = Duration::from_millis(200);
+pub(super) const UNREAD_COUNT_LIMIT: Duration = Duration::from_millis(200);
 
 /// Serves one socket until shutdown, then hands over what the kernel already
 /// holds (for [`SHUTDOWN_GRACE`] at most); reads the kernel's drop counter meanwhile.
@@ -105,7 +105,7 @@ fn receive(socket: &Arc<UdpSocket>, context: &Arc<Context>, runtime: &Handle) {
             let deadline = *stop_by.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
             if Instant::now() >= deadline {
                 // Taken off the queue, uncounted by anyone else: counted as not read.
-                let unread = batch.drain(socket, UNREAD_COUNT_LIMIT);
+                let unread = take_queued(UNREAD_COUNT_LIMIT, || batch.receive(socket));
                 context.counters.unread.fetch_add(unread, Ordering::Relaxed);
                 return;
             }

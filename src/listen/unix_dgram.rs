@@ -1,6 +1,7 @@
 //! UNIX datagrams (a syslog socket, say): each one a message, named by its
 //! sender's socket when it has one. A full queue makes senders wait (the
-//! kernel does not drop UNIX datagrams), so nothing is lost here unseen.
+//! kernel does not drop UNIX datagrams), and what is still queued at
+//! shutdown is counted as not read, so nothing is lost here unseen.
 
 use std::io;
 use std::sync::Arc;
@@ -28,7 +29,16 @@ pub(super) async fn receive_loop(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
-            _ = context.shutdown.cancelled() => return,
+            _ = context.shutdown.cancelled() => {
+                // Shut for reading first, so that senders are refused from
+                // now on (EPIPE); what is still queued is taken off and
+                // counted as not read.
+                let _ = socket.shutdown(std::net::Shutdown::Read);
+                let take = || crate::endpoint::discard_one(socket2::SockRef::from(&socket));
+                let unread = crate::endpoint::take_queued(super::udp::UNREAD_COUNT_LIMIT, take);
+                context.counters.unread.fetch_add(unread, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
             received = socket.async_io(Interest::READABLE, || {
                 crate::sys::recv_from_whole(&socket, &mut buf)
             }) => received,

@@ -46,30 +46,21 @@ impl Datagrams {
 
     /// At the end: counts what is still queued (taken off the socket) and
     /// what the kernel dropped, neither of them relayed.
-    fn count_unrelayed(&self, buf: &mut [u8], totals: &Totals) {
-        Totals::add(&totals.queued_at_shutdown, self.take_queued(buf));
+    fn count_unrelayed(&self, totals: &Totals) {
+        if let Datagrams::Unix(socket) = self {
+            // Senders are refused from now on (EPIPE), so none slips in after.
+            let _ = socket.shutdown(std::net::Shutdown::Read);
+        }
+        let take = || match self {
+            Datagrams::Udp(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
+            Datagrams::Unix(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
+        };
+        let queued = endpoint::take_queued(QUEUED_COUNT_LIMIT, take);
+        Totals::add(&totals.queued_at_shutdown, queued);
         if let Datagrams::Udp(socket) = self {
             let drops = crate::sys::kernel_drops(socket).unwrap_or(0);
             Totals::add(&totals.kernel_drops, drops);
         }
-    }
-
-    /// Takes what is still queued off the socket (for [`QUEUED_COUNT_LIMIT`]
-    /// at most): how many datagrams.
-    fn take_queued(&self, buf: &mut [u8]) -> u64 {
-        let started = std::time::Instant::now();
-        let mut taken = 0;
-        while started.elapsed() < QUEUED_COUNT_LIMIT {
-            let received = match self {
-                Datagrams::Udp(socket) => socket.try_recv(buf),
-                Datagrams::Unix(socket) => socket.try_recv(buf),
-            };
-            match received {
-                Ok(_) => taken += 1,
-                Err(_) => break,
-            }
-        }
-        taken
     }
 
     /// The length of the next datagram whose sender `--allow/--deny` admit
@@ -84,7 +75,7 @@ impl Datagrams {
         loop {
             let (len, client) = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.count_unrelayed(buf, totals);
+                    self.count_unrelayed(totals);
                     return None;
                 }
                 received = self.recv(buf) => match received {

@@ -102,12 +102,10 @@ pub(super) async fn relay_udp(
     }
     relay.replies.abort_all();
     // What is still queued, either way, is not relayed: taken off and counted.
-    let mut queued = batch.drain(&receiving, QUEUED_COUNT_LIMIT);
-    let mut reply = vec![0u8; 65_536];
+    let mut queued = endpoint::take_queued(QUEUED_COUNT_LIMIT, || batch.receive(&receiving));
     for session in relay.sessions.values() {
-        while session.upstream.try_recv(&mut reply).is_ok() {
-            queued += 1;
-        }
+        let take = || endpoint::discard_one(socket2::SockRef::from(session.upstream.as_ref()));
+        queued += endpoint::take_queued(QUEUED_COUNT_LIMIT, take);
     }
     Totals::add(&totals.queued_at_shutdown, queued);
     let upstreams = relay

@@ -143,21 +143,6 @@ pub fn send_batch(socket: socket2::SockRef<'_>, payloads: &[&[u8]]) -> io::Resul
 
 /// The same on every system, from `payload` and `source`.
 impl Batch {
-    /// Takes what is still queued off `socket`, for `limit` at most (a flood
-    /// does not stop for us): how many datagrams, for a count of those not
-    /// delivered at shutdown.
-    pub fn drain(&mut self, socket: &UdpSocket, limit: std::time::Duration) -> u64 {
-        let started = std::time::Instant::now();
-        let mut taken = 0;
-        while started.elapsed() < limit {
-            match self.receive(socket) {
-                Ok(0) | Err(_) => break,
-                Ok(count) => taken += count as u64,
-            }
-        }
-        taken
-    }
-
     /// The `i`th datagram of the last batch and where it came from.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         Some((self.payload(i), self.source(i)?))

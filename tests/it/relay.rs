@@ -377,32 +377,30 @@ fn a_flood_of_made_up_sources_ends_a_session_a_millisecond_at_most() {
     let (_upstream, port, mut run) =
         udp_relay_to_a_socket(&["-m", "1", "-f", "json", "--stats", "0.05"]);
     let started = std::time::Instant::now();
-    for _ in 0..SOURCES {
-        let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // All kept open, so no two share a port (a reused one would join a session).
+    let sources: Vec<UdpSocket> = (0..SOURCES)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for source in &sources {
         source.send_to(b"x", ("127.0.0.1", port)).unwrap();
     }
-    let counted = |record: &serde_json::Value| {
-        let get = |key: &str| record[key].as_u64().unwrap_or(0);
-        (get("clients"), get("evicted"), get("turned_away"))
-    };
-    let all_handled = |bytes: &[u8]| {
+    let get = |record: &serde_json::Value, key: &str| record[key].as_u64().unwrap_or(0);
+    let handled = |record: &serde_json::Value| get(record, "clients") + get(record, "turned_away");
+    // Most of them handled (the kernel may drop some: they are counted at the end).
+    let most_handled = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes).lines().any(|line| {
-            let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let (_, evicted, turned_away) = counted(&record);
-            evicted + turned_away == SOURCES - 1
+            serde_json::from_str(line).is_ok_and(|record| handled(&record) >= SOURCES / 2)
         })
     };
-    run.stdout.wait_for("every datagram handled", all_handled);
-    let took_ms = started.elapsed().as_millis() as u64;
+    run.stdout.wait_for("most datagrams handled", most_handled);
     run.stop();
+    let took_ms = started.elapsed().as_millis() as u64;
     let records = run.stdout.json_lines();
-    let (clients, evicted, turned_away) = counted(records.last().unwrap());
-    assert_eq!(
-        clients,
-        evicted + 1,
-        "a session for the first and each that took a place"
-    );
-    assert_eq!(evicted + turned_away, SOURCES - 1);
+    let summary = records.last().unwrap();
+    let evicted = get(summary, "evicted");
+    assert_eq!(get(summary, "clients"), evicted + 1, "{summary}");
+    let unhandled = get(summary, "kernel_drops") + get(summary, "queued_at_shutdown");
+    assert_eq!(handled(summary) + unhandled, SOURCES, "{summary}");
     assert!(evicted <= took_ms + 1, "{evicted} ended in {took_ms} ms");
 }
 

@@ -235,3 +235,34 @@ fn an_internet_address_in_place_of_the_port_sets_protocol_and_host() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TLS needs a certificate"), "{stderr}");
 }
+
+#[test]
+fn datagrams_still_queued_at_sigterm_are_counted_as_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.sock");
+    let mut run = listen(&format!("unix-dgram:{}", path.display()), &[]);
+    // A sender that blocks whenever the queue is full: each send it is told
+    // went through was taken by the listener, printed or counted.
+    let sender = std::thread::spawn(move || {
+        let socket = UnixDatagram::unbound().unwrap();
+        (0..5000)
+            .take_while(|_| socket.send_to(b"x\n", &path).is_ok())
+            .count()
+    });
+    run.stdout.wait_for("100 datagrams", |b| b.len() >= 200);
+    run.stop();
+    let sent = sender.join().unwrap();
+    let printed = run.stdout.bytes().len() / 2;
+    let events = run.stderr.text();
+    let unread: usize = events
+        .split(" datagrams not read (still queued at shutdown)")
+        .next()
+        .filter(|before| before.len() < events.len())
+        .and_then(|before| before.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        printed + unread,
+        sent,
+        "printed {printed}, unread {unread}: {events}"
+    );
+}
