@@ -43,6 +43,10 @@ pub(super) struct RelayArgs {
     /// Close a connection, or end a UDP session, after this long with nothing moving [UDP default: 60s]
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     idle_timeout: Option<Duration>,
+    /// UDP: at most N replies a second to each client (burst as many), so a spoofed source's
+    /// victim gets no more than that; the rest are dropped and counted [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    reply_rate: Option<u32>,
     /// FROM tls://: the certificate chain (PEM)
     #[arg(
         long,
@@ -106,6 +110,7 @@ impl RelayArgs {
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
             idle_timeout: self.idle_timeout,
+            reply_rate: self.reply_rate,
             server_tls: identity.map(|identity| ServerTlsConfig {
                 identity,
                 client_ca: None,

@@ -42,11 +42,47 @@ impl Withheld {
     }
 }
 
+/// A budget of `rate` a second, with a burst of as many: a token bucket.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Budget {
+    /// A full budget.
+    pub fn full(rate: f64, now: Instant) -> Budget {
+        Budget {
+            tokens: rate,
+            refilled: now,
+        }
+    }
+
+    /// Takes one from the budget if there is one left now.
+    pub fn take(&mut self, rate: f64, now: Instant) -> bool {
+        self.refill(rate, now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    fn refill(&mut self, rate: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled = now;
+    }
+
+    fn is_full(&self, rate: f64) -> bool {
+        self.tokens >= rate
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Slot {
     peer: SocketAddr,
-    tokens: f64,
-    refilled: Instant,
+    budget: Budget,
 }
 
 /// The guard of one UDP socket (used by its one receiving thread).
@@ -73,30 +109,22 @@ impl EchoGuard {
             return Err(Withheld::LoopingSource);
         }
         let rate = self.rate;
-        let slot = &mut self.slots[slot_of(peer)];
-        let entry = match slot {
-            Some(entry) => {
-                let elapsed = now.saturating_duration_since(entry.refilled).as_secs_f64();
-                entry.tokens = (entry.tokens + elapsed * rate).min(rate);
-                entry.refilled = now;
-                // A slot whose peer has been quiet for a full second is free
-                // to take; otherwise a newcomer shares the budget in it.
-                if entry.peer != peer && entry.tokens >= rate {
-                    entry.peer = peer;
-                }
-                entry
+        let slot = self.slots[slot_of(peer)].get_or_insert(Slot {
+            peer,
+            budget: Budget::full(rate, now),
+        });
+        // A slot whose peer has been quiet for a full second is free to
+        // take; otherwise a newcomer shares the budget in it.
+        if slot.peer != peer {
+            slot.budget.refill(rate, now);
+            if slot.budget.is_full(rate) {
+                slot.peer = peer;
             }
-            None => slot.insert(Slot {
-                peer,
-                tokens: rate,
-                refilled: now,
-            }),
-        };
-        if entry.tokens < 1.0 {
-            return Err(Withheld::OverBudget);
         }
-        entry.tokens -= 1.0;
-        Ok(())
+        match slot.budget.take(rate, now) {
+            true => Ok(()),
+            false => Err(Withheld::OverBudget),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub use activation::sockets_from_env;
 pub use config::{DEFAULT_MAX_CONNS, DEFAULT_RECV_BUFFER, ListenConfig, Protocols};
 use delivery::{Delivery, Surroundings, stdout_spliceable};
 pub use echo_guard::DEFAULT_ECHO_RATE;
-pub(crate) use echo_guard::loops_back;
+pub(crate) use echo_guard::{Budget, loops_back};
 pub use replies::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 

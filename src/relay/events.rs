@@ -201,6 +201,7 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             put("looping", get(&totals.looping));
             put("upstream_failures", get(&totals.upstream_failed));
             put("replies_failed", get(&totals.replies_failed));
+            put("replies_limited", get(&totals.replies_limited));
             put("queued_at_shutdown", get(&totals.queued_at_shutdown));
             if *so_far { "stats" } else { "summary" }
         }

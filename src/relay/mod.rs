@@ -46,6 +46,8 @@ pub struct RelayConfig {
     pub max_conns: usize,
     /// Close a connection, or end a UDP session, after this long with no byte either way.
     pub idle_timeout: Option<Duration>,
+    /// UDP: at most this many replies a second to each client (`--reply-rate`).
+    pub reply_rate: Option<u32>,
     /// FROM is `tls://`: the certificate to present.
     pub server_tls: Option<ServerTlsConfig>,
     /// TO is `tls://`: how to check the server.
@@ -342,6 +344,8 @@ pub(super) struct Totals {
     replies_failed: AtomicU64,
     /// UDP datagrams, either way, still queued when the relay stopped.
     queued_at_shutdown: AtomicU64,
+    /// UDP replies not sent: over the client's `--reply-rate`.
+    replies_limited: AtomicU64,
 }
 
 impl Totals {

@@ -18,6 +18,7 @@ use super::{QUEUED_COUNT_LIMIT, RelayConfig, Totals, UDP_SESSION_IDLE};
 use crate::address::Address;
 use crate::endpoint;
 use crate::error::{Error, IoContext, Result};
+use crate::listen::Budget;
 use crate::sys::udp_batch::{Batch, send_batch};
 
 /// One UDP client's session: its own socket to the upstream.
@@ -285,6 +286,10 @@ impl Relay<'_> {
                 last: last.clone(),
                 answered: answered.clone(),
                 started: self.started,
+                budget: config.reply_rate.map(|rate| {
+                    let rate = f64::from(rate);
+                    (rate, Budget::full(rate, std::time::Instant::now()))
+                }),
             },
             totals.clone(),
         );
@@ -327,11 +332,13 @@ impl Session {
     }
 }
 
-/// What a session's replies tell it: when it was last active, and that it was answered.
+/// What a session's replies tell it: when it was last active, and that it
+/// was answered; and what they may spend (`--reply-rate`).
 struct Activity {
     last: Arc<AtomicU64>,
     answered: Arc<AtomicBool>,
     started: Instant,
+    budget: Option<(f64, Budget)>,
 }
 
 /// The upstream's replies to one session, back to its client.
@@ -339,7 +346,7 @@ async fn send_back(
     upstream: Arc<UdpSocket>,
     socket: Arc<UdpSocket>,
     client: SocketAddr,
-    activity: Activity,
+    mut activity: Activity,
     totals: Arc<Totals>,
 ) {
     let mut buf = vec![0u8; 65_536];
@@ -354,6 +361,12 @@ async fn send_back(
         };
         let now = activity.started.elapsed().as_millis() as u64;
         activity.last.store(now, Ordering::Relaxed);
+        if let Some((rate, budget)) = &mut activity.budget
+            && !budget.take(*rate, std::time::Instant::now())
+        {
+            Totals::add(&totals.replies_limited, 1);
+            continue;
+        }
         match socket.send_to(&buf[..len], client).await {
             Ok(_) => {
                 activity.answered.store(true, Ordering::Relaxed);

@@ -405,6 +405,41 @@ fn a_flood_of_made_up_sources_ends_a_session_a_millisecond_at_most() {
 }
 
 #[test]
+fn reply_rate_bounds_what_a_client_gets_back_and_counts_the_rest() {
+    // What a spoofed source's victim would get from an upstream that answers big.
+    const REPLIES: u64 = 100;
+    let (upstream, port, mut run) =
+        udp_relay_to_a_socket(&["--reply-rate", "10", "-f", "json", "--stats", "0.05"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"one request", ("127.0.0.1", port)).unwrap();
+    let (_, session) = upstream.recv_from(&mut [0u8; 64]).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..REPLIES {
+        upstream.send_to(&[b'r'; 512], session).unwrap();
+    }
+    let get = |record: &serde_json::Value, key: &str| record[key].as_u64().unwrap_or(0);
+    let settled = |record: &serde_json::Value| {
+        get(record, "datagrams_down") + get(record, "replies_limited") == REPLIES
+    };
+    run.stdout.wait_for("every reply sent or counted", |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        let mut records = text.lines().filter_map(|l| serde_json::from_str(l).ok());
+        records.any(|record| settled(&record))
+    });
+    let took = started.elapsed().as_secs_f64();
+    run.stop();
+    let records = run.stdout.json_lines();
+    let summary = records.last().unwrap();
+    assert!(settled(summary), "{summary}");
+    // A burst of 10, and 10 a second more while the 100 came.
+    let sent = get(summary, "datagrams_down") as f64;
+    assert!(
+        sent >= 10.0 && sent <= 10.0 + 10.0 * took + 1.0,
+        "{took} s: {summary}"
+    );
+}
+
+#[test]
 fn a_full_udp_relay_ends_a_session_never_answered_back_and_forth_for_a_newcomer() {
     // What spoofed sources leave behind (they never see the answers) must
     // not keep real clients out until it idles away.
