@@ -474,12 +474,14 @@ pub(crate) fn discard_one(socket: socket2::SockRef<'_>) -> io::Result<usize> {
 
 /// Datagrams still queued on a socket when a server stops, taken off with
 /// `take` (non-blocking: how many it took, 0 or an error once none is left)
-/// for `limit` at most, since a flood does not stop for us: how many, to be
-/// counted as not delivered rather than lost unseen.
-pub(crate) fn take_queued(limit: Duration, mut take: impl FnMut() -> io::Result<usize>) -> u64 {
-    let started = std::time::Instant::now();
+/// until `deadline` at most, since a flood does not stop for us: how many,
+/// to be counted as not delivered rather than lost unseen.
+pub(crate) fn take_queued(
+    deadline: std::time::Instant,
+    mut take: impl FnMut() -> io::Result<usize>,
+) -> u64 {
     let mut taken = 0;
-    while started.elapsed() < limit {
+    while std::time::Instant::now() < deadline {
         match take() {
             Ok(0) | Err(_) => break,
             Ok(count) => taken += count as u64,

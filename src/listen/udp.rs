@@ -105,7 +105,8 @@ fn receive(socket: &Arc<UdpSocket>, context: &Arc<Context>, runtime: &Handle) {
             let deadline = *stop_by.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
             if Instant::now() >= deadline {
                 // Taken off the queue, uncounted by anyone else: counted as not read.
-                let unread = take_queued(UNREAD_COUNT_LIMIT, || batch.receive(socket));
+                let until = Instant::now() + UNREAD_COUNT_LIMIT;
+                let unread = take_queued(until, || batch.receive(socket));
                 context.counters.unread.fetch_add(unread, Ordering::Relaxed);
                 return;
             }

@@ -35,7 +35,8 @@ pub(super) async fn receive_loop(
                 // counted as not read.
                 let _ = socket.shutdown(std::net::Shutdown::Read);
                 let take = || crate::endpoint::discard_one(socket2::SockRef::from(&socket));
-                let unread = crate::endpoint::take_queued(super::udp::UNREAD_COUNT_LIMIT, take);
+                let until = std::time::Instant::now() + super::udp::UNREAD_COUNT_LIMIT;
+                let unread = crate::endpoint::take_queued(until, take);
                 context.counters.unread.fetch_add(unread, std::sync::atomic::Ordering::Relaxed);
                 return;
             }

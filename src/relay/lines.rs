@@ -55,7 +55,8 @@ impl Datagrams {
             Datagrams::Udp(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
             Datagrams::Unix(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
         };
-        let queued = endpoint::take_queued(QUEUED_COUNT_LIMIT, take);
+        let until = std::time::Instant::now() + QUEUED_COUNT_LIMIT;
+        let queued = endpoint::take_queued(until, take);
         Totals::add(&totals.queued_at_shutdown, queued);
         if let Datagrams::Udp(socket) = self {
             let drops = crate::sys::kernel_drops(socket).unwrap_or(0);

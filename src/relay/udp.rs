@@ -102,11 +102,13 @@ pub(super) async fn relay_udp(
         }
     }
     relay.replies.abort_all();
-    // What is still queued, either way, is not relayed: taken off and counted.
-    let mut queued = endpoint::take_queued(QUEUED_COUNT_LIMIT, || batch.receive(&receiving));
+    // What is still queued, either way, is not relayed: taken off and
+    // counted, within one time limit for all the sockets.
+    let until = std::time::Instant::now() + QUEUED_COUNT_LIMIT;
+    let mut queued = endpoint::take_queued(until, || batch.receive(&receiving));
     for session in relay.sessions.values() {
         let take = || endpoint::discard_one(socket2::SockRef::from(session.upstream.as_ref()));
-        queued += endpoint::take_queued(QUEUED_COUNT_LIMIT, take);
+        queued += endpoint::take_queued(until, take);
     }
     Totals::add(&totals.queued_at_shutdown, queued);
     let upstreams = relay
