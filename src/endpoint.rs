@@ -463,13 +463,14 @@ async fn with_timeout<T>(
     }
 }
 
-/// Takes one datagram off `socket` without waiting, and drops it (what
-/// does not fit one byte is cut). A direct call: tokio's `try_recv` answers
-/// from the readiness it last saw, and says "would block" on a full queue
-/// if its reactor has not looked since. For [`take_queued`].
-pub(crate) fn discard_one(socket: socket2::SockRef<'_>) -> io::Result<usize> {
+/// The datagrams still queued on `socket`, taken off and dropped until
+/// `deadline` at most ([`take_queued`]): how many. Each is taken with a
+/// direct call, cut to one byte: tokio's `try_recv` answers from the
+/// readiness it last saw, and says "would block" on a full queue if its
+/// reactor has not looked since.
+pub(crate) fn discard_queued(socket: &socket2::SockRef<'_>, deadline: std::time::Instant) -> u64 {
     let mut byte = [std::mem::MaybeUninit::uninit()];
-    socket.recv(&mut byte).map(|_| 1)
+    take_queued(deadline, || socket.recv(&mut byte).map(|_| 1))
 }
 
 /// Datagrams still queued on a socket when a server stops, taken off with

@@ -33,10 +33,10 @@ pub(super) async fn receive_loop(
                 // Shut for reading first, so that senders are refused from
                 // now on (EPIPE); what is still queued is taken off and
                 // counted as not read.
+                let socket = socket2::SockRef::from(&socket);
                 let _ = socket.shutdown(std::net::Shutdown::Read);
-                let take = || crate::endpoint::discard_one(socket2::SockRef::from(&socket));
                 let until = std::time::Instant::now() + super::udp::UNREAD_COUNT_LIMIT;
-                let unread = crate::endpoint::take_queued(until, take);
+                let unread = crate::endpoint::discard_queued(&socket, until);
                 context.counters.unread.fetch_add(unread, std::sync::atomic::Ordering::Relaxed);
                 return;
             }

@@ -45,23 +45,21 @@ impl Datagrams {
     }
 
     /// At the end: counts what is still queued (taken off the socket) and
-    /// what the kernel dropped, neither of them relayed.
+    /// what the kernel dropped (UDP), neither of them relayed.
     fn count_unrelayed(&self, totals: &Totals) {
-        if let Datagrams::Unix(socket) = self {
-            // Senders are refused from now on (EPIPE), so none slips in after.
-            let _ = socket.shutdown(std::net::Shutdown::Read);
-        }
-        let take = || match self {
-            Datagrams::Udp(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
-            Datagrams::Unix(socket) => endpoint::discard_one(socket2::SockRef::from(socket)),
+        let socket = match self {
+            Datagrams::Udp(socket) => socket2::SockRef::from(socket),
+            Datagrams::Unix(socket) => {
+                // Senders are refused from now on (EPIPE), so none slips in after.
+                let _ = socket.shutdown(std::net::Shutdown::Read);
+                socket2::SockRef::from(socket)
+            }
         };
         let until = std::time::Instant::now() + QUEUED_COUNT_LIMIT;
-        let queued = endpoint::take_queued(until, take);
+        let queued = endpoint::discard_queued(&socket, until);
         Totals::add(&totals.queued_at_shutdown, queued);
-        if let Datagrams::Udp(socket) = self {
-            let drops = crate::sys::kernel_drops(socket).unwrap_or(0);
-            Totals::add(&totals.kernel_drops, drops);
-        }
+        let drops = crate::sys::kernel_drops(&*socket).unwrap_or(0);
+        Totals::add(&totals.kernel_drops, drops);
     }
 
     /// The length of the next datagram whose sender `--allow/--deny` admit

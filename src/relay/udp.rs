@@ -107,18 +107,12 @@ pub(super) async fn relay_udp(
     let until = std::time::Instant::now() + QUEUED_COUNT_LIMIT;
     let mut queued = endpoint::take_queued(until, || batch.receive(&receiving));
     for session in relay.sessions.values() {
-        let take = || endpoint::discard_one(socket2::SockRef::from(session.upstream.as_ref()));
-        queued += endpoint::take_queued(until, take);
+        let upstream = socket2::SockRef::from(session.upstream.as_ref());
+        queued += endpoint::discard_queued(&upstream, until);
+        session.close(totals);
     }
     Totals::add(&totals.queued_at_shutdown, queued);
-    let upstreams = relay
-        .sessions
-        .values()
-        .map(|session| session.upstream.as_ref());
-    let drops = std::iter::once(relay.socket.as_ref())
-        .chain(upstreams)
-        .filter_map(crate::sys::kernel_drops)
-        .sum();
+    let drops = crate::sys::kernel_drops(relay.socket.as_ref()).unwrap_or(0);
     Totals::add(&totals.kernel_drops, drops);
     Ok(())
 }
