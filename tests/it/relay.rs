@@ -36,6 +36,13 @@ fn udp_relay_to_a_socket(args: &[&str]) -> (UdpSocket, u16, Running) {
     (upstream, port, run)
 }
 
+/// Stops the relay; what it said on stderr (its summary last) must hold `text`.
+fn stop_saying(run: &mut Running, text: &str) {
+    run.stop();
+    let said = run.stderr.text();
+    assert!(said.contains(text), "{said}");
+}
+
 /// A TCP upstream that serves one connection with `serve`.
 fn tcp_upstream(serve: impl FnOnce(TcpStream) + Send + 'static) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,12 +275,7 @@ fn udp_sessions_route_replies_to_their_own_client_and_end_when_idle() {
             .count()
             >= 2
     });
-    run.stop();
-    assert!(
-        run.stderr.text().contains("(2 datagrams up, 2 back)"),
-        "{}",
-        run.stderr.text()
-    );
+    stop_saying(&mut run, "(2 datagrams up, 2 back)");
 }
 
 #[test]
@@ -297,12 +299,7 @@ fn a_burst_from_one_client_goes_upstream_whole_and_in_order() {
             .unwrap();
     }
     assert_eq!(received.join().unwrap(), sent);
-    run.stop();
-    assert!(
-        run.stderr.text().contains("(200 datagrams up, 0 back)"),
-        "{}",
-        run.stderr.text()
-    );
+    stop_saying(&mut run, "(200 datagrams up, 0 back)");
 }
 
 #[test]
@@ -323,12 +320,7 @@ fn udp_sessions_past_m_are_turned_away_while_each_is_a_real_exchange() {
     let mut got = [0u8; 8];
     let (len, from) = upstream.recv_from(&mut got).unwrap(); // "3": so "x" was handled before it
     assert_eq!((&got[..len], from), (b"3".as_slice(), session));
-    run.stop();
-    assert!(
-        run.stderr.text().contains("1 turned away (-m)"),
-        "{}",
-        run.stderr.text()
-    );
+    stop_saying(&mut run, "1 turned away (-m)");
 }
 
 /// 20,000 datagrams sent as fast as they go to a UDP relay to `to`, then
@@ -518,8 +510,7 @@ fn clients_outside_allow_are_refused_and_counted() {
         "closed at once"
     );
     run.stderr.wait_for_text("refused: ");
-    run.stop();
-    assert!(run.stderr.text().contains("1 refused (--allow/--deny)"));
+    stop_saying(&mut run, "1 refused (--allow/--deny)");
 }
 
 #[test]
@@ -621,12 +612,7 @@ fn udp_datagrams_become_lines_on_one_tcp_connection_to_a_collector() {
     thread::sleep(Duration::from_millis(50));
     a.send_to(b"<13>three", ("127.0.0.1", port)).unwrap();
     assert_eq!(lines.join().unwrap(), "<13>one\n<13>two\n<13>three\n");
-    run.stop();
-    assert!(
-        run.stderr.text().contains("(3 datagrams up, 0 back)"),
-        "{}",
-        run.stderr.text()
-    );
+    stop_saying(&mut run, "(3 datagrams up, 0 back)");
 }
 
 #[test]
@@ -754,12 +740,7 @@ fn unix_datagrams_go_on_as_udp_datagrams() {
         let len = upstream.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], expected);
     }
-    run.stop();
-    assert!(
-        run.stderr.text().contains("(2 datagrams up, 0 back)"),
-        "{}",
-        run.stderr.text()
-    );
+    stop_saying(&mut run, "(2 datagrams up, 0 back)");
 }
 
 #[test]
