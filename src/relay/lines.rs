@@ -175,33 +175,47 @@ pub(super) async fn datagrams_to_lines(
     let collector = send_reconnecting(lines_out, target, &config.origin, None, &reconnect, &never);
     let mut collector = std::pin::pin!(collector);
     let mut buf = vec![0u8; 65_536];
+    let mut line = Vec::new();
+    // Ok(true) when stopped while the collector takes nothing (a write waits).
     let forwarding = async {
         while let Some(len) = source
             .next_admitted(&mut buf, config, totals, shutdown)
             .await
         {
             let datagram = &buf[..len];
-            let line = datagram.strip_suffix(b"\n").unwrap_or(datagram);
-            lines_in.write_all(line).await.map_err(lost_collector)?;
-            lines_in.write_all(b"\n").await.map_err(lost_collector)?;
+            line.clear();
+            line.extend_from_slice(datagram.strip_suffix(b"\n").unwrap_or(datagram));
+            line.push(b'\n');
+            tokio::select! {
+                written = lines_in.write_all(&line) => written.map_err(lost_collector)?,
+                // A collector that does not read must not hold SIGTERM up:
+                // this datagram and those queued are not relayed.
+                _ = shutdown.cancelled() => {
+                    Totals::add(&totals.queued_at_shutdown, 1);
+                    source.count_unrelayed(totals);
+                    return Ok(true);
+                }
+            }
             Totals::add(&totals.datagrams_up, 1);
             Totals::add(&totals.bytes_up, len as u64);
         }
-        Ok::<_, Error>(())
+        Ok::<_, Error>(false)
     };
-    tokio::select! {
+    let stuck = tokio::select! {
         forwarded = forwarding => forwarded?,
         sent = &mut collector => return sent,
-    }
+    };
     drop(lines_in); // the end of the lines: the collector's connection is closed after them
-    match tokio::time::timeout(LAST_LINES, collector).await {
-        Ok(sent) => sent,
-        Err(_) => {
-            let late = "the collector did not take the last lines in time".to_string();
-            tell(config, Event::Notice(late));
-            Ok(())
-        }
-    }
+    // A write cut off may have left half a line: then no wait, so it is never sent.
+    let waited = match stuck {
+        false => tokio::time::timeout(LAST_LINES, collector).await.ok(),
+        true => None,
+    };
+    waited.unwrap_or_else(|| {
+        let late = "the collector did not take the last lines in time".to_string();
+        tell(config, Event::Notice(late));
+        Ok(())
+    })
 }
 
 fn lost_collector(e: std::io::Error) -> Error {

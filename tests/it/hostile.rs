@@ -685,9 +685,16 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
     relay.stderr.wait_for_text("connected, relayed to");
     assert!(stop_timed(&mut relay) < PROMPTLY, "relay with a client");
 
-    // UDP into a TCP collector that accepts and never reads.
-    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
-    let collector_port = collector.local_addr().unwrap().port();
+    // UDP into a TCP collector that accepts and never reads, with a small
+    // receive buffer, so the relay's writes wait once its own buffers are full.
+    let collector =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    collector.set_recv_buffer_size(4096).unwrap();
+    collector
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    collector.listen(1).unwrap();
+    let collector_port = collector.local_addr().unwrap().as_socket().unwrap().port();
     let port = free_port();
     let mut relay = Running::spawn({
         let mut command = portier();
@@ -700,9 +707,14 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
     });
     crate::common::wait_bound(true, port);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let line = [b'x'; 1000];
-    for _ in 0..5_000 {
-        let _ = sender.send_to(&line, ("127.0.0.1", port)); // bounded: 5 MB, more than the buffers
+    let line = [b'x'; 1400];
+    // 42 MB in bursts the relay can take in (bounded: 30 of 1,000, 0.6 s of
+    // pauses), more than its 10 MiB line buffer and the sockets' together.
+    for _ in 0..30 {
+        for _ in 0..1_000 {
+            let _ = sender.send_to(&line, ("127.0.0.1", port));
+        }
+        thread::sleep(Duration::from_millis(20));
     }
     let (_never_read, _) = collector.accept().unwrap();
     assert!(
