@@ -44,9 +44,10 @@ impl Datagrams {
         }
     }
 
-    /// At the end: counts what is still queued (taken off the socket) and
-    /// what the kernel dropped (UDP), neither of them relayed.
-    fn count_unrelayed(&self, totals: &Totals) {
+    /// At the end: counts what is still queued (taken off the socket), the
+    /// `held` datagrams already taken but not sent on, and what the kernel
+    /// dropped (UDP), none of them relayed.
+    fn count_unrelayed(&self, totals: &Totals, held: u64) {
         let socket = match self {
             Datagrams::Udp(socket) => socket2::SockRef::from(socket),
             Datagrams::Unix(socket) => {
@@ -56,7 +57,7 @@ impl Datagrams {
             }
         };
         let until = std::time::Instant::now() + QUEUED_COUNT_LIMIT;
-        let queued = endpoint::discard_queued(&socket, until);
+        let queued = held + endpoint::discard_queued(&socket, until);
         Totals::add(&totals.queued_at_shutdown, queued);
         let drops = crate::sys::kernel_drops(&*socket).unwrap_or(0);
         Totals::add(&totals.kernel_drops, drops);
@@ -74,7 +75,7 @@ impl Datagrams {
         loop {
             let (len, client) = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.count_unrelayed(totals);
+                    self.count_unrelayed(totals, 0);
                     return None;
                 }
                 received = self.recv(buf) => match received {
@@ -115,7 +116,16 @@ pub(super) async fn forward_datagrams(
         .next_admitted(&mut buf, config, totals, shutdown)
         .await
     {
-        match sink.send(&buf[..len]).await {
+        let sent = tokio::select! {
+            sent = sink.send(&buf[..len]) => sent,
+            // A UNIX receiver that does not read makes a send wait: it must
+            // not hold SIGTERM up. This datagram and those queued are not relayed.
+            _ = shutdown.cancelled() => {
+                source.count_unrelayed(totals, 1);
+                break;
+            }
+        };
+        match sent {
             Ok(()) => {
                 Totals::add(&totals.datagrams_up, 1);
                 Totals::add(&totals.bytes_up, len as u64);
@@ -191,8 +201,7 @@ pub(super) async fn datagrams_to_lines(
                 // A collector that does not read must not hold SIGTERM up:
                 // this datagram and those queued are not relayed.
                 _ = shutdown.cancelled() => {
-                    Totals::add(&totals.queued_at_shutdown, 1);
-                    source.count_unrelayed(totals);
+                    source.count_unrelayed(totals, 1);
                     return Ok(true);
                 }
             }

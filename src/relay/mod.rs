@@ -400,6 +400,14 @@ impl Totals {
                 &self.replies_failed,
                 "replies not sent back (the send failed)",
             ),
+            (
+                &self.replies_limited,
+                "replies not sent back (over --reply-rate)",
+            ),
+            (
+                &self.queued_at_shutdown,
+                "datagrams not relayed (still queued at shutdown)",
+            ),
         ] {
             if get(counter) > 0 {
                 line += &format!(", {} {what}", get(counter));

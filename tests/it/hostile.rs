@@ -60,6 +60,13 @@ fn lines(server: &Server) -> usize {
 }
 
 /// SIGTERM, then how long the exit took; the exit must be a success.
+/// `portier relay FROM TO`.
+fn start_relay(from: &str, to: &str) -> Running {
+    let mut command = portier();
+    command.args(["relay", from, to]);
+    Running::spawn(command)
+}
+
 fn stop_timed(run: &mut Running) -> Duration {
     let asked = Instant::now();
     run.terminate();
@@ -670,15 +677,10 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_port = upstream.local_addr().unwrap().port();
     let port = free_port();
-    let mut relay = Running::spawn({
-        let mut command = portier();
-        command.args([
-            "relay",
-            &format!("tcp://127.0.0.1:{port}"),
-            &format!("tcp://127.0.0.1:{up_port}"),
-        ]);
-        command
-    });
+    let mut relay = start_relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{up_port}"),
+    );
     crate::common::wait_bound(false, port);
     let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (_held, _) = upstream.accept().unwrap();
@@ -696,15 +698,10 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
     collector.listen(1).unwrap();
     let collector_port = collector.local_addr().unwrap().as_socket().unwrap().port();
     let port = free_port();
-    let mut relay = Running::spawn({
-        let mut command = portier();
-        command.args([
-            "relay",
-            &format!("udp://127.0.0.1:{port}"),
-            &format!("tcp://127.0.0.1:{collector_port}"),
-        ]);
-        command
-    });
+    let mut relay = start_relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{collector_port}"),
+    );
     crate::common::wait_bound(true, port);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let line = [b'x'; 1400];
@@ -722,6 +719,44 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
         "relay into a stuck collector"
     );
 
+    // UDP into a UNIX datagram socket that never reads: the relay's send waits.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("never-read.sock");
+    let never_read = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    never_read.set_read_timeout(Some(PATIENCE)).unwrap();
+    let port = free_port();
+    let mut relay = start_relay(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("unix-dgram:{}", path.display()),
+    );
+    crate::common::wait_bound(true, port);
+    const SENT: u64 = 2_000; // fits the relay's receive buffer: none dropped by the kernel
+    for _ in 0..SENT {
+        sender.send_to(&[b'x'; 64], ("127.0.0.1", port)).unwrap();
+    }
+    // One taken (the relay is forwarding); then it fills the queue again and waits.
+    never_read.recv(&mut [0u8; 64]).unwrap();
+    assert!(
+        stop_timed(&mut relay) < PROMPTLY,
+        "relay into a UNIX socket that never reads"
+    );
+    let said = relay.stderr.text();
+    let count = |what: &str| -> u64 {
+        let before = said.split(what).next().unwrap_or_default();
+        before
+            .rsplit([' ', '('])
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0)
+    };
+    let (up, queued) = (count(" datagrams up"), count(" datagrams not relayed"));
+    assert_eq!(
+        up + queued,
+        SENT,
+        "every datagram relayed or counted: {said}"
+    );
+
     // A relay whose upstream never completes a connect: a listener with a
     // full backlog drops the SYNs, so the relay's connect waits.
     let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -736,15 +771,10 @@ fn sigterm_ends_relays_nc_and_reconnecting_senders_promptly() {
         })
         .collect();
     let port = free_port();
-    let mut relay = Running::spawn({
-        let mut command = portier();
-        command.args([
-            "relay",
-            &format!("tcp://127.0.0.1:{port}"),
-            &format!("tcp://127.0.0.1:{full_port}"),
-        ]);
-        command
-    });
+    let mut relay = start_relay(
+        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://127.0.0.1:{full_port}"),
+    );
     crate::common::wait_bound(false, port);
     let _waiting = TcpStream::connect(("127.0.0.1", port)).unwrap();
     thread::sleep(Duration::from_millis(300)); // its upstream connect is under way
