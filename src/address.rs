@@ -5,6 +5,10 @@
 //!
 //! An empty host (`tcp://:8080`) means every local address when listening.
 //! IPv6 literals go in brackets (`tcp://[::1]:80`), as in URLs.
+//!
+//! Where a command also takes a host and a port, the everyday `HOST:PORT`
+//! (`[V6]:PORT`, `:PORT`) is read by [`host_and_port`] too, without a scheme:
+//! it is what people type, and then the command's own flags pick the protocol.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -123,6 +127,21 @@ impl FromStr for Address {
             port,
         })
     }
+}
+
+/// `HOST:PORT`, `[V6]:PORT` or `:PORT` without a scheme, when `text` ends in
+/// `:DIGITS` (then an error says what is wrong, e.g. a port above 65535);
+/// `None` for anything else, a bare IPv6 address (`::1`, `fe80::1:80`) included.
+pub fn host_and_port(text: &str) -> Option<Result<(String, u16), AddressError>> {
+    let (_, port) = text.rsplit_once(':')?;
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    if !digits || text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return None;
+    }
+    Some(host_port(text).map_err(|why| AddressError {
+        input: text.to_string(),
+        why,
+    }))
 }
 
 fn unix_name(rest: &str) -> Result<UnixName, String> {
@@ -252,6 +271,32 @@ mod tests {
         assert!(error("unix:").contains("path is empty"));
         assert!(error("unix:@").contains("abstract name"));
         assert!(error("8888").contains("not an address"));
+    }
+
+    #[test]
+    fn host_and_port_without_a_scheme() {
+        let pair = |host: &str, port| Some(Ok((host.to_string(), port)));
+        assert_eq!(host_and_port("127.0.0.1:8888"), pair("127.0.0.1", 8888));
+        assert_eq!(host_and_port("pi.local:9000"), pair("pi.local", 9000));
+        assert_eq!(host_and_port("[::1]:80"), pair("::1", 80));
+        assert_eq!(host_and_port(":8080"), pair("", 8080));
+        for not_one in [
+            "::1",
+            "fe80::1:80",
+            "pi.local",
+            "host:http",
+            "host:",
+            "8888",
+        ] {
+            assert_eq!(host_and_port(not_one), None, "{not_one}");
+        }
+        let wrong = |text| {
+            host_and_port(text)
+                .and_then(Result::err)
+                .map(|e| e.to_string())
+        };
+        assert!(wrong("host:99999").is_some_and(|e| e.contains("'99999' is not a port")));
+        assert!(wrong("a:b:80").is_some_and(|e| e.contains("brackets")));
     }
 
     fn any_address() -> impl Strategy<Value = Address> {

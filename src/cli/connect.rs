@@ -17,8 +17,8 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(super) struct ConnectArgs {
-    /// Host: a name, an IPv4 or an IPv6 address; or an address: tcp://HOST:PORT, udp://HOST:PORT,
-    /// tls://HOST:PORT, unix:/path, unix:@name (then no PORT follows)
+    /// Host: a name, an IPv4 or an IPv6 address; or HOST:PORT, or an address: tcp://HOST:PORT,
+    /// udp://HOST:PORT, tls://HOST:PORT, unix:/path, unix:@name (then no PORT follows)
     host: String,
     /// Port (1-65535)
     port: Option<std::ffi::OsString>,

@@ -8,7 +8,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 use ipnet::IpNet;
 use portier::access::{AccessList, parse_range};
-use portier::address::{Address, AddressError, Transport, UnixName, UnixSocket};
+use portier::address::{Address, AddressError, Transport, UnixName, UnixSocket, host_and_port};
 use portier::error::{Error, Result};
 use portier::framing::Framing;
 use portier::listen::{
@@ -50,7 +50,7 @@ signal exits at once. Peers' control bytes and bidi characters are shown escaped
 
 #[derive(Debug, Args)]
 pub(super) struct ListenArgs {
-    /// Port to listen on (0 picks a free one, shown on stderr), or an address:
+    /// Port to listen on (0 picks a free one, shown on stderr), HOST:PORT, or an address:
     /// tcp://[HOST]:PORT, udp://…, tls://…, unix:/path, unix:@name, unix-dgram:/path
     #[arg(default_value = "8888", value_name = "PORT|ADDRESS", value_parser = parse_listen_at)]
     at: ListenAt,
@@ -357,9 +357,14 @@ impl ListenArgs {
         };
         let unix_file = self.unix_file.access();
         let place = match &self.at {
-            ListenAt::Port(port) => Place {
+            ListenAt::Port { host: Some(_), .. } if self.bind.is_some() => {
+                return Err(Error::Usage(
+                    "HOST:PORT and -b both name the host: give it once".into(),
+                ));
+            }
+            ListenAt::Port { port, host } => Place {
                 port: *port,
-                bind: self.bind.clone(),
+                bind: host.clone().or_else(|| self.bind.clone()),
                 unix: None,
                 tcp: self.tcp,
                 datagram: self.udp,
@@ -433,16 +438,26 @@ impl ListenArgs {
 /// Where `listen` listens, as given: a port, or an address.
 #[derive(Debug, Clone)]
 enum ListenAt {
-    Port(u16),
+    /// A port, and a host to bind from `HOST:PORT` (none from `:PORT`):
+    /// TCP and UDP unless -t or -u says otherwise.
+    Port {
+        port: u16,
+        host: Option<String>,
+    },
     Address(Address),
 }
 
 fn parse_listen_at(text: &str) -> std::result::Result<ListenAt, String> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return match text.parse() {
-            Ok(port) => Ok(ListenAt::Port(port)),
+            Ok(port) => Ok(ListenAt::Port { port, host: None }),
             Err(_) => Err(format!("'{text}' is not a port (0-65535)")),
         };
+    }
+    if let Some(pair) = host_and_port(text).filter(|_| !text.contains("://")) {
+        let (host, port) = pair.map_err(|e| e.to_string())?;
+        let host = (!host.is_empty()).then_some(host);
+        return Ok(ListenAt::Port { port, host });
     }
     text.parse()
         .map(ListenAt::Address)
@@ -460,4 +475,45 @@ struct Place {
     datagram: bool,
     /// The address is `tls://`.
     tls: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Listen {
+        #[command(flatten)]
+        args: ListenArgs,
+    }
+
+    fn place(args: &[&str]) -> Result<Place> {
+        let words = std::iter::once("listen").chain(args.iter().copied());
+        Listen::try_parse_from(words)
+            .map_err(|e| Error::Usage(e.to_string()))?
+            .args
+            .place()
+    }
+
+    #[test]
+    fn host_colon_port_binds_that_host_on_both_protocols() {
+        let at = place(&["127.0.0.1:9000"]).unwrap();
+        assert_eq!((at.port, at.bind.as_deref()), (9000, Some("127.0.0.1")));
+        assert!(!at.tcp && !at.datagram, "TCP and UDP both");
+        let at = place(&["-u", "[::1]:0"]).unwrap();
+        assert_eq!(
+            (at.port, at.bind.as_deref(), at.datagram),
+            (0, Some("::1"), true)
+        );
+        let at = place(&[":9000", "-b", "127.0.0.1"]).unwrap();
+        assert_eq!((at.port, at.bind.as_deref()), (9000, Some("127.0.0.1")));
+        let twice = place(&["127.0.0.1:9000", "-b", "::1"]);
+        assert!(twice.is_err_and(|e| e.to_string().contains("give it once")));
+        let wrong = place(&["127.0.0.1:70000"]).map(|_| ()).unwrap_err();
+        assert!(
+            wrong.to_string().contains("'70000' is not a port"),
+            "{wrong}"
+        );
+    }
 }

@@ -248,6 +248,7 @@ impl Target {
         default_port: Option<u16>,
     ) -> Result<Target> {
         use portier::address::{Address, Transport, UnixSocket};
+        let port_word = port;
         let mut target = Target {
             host: host.to_string(),
             port: 0,
@@ -256,15 +257,19 @@ impl Target {
             unix: None,
             rest: message.to_vec(),
         };
-        if !(host.contains("://") || host.starts_with("unix:") || host.starts_with("unix-dgram:")) {
-            let port = match port {
+        let scheme =
+            host.contains("://") || host.starts_with("unix:") || host.starts_with("unix-dgram:");
+        if let Some(pair) = client_host_port(host).filter(|_| !scheme) {
+            target.rest.splice(0..0, port_word.cloned());
+            (target.host, target.port) = pair?;
+            return Ok(target);
+        }
+        if !scheme {
+            let port = match port_word {
                 Some(word) => client_port(&word.to_string_lossy())
                     .map_err(|e| Error::Usage(format!("PORT: {e}")))?,
                 None => default_port.ok_or_else(|| {
-                    Error::Usage(
-                        "a port is needed after the host (or give an address: tcp://HOST:PORT)"
-                            .into(),
-                    )
+                    Error::Usage("a port is needed after the host (or HOST:PORT)".into())
                 })?,
             };
             target.port = port;
@@ -273,9 +278,7 @@ impl Target {
         let address: Address = host
             .parse()
             .map_err(|e: portier::address::AddressError| Error::Usage(e.to_string()))?;
-        if let Some(word) = port {
-            target.rest.insert(0, word.clone());
-        }
+        target.rest.splice(0..0, port_word.cloned());
         match address {
             Address::Inet { port: 0, .. } => {
                 return Err(Error::Usage(format!("{host}: port 0 cannot be sent to")));
@@ -294,6 +297,19 @@ impl Target {
         }
         Ok(target)
     }
+}
+
+/// `HOST:PORT` (or `[V6]:PORT`) as a client needs it, with a host and a
+/// port it can reach; `None` when `text` is not of that form (a bare host).
+pub(crate) fn client_host_port(text: &str) -> Option<Result<(String, u16)>> {
+    let pair = portier::address::host_and_port(text)?;
+    Some(match pair {
+        Err(e) => Err(Error::Usage(e.to_string())),
+        Ok((host, port)) if host.is_empty() => Err(Error::Usage(format!(
+            "':{port}': a host is needed before the port (e.g. 127.0.0.1:{port})"
+        ))),
+        Ok((host, port)) => client_port(&port.to_string()).map(|port| (host, port)),
+    })
 }
 
 /// A port a client can reach: 1-65535.
@@ -372,7 +388,7 @@ impl Cli {
                 Box::pin(async move { portier::client::connect_until(&config, &stop).await })
             }
             Command::Check(Deferred(args)) => {
-                let (config, output) = args.configs();
+                let (config, output) = args.configs()?;
                 Box::pin(async move { portier::client::check(&config, output).await })
             }
             Command::Relay(Deferred(args)) => {
@@ -488,6 +504,31 @@ mod tests {
         );
         assert!(config.newline);
         assert_eq!(config.host, "::1");
+    }
+
+    #[test]
+    fn host_colon_port_is_a_host_and_a_port() {
+        let send = |words: &[&str]| {
+            let words = ["portier", "send"].iter().chain(words);
+            let Command::Send(Deferred(args)) = Cli::parse_from(words).command else {
+                panic!("not send")
+            };
+            args.config()
+        };
+        let config = send(&["pi.local:9000", "22.5", "C"]).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("pi.local", 9000));
+        assert_eq!(
+            config.source,
+            Source::Message(Bytes::from_static(b"22.5 C"))
+        );
+        let config = send(&["[::1]:9000"]).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("::1", 9000));
+        let config = send(&["fe80::1:9000", "7"]).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("fe80::1:9000", 7));
+        let error = |words| send(words).unwrap_err().to_string();
+        assert!(error(&[":9000"]).contains("a host is needed"));
+        assert!(error(&["pi.local:0"]).contains("'0' is not a port"));
+        assert!(error(&["pi.local:99999"]).contains("'99999' is not a port"));
     }
 }
 

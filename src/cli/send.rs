@@ -26,8 +26,8 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(super) struct SendArgs {
-    /// Host: a name, an IPv4 or an IPv6 address; or an address: tcp://HOST:PORT, udp://HOST:PORT,
-    /// tls://HOST:PORT, unix:/path, unix:@name, unix-dgram:/path (then no PORT follows)
+    /// Host: a name, an IPv4 or an IPv6 address; or HOST:PORT, or an address: tcp://HOST:PORT,
+    /// udp://HOST:PORT, tls://HOST:PORT, unix:/path, unix:@name, unix-dgram:/path (then no PORT follows)
     #[arg(default_value = "127.0.0.1")]
     host: String,
     /// Port (1-65535) [default: 8888]

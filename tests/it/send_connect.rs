@@ -43,6 +43,15 @@ fn message_words_get_one_newline_and_n_leaves_it_out() {
 }
 
 #[test]
+fn host_colon_port_is_read_as_a_host_and_a_port() {
+    let mut server = Server::start(&["-t", "--once"]);
+    let at = format!("127.0.0.1:{}", server.port);
+    send_ok(&[&at, "abcdefg!"], b"");
+    assert!(server.run.wait().success());
+    assert_eq!(server.run.stdout.text(), "abcdefg!\n");
+}
+
+#[test]
 fn non_utf8_message_arguments_arrive_byte_exact() {
     let mut server = Server::start(&["-t", "--once"]);
     let word = std::ffi::OsStr::from_bytes(b"caf\xe9\x00?");
