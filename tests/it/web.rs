@@ -440,6 +440,37 @@ fn open_get(web: u16, path: &str) -> (TcpStream, String) {
     (stream, String::from_utf8_lossy(&head).into_owned())
 }
 
+/// A connection to the page from another loopback address.
+fn connect_from(source: [u8; 4], web: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source = std::net::SocketAddr::from((source, 0));
+    socket.bind(&source.into()).unwrap();
+    let page = std::net::SocketAddr::from(([127, 0, 0, 1], web));
+    socket.connect(&page.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server closes `stream` within `wait` (what it sends first, if
+/// anything, is read and ignored); `Duration::ZERO` looks without waiting.
+fn closed_by_server(mut stream: &TcpStream, wait: Duration) -> bool {
+    use std::io::{ErrorKind, Read};
+    match wait.is_zero() {
+        true => stream.set_nonblocking(true).unwrap(),
+        false => stream.set_read_timeout(Some(wait)).unwrap(),
+    }
+    let mut buf = [0u8; 512];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) => break !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
 fn open_descriptors(run: &Running) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", run.child.id()))
         .unwrap()
@@ -474,10 +505,11 @@ fn the_page_bounds_its_event_streams_and_its_connections() {
         assert!(start.elapsed() < PATIENCE, "the place was never given back");
         thread::sleep(Duration::from_millis(200));
     }
-    // 120 idle connections more: the page takes in up to its 128 (32 are
-    // streams), the rest wait in the kernel's queue.
+    // 120 idle connections more, from three other addresses (each may hold
+    // 48): the page takes in up to its 128 (32 are streams), the rest wait
+    // in the kernel's queue.
     let idle: Vec<TcpStream> = (0..120)
-        .map(|_| TcpStream::connect(("127.0.0.1", web)).unwrap())
+        .map(|i| connect_from([127, 0, 0, 2 + i % 3], web))
         .collect();
     thread::sleep(Duration::from_millis(300));
     let held = open_descriptors(&server) - before;
@@ -488,5 +520,70 @@ fn the_page_bounds_its_event_streams_and_its_connections() {
     while open_get(web, "/").1 != "HTTP/1.1 200" {
         assert!(start.elapsed() < PATIENCE, "the page never came back");
     }
+    server.stop();
+}
+
+/// Slowloris: one host that opens many connections and trickles half a
+/// request on each holds at most 48 of the page's places, and each only for
+/// the header timeout (5 s); anyone else gets the page meanwhile.
+#[test]
+fn one_host_trickling_requests_cannot_hold_the_page() {
+    let (mut server, _, web) = web_listener(&["-u"]);
+    let before = open_descriptors(&server);
+    let trickling: Vec<TcpStream> = (0..60)
+        .map(|_| {
+            let mut stream = connect_from([127, 0, 0, 5], web);
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
+            stream
+        })
+        .collect();
+    let start = Instant::now();
+    // Past 48 from one address, closed at once.
+    thread::sleep(Duration::from_millis(500));
+    let refused = trickling
+        .iter()
+        .filter(|stream| closed_by_server(stream, Duration::ZERO))
+        .count();
+    assert_eq!(refused, 12, "of 60 from one address");
+    let held = open_descriptors(&server) - before;
+    assert!(held <= 48, "{held} descriptors held by one address");
+    let mut other = connect_from([127, 0, 0, 6], web);
+    write!(
+        other,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut other, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    // The header timeout gives back the 48 places.
+    let still_open = trickling
+        .iter()
+        .filter(|stream| !closed_by_server(stream, PATIENCE))
+        .count();
+    assert_eq!(still_open, 0);
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "closed before the timeout"
+    );
+    server.stop();
+}
+
+/// `--web-allow`: a peer outside the list is disconnected on arrival, before
+/// it can take a place or send a byte of HTTP; one inside gets the page.
+#[test]
+fn peers_outside_web_allow_are_disconnected_on_arrival() {
+    let (mut server, _, web) = web_listener(&["-u", "--web-allow", "127.0.0.7/32"]);
+    let outside = connect_from([127, 0, 0, 1], web);
+    assert!(closed_by_server(&outside, PATIENCE));
+    let mut inside = connect_from([127, 0, 0, 7], web);
+    write!(
+        inside,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut inside, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     server.stop();
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +45,14 @@ const MAX_BROWSERS: usize = 32;
 /// process's descriptors with the listener it shows, so whoever can reach it
 /// must not be able to take them all. Further ones wait in the kernel's queue.
 const MAX_CONNECTIONS: usize = 128;
+/// Connections from any one address at once, of the [`MAX_CONNECTIONS`]: a
+/// browser opens a handful, so one host cannot hold every place (further
+/// ones are closed at once).
+const MAX_PER_PEER: usize = 48;
+/// How long a request's headers may take, and a connection may sit idle
+/// between requests: one that trickles its headers (slowloris) or says
+/// nothing gives its place back after this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -305,7 +313,6 @@ impl Feed {
 
 struct Guard {
     feed: Arc<Feed>,
-    allow: AccessList,
     token: Option<String>,
     /// One place per open event stream ([`MAX_BROWSERS`]).
     browsers: Arc<tokio::sync::Semaphore>,
@@ -341,7 +348,6 @@ impl WebTap {
         });
         let guard = Arc::new(Guard {
             feed: feed.clone(),
-            allow: config.allow.clone(),
             token: token.clone(),
             browsers: Arc::new(tokio::sync::Semaphore::new(MAX_BROWSERS)),
         });
@@ -380,17 +386,26 @@ impl WebTap {
         }
         let _enter = runtime.enter();
         let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot)?;
-        let listener = WebListener::start(listener, tls.map(|tls| tls.acceptor), local);
-        runtime.spawn(async move {
-            use axum::serve::ListenerExt;
-            // tap_io: the connect info of any listener whose address is a SocketAddr.
-            let listener = listener.tap_io(|_| {});
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service).await {
-                crate::sink::say(&format!("web view stopped: {e}"));
-            }
-        });
+        let acceptor = tls.map(|tls| tls.acceptor);
+        let listener = WebListener::start(listener, acceptor, config.allow.clone());
+        runtime.spawn(serve_page(listener, app));
         Ok(WebTap(feed))
+    }
+}
+
+/// Serves each connection the listener hands over with `app`, through
+/// hyper with [`HEADER_TIMEOUT`] (`axum::serve` sets no timeout at all).
+async fn serve_page(mut listener: WebListener, app: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    while let Some(stream) = listener.ready.recv().await {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = connection.await; // a peer gone or too slow: nothing to report
+        });
     }
 }
 
@@ -404,11 +419,48 @@ type WebStream = Held<
     >,
 >;
 
-/// A connection to the page, holding one of its [`MAX_CONNECTIONS`] places
-/// until it closes.
+/// A connection to the page, holding one of its [`MAX_CONNECTIONS`] places,
+/// and one of its peer's [`MAX_PER_PEER`], until it closes.
 struct Held<S> {
     stream: S,
     _place: tokio::sync::OwnedSemaphorePermit,
+    _peer: PeerPlace,
+}
+
+/// The connections open from each address.
+type PeerCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One of an address's [`MAX_PER_PEER`] places, given back when dropped.
+struct PeerPlace {
+    counts: PeerCounts,
+    ip: IpAddr,
+}
+
+impl PeerPlace {
+    /// A place for `ip`, if it has fewer than [`MAX_PER_PEER`] connections.
+    fn take(counts: &PeerCounts, ip: IpAddr) -> Option<PeerPlace> {
+        let mut all = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let open = all.entry(ip).or_insert(0);
+        (*open < MAX_PER_PEER).then(|| {
+            *open += 1;
+            PeerPlace {
+                counts: counts.clone(),
+                ip,
+            }
+        })
+    }
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = all.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                all.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
@@ -445,21 +497,22 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
     }
 }
 
-/// The page's connections, plain or TLS. Handshakes run in tasks of their
-/// own, so one peer that stalls in its handshake holds up no one else.
+/// The page's connections, plain or TLS, from peers `--web-allow` lets in
+/// (others are closed at once). Handshakes run in tasks of their own, so one
+/// peer that stalls in its handshake holds up no one else.
 struct WebListener {
-    ready: tokio::sync::mpsc::Receiver<(WebStream, SocketAddr)>,
-    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<WebStream>,
 }
 
 impl WebListener {
     fn start(
         tcp: tokio::net::TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        local: SocketAddr,
+        allow: AccessList,
     ) -> WebListener {
         let (sender, ready) = tokio::sync::mpsc::channel(64);
         let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let peers = PeerCounts::default();
         tokio::spawn(async move {
             loop {
                 let Ok(place) = places.clone().acquire_owned().await else {
@@ -470,6 +523,12 @@ impl WebListener {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                if allow.refusal(peer.ip()).is_some() {
+                    continue;
+                }
+                let Some(peer_place) = PeerPlace::take(&peers, peer.ip()) else {
+                    continue;
+                };
                 let sender = sender.clone();
                 match &tls {
                     None => {
@@ -477,8 +536,9 @@ impl WebListener {
                         let held = Held {
                             stream,
                             _place: place,
+                            _peer: peer_place,
                         };
-                        if sender.send((held, peer)).await.is_err() {
+                        if sender.send(held).await.is_err() {
                             return;
                         }
                     }
@@ -491,32 +551,16 @@ impl WebListener {
                                 let held = Held {
                                     stream,
                                     _place: place,
+                                    _peer: peer_place,
                                 };
-                                let _ = sender.send((held, peer)).await;
+                                let _ = sender.send(held).await;
                             }
                         });
                     }
                 }
             }
         });
-        WebListener { ready, local }
-    }
-}
-
-impl axum::serve::Listener for WebListener {
-    type Io = WebStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(ready) => ready,
-            // The accepting task never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+        WebListener { ready }
     }
 }
 
@@ -533,11 +577,9 @@ fn make_token() -> Result<String> {
 type Asked = Query<HashMap<String, String>>;
 
 impl Guard {
-    /// Refuses peers outside `--web-allow` and requests without the token.
-    fn check(&self, peer: SocketAddr, asked: &Asked) -> std::result::Result<(), StatusCode> {
-        if self.allow.refusal(peer.ip()).is_some() {
-            return Err(StatusCode::FORBIDDEN);
-        }
+    /// Refuses requests without the token (peers outside `--web-allow`
+    /// never get this far: [`WebListener`] closes their connections).
+    fn check(&self, asked: &Asked) -> std::result::Result<(), StatusCode> {
         match (&self.token, asked.get("token")) {
             (None, _) => Ok(()),
             (Some(token), Some(given)) if same(token.as_bytes(), given.as_bytes()) => Ok(()),
@@ -569,12 +611,11 @@ fn with_headers(mut response: Response) -> Response {
 /// every answer (a refusal too) with the headers of [`with_headers`].
 async fn guarded(
     State(guard): State<Arc<Guard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     asked: Asked,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = match guard.check(peer, &asked) {
+    let response = match guard.check(&asked) {
         Ok(()) => next.run(request).await,
         Err(status) => status.into_response(),
     };
