@@ -227,9 +227,11 @@ async fn send_lines(
             Err(e) => {
                 set_connected(shared, false);
                 let pause = jittered(wait);
+                // Whole milliseconds: "107ms", not "107ms 364us 12ns".
+                let shown = Duration::from_millis(pause.as_millis() as u64);
                 say(&format!(
                     "{e}; trying again in {}",
-                    humantime::format_duration(pause)
+                    humantime::format_duration(shown)
                 ));
                 tokio::time::sleep(pause).await;
                 wait = (wait * 2).min(reconnect.backoff_max);

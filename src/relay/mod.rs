@@ -15,7 +15,7 @@ mod lines;
 mod streams;
 mod udp;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -166,6 +166,7 @@ pub async fn relay(
     endpoint::raise_open_file_limit(); // two sockets a client, and a pipe each way that is busy
     let totals = Arc::new(Totals::default());
     let bound = bind_from(config, handed_in)?;
+    refuse_own_port(config, &bound).await?;
     let to_tcp = matches!(
         config.to,
         Address::Inet {
@@ -308,6 +309,52 @@ fn check_pair(config: &RelayConfig) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Refuses a TO that is this relay itself under another name
+/// (`tcp://:9000` to `tcp://localhost:9000`): each client would open a
+/// connection (a UDP session) to the relay, which opens another, until `-m`
+/// is reached and the relay serves no one. [`check_pair`] catches the same
+/// address written twice; this resolves TO and compares it with the socket
+/// bound. A name that does not resolve yet is left to the first client.
+async fn refuse_own_port(config: &RelayConfig, bound: &Bound) -> Result<()> {
+    let Address::Inet {
+        transport,
+        host,
+        port,
+    } = &config.to
+    else {
+        return Ok(());
+    };
+    let local = match bound {
+        Bound::Tcp(listener) if *transport != Transport::Udp => listener.local_addr(),
+        Bound::Udp(socket) if *transport == Transport::Udp => socket.local_addr(),
+        _ => return Ok(()), // another protocol: another port, even with the same number
+    };
+    let (Ok(local), None) = (local, &config.origin.proxy) else {
+        return Ok(());
+    };
+    let Ok(targets) = endpoint::resolve(host, *port).await else {
+        return Ok(());
+    };
+    let covered = |target: SocketAddr| match local.ip() {
+        IpAddr::V6(any) if any.is_unspecified() => true, // dual-stack
+        IpAddr::V4(any) if any.is_unspecified() => target.is_ipv4(),
+        ip => ip == target.ip(),
+    };
+    // Binding an address succeeds only where it is one of this host's.
+    let this_host = |ip: IpAddr| ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok();
+    let target = targets
+        .into_iter()
+        .map(endpoint::natural)
+        .find(|target| target.port() == local.port() && covered(*target) && this_host(target.ip()));
+    match target {
+        Some(target) => Err(Error::Usage(format!(
+            "relay from {} to {}: {target} is this relay's own port, it would loop",
+            config.from, config.to
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An empty host listens on every address, IPv4 and IPv6.

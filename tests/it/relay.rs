@@ -526,14 +526,29 @@ fn pairs_that_cannot_work_are_usage_errors() {
         ("tcp//:5000", "tcp://127.0.0.1:9", "not an address"),
         ("tcp://:99999", "tcp://127.0.0.1:9", "'99999' is not a port"),
     ] {
-        let mut command = portier();
-        command.args(["relay", from, to]);
-        let out = run_with_input(command, b"");
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{from} {to}: {said}");
-        assert!(said.contains(why), "{from} {to}: {said}");
-        assert_eq!(said.lines().count(), 1, "one line: {said}");
+        usage_error(from, to, why);
     }
+    // The relay itself under another name: found once FROM is bound.
+    for (from, to) in [
+        ("tcp://:{port}", "tcp://localhost:{port}"),
+        ("tcp://127.0.0.1:{port}", "tls://127.0.0.1:{port}"),
+        ("udp://:{port}", "udp://localhost:{port}"),
+    ] {
+        let port = free_port().to_string();
+        let (from, to) = (from.replace("{port}", &port), to.replace("{port}", &port));
+        usage_error(&from, &to, "is this relay's own port, it would loop");
+    }
+}
+
+/// `relay FROM TO` ends at once with exit code 2 and one line saying `why`.
+fn usage_error(from: &str, to: &str, why: &str) {
+    let mut command = portier();
+    command.args(["relay", from, to]);
+    let out = run_with_input(command, b"");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{from} {to}: {said}");
+    assert!(said.contains(why), "{from} {to}: {said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
 }
 
 #[test]
