@@ -5,7 +5,9 @@
 //!
 //! The child learns who it talks to from its environment; it is killed when
 //! the server stops, when the client is dropped, or when nothing moves either
-//! way for `--idle-timeout`; its exit status is in the disconnect event.
+//! way for `--idle-timeout`; its exit status is in the disconnect event. A
+//! listener's programs lead process groups of their own ([`Group`]), so what
+//! they start (`sh -c` runs its commands as children) ends with them.
 
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
@@ -33,7 +35,7 @@ pub(crate) async fn answer(
     timeout: Duration,
 ) -> Result<(Vec<u8>, String), String> {
     let (peer, local) = (Addr::Inet(peer), local.map(Addr::Inet));
-    let mut child = program.spawn(SocketKind::Udp, &peer, local.as_ref())?;
+    let (mut child, _group) = program.spawn(SocketKind::Udp, &peer, local.as_ref(), true)?;
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the program has no stdin or stdout".into());
     };
@@ -110,17 +112,30 @@ impl Program {
         command
     }
 
-    /// Starts the program for one connection (TCP) or datagram (UDP), or says why it cannot.
+    /// Starts the program for one connection (TCP) or datagram (UDP), or says
+    /// why it cannot. With `own_group` (a listener's clients), it leads a
+    /// process group of its own, ended whole when the [`Group`] is dropped;
+    /// without (`connect`), it stays in portier's, so Ctrl-C reaches it too.
     pub(crate) fn spawn(
         &self,
         proto: SocketKind,
         peer: &Addr,
         local: Option<&Addr>,
-    ) -> Result<Child, String> {
-        self.command(proto, peer, local).spawn().map_err(|e| {
+        own_group: bool,
+    ) -> Result<(Child, Group), String> {
+        let mut command = self.command(proto, peer, local);
+        #[cfg(target_os = "linux")]
+        if own_group {
+            command.process_group(0);
+        }
+        let child = command.spawn().map_err(|e| {
             let why = crate::error::describe(&e);
             format!("cannot run {}: {why}", self.name())
-        })
+        })?;
+        let leader = child
+            .id()
+            .filter(|_| own_group && cfg!(target_os = "linux"));
+        Ok((child, Group(leader)))
     }
 
     /// What the program is called in messages.
@@ -128,6 +143,24 @@ impl Program {
         match self {
             Program::Argv(argv) => argv.first().map_or("", String::as_str),
             Program::Shell(_) => "sh",
+        }
+    }
+}
+
+/// The process group a listener's program leads: when dropped (the session
+/// over, however it ended), whatever is still in it is killed, so nothing the
+/// program started outlives its client.
+pub(crate) struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(leader) = self
+            .0
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        {
+            // Gone already (ESRCH) is the usual case.
+            let _ = rustix::process::kill_process_group(leader, rustix::process::Signal::KILL);
         }
     }
 }
@@ -160,7 +193,7 @@ pub(crate) struct Ended {
 /// it has, nothing more is read: a peer that stays connected and silent does
 /// not keep the session (and its `-m` slot) open.
 pub(crate) async fn serve(
-    mut child: Child,
+    (mut child, _group): (Child, Group),
     mut reader: impl AsyncRead + Unpin,
     mut writer: impl AsyncWrite + Unpin,
     idle: Option<Duration>,

@@ -106,7 +106,7 @@ pub(crate) async fn program_session(
 ) -> Result<()> {
     let (peer, local) = (Addr::Inet(peer), local.map(Addr::Inet));
     let child = program
-        .spawn(SocketKind::Tcp, &peer, local.as_ref())
+        .spawn(SocketKind::Tcp, &peer, local.as_ref(), false)
         .map_err(Error::Program)?;
     let (reader, writer) = tokio::io::split(stream);
     let never = CancellationToken::new(); // Ctrl-C ends the process, and with it the pipes

@@ -233,7 +233,7 @@ async fn run_program(
     context: &Context,
     kick: &tokio_util::sync::CancellationToken,
 ) -> exec::Ended {
-    let child = match program.spawn(kind, peer, local) {
+    let child = match program.spawn(kind, peer, local, true) {
         Ok(child) => child,
         Err(why) => {
             let exit = "not started".into();

@@ -125,6 +125,59 @@ fn a_program_that_hangs_is_killed_after_the_idle_timeout_and_on_sigterm() {
     assert_eq!(events.matches("killed by signal 9").count(), 2, "{events}");
 }
 
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn runs(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    matches!(state, Some(state) if state != 'Z' && state != 'X')
+}
+
+/// What a program started (`sh -c` runs its commands as children), even
+/// shielded from signals, ends with its client: on SIGTERM and on the idle
+/// timeout alike; it used to be left running, reparented to init.
+#[test]
+fn what_a_program_started_ends_with_its_client() {
+    let program = "trap '' TERM INT HUP; sleep 60 & echo $!; wait";
+    let mut server = Server::start(&["-t", "-b", "127.0.0.1", "--sh-exec", program]);
+    let started = |server: &Server| {
+        let mut stream = client(server);
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while stream.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        let pid: u32 = line.trim().parse().unwrap();
+        assert!(runs(pid), "the program's child {pid} is running");
+        (stream, pid)
+    };
+    let (_client, pid) = started(&server);
+    server.run.stop();
+    let gone = |pid| {
+        let start = std::time::Instant::now();
+        while runs(pid) && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !runs(pid)
+    };
+    assert!(gone(pid), "the program's child {pid} outlived the server");
+
+    let mut server = Server::start(&[
+        "-t",
+        "-b",
+        "127.0.0.1",
+        "--sh-exec",
+        program,
+        "--idle-timeout",
+        "1",
+    ]);
+    let (_client, pid) = started(&server);
+    server.run.stderr.wait_for_text("--idle-timeout");
+    assert!(gone(pid), "the program's child {pid} outlived its client");
+    server.run.stop();
+}
+
 #[test]
 fn exec_beyond_loopback_needs_allow() {
     let refused = |args: &[&str]| {
