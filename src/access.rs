@@ -1,6 +1,9 @@
-//! Who may talk to the server: `--allow` and `--deny` address ranges.
+//! Who may talk to the server: `--allow` and `--deny` address ranges, and
+//! how many connections one address may hold (`--max-per-ip`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 
@@ -33,6 +36,65 @@ impl AccessList {
             Some("not in --allow")
         } else {
             None
+        }
+    }
+}
+
+/// At most so many connections from any one address at once (`--max-per-ip`,
+/// the web page's own bound): one host that opens connections and holds them
+/// cannot take every place a server has.
+#[derive(Debug, Clone)]
+pub struct PerAddress {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    /// Up to `limit` connections per address.
+    pub fn new(limit: usize) -> Self {
+        PerAddress {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// The limit per address.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A place for a connection from `ip`, held until dropped; `None` when
+    /// `ip` already has `limit` (an IPv4 peer on a dual-stack socket counts
+    /// as its IPv4 address).
+    pub fn take(&self, ip: IpAddr) -> Option<AddressPlace> {
+        let ip = ip.to_canonical();
+        let mut all = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = all.entry(ip).or_insert(0);
+        (*open < self.limit).then(|| {
+            *open += 1;
+            AddressPlace {
+                open: self.open.clone(),
+                ip,
+            }
+        })
+    }
+}
+
+/// One connection's place among its address's [`PerAddress`] ones.
+#[derive(Debug)]
+pub struct AddressPlace {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut all = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = all.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                all.remove(&self.ip); // a map as large as the addresses connected now, no more
+            }
         }
     }
 }

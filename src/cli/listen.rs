@@ -135,6 +135,10 @@ pub(super) struct ListenArgs {
     #[arg(short, long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_conns: usize,
+    /// Serve at most N TCP clients at once from any one address (of the --max-conns)
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_per_ip: Option<usize>,
     /// Close TCP clients that send nothing, or take nothing we write, for this long (e.g. 30, 5m)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     idle_timeout: Option<Duration>,
@@ -313,6 +317,7 @@ impl ListenArgs {
             mode,
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
+            max_per_ip: self.max_per_ip,
             idle_timeout: self.idle_timeout,
             keepalive: self.keepalive,
             echo_rate: self.echo_rate,

@@ -62,6 +62,10 @@ pub struct ListenConfig {
     pub access: AccessList,
     /// TCP clients served at once; more are told the server is full.
     pub max_conns: usize,
+    /// TCP clients served at once from any one address (`--max-per-ip`);
+    /// `None`: as many as `max_conns` (behind a load balancer, every client
+    /// has its address).
+    pub max_per_ip: Option<usize>,
     /// Close TCP clients that send nothing, or take nothing written to
     /// them (echo, broker, chat), for this long.
     pub idle_timeout: Option<Duration>,
@@ -100,6 +104,7 @@ impl Default for ListenConfig {
             mode: Mode::Print,
             access: AccessList::default(),
             max_conns: DEFAULT_MAX_CONNS,
+            max_per_ip: None,
             idle_timeout: None,
             keepalive: None,
             echo_rate: DEFAULT_ECHO_RATE,

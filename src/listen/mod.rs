@@ -38,7 +38,7 @@ pub(crate) use echo_guard::{Budget, loops_back};
 pub use replies::{CLIENT_QUEUE_LEN, Mode};
 pub use stats::Summary;
 
-use crate::access::AccessList;
+use crate::access::{AccessList, PerAddress};
 use crate::address::UnixSocket;
 use crate::endpoint::{self, Bound};
 use crate::error::{Error, IoContext, Result};
@@ -280,6 +280,7 @@ impl Listener {
             access: config.access.clone(),
             max_conns: config.max_conns,
             connections: Arc::new(Semaphore::new(config.max_conns)),
+            per_address: config.max_per_ip.map(PerAddress::new),
             idle_timeout: config.idle_timeout,
             keepalive: config.keepalive,
             echo_rate: config.echo_rate,
@@ -360,6 +361,8 @@ struct Context {
     max_conns: usize,
     /// One permit per TCP client being served.
     connections: Arc<Semaphore>,
+    /// `--max-per-ip`: the clients each address has.
+    per_address: Option<PerAddress>,
     idle_timeout: Option<Duration>,
     keepalive: Option<Duration>,
     echo_rate: u32,

@@ -17,7 +17,7 @@ pub struct Summary {
     pub bytes: u64,
     /// Peers refused by `--allow` / `--deny` (TCP connections and UDP datagrams).
     pub refused: u64,
-    /// TCP connections refused past `--max-conns`.
+    /// TCP connections refused past `--max-conns` or `--max-per-ip`.
     pub over_limit: u64,
     /// Broker or chat clients dropped because they did not read fast enough.
     pub dropped_slow: u64,
@@ -45,7 +45,7 @@ impl Summary {
     pub fn line(&self) -> Option<String> {
         let parts: Vec<String> = [
             (self.refused, "refused by --allow/--deny"),
-            (self.over_limit, "refused over --max-conns"),
+            (self.over_limit, "refused over --max-conns or --max-per-ip"),
             (self.dropped_slow, "slow clients dropped"),
             (
                 self.kernel_drops,

@@ -13,6 +13,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::replies::{ClientWriter, Replies};
 use super::{Context, Delivery};
+use crate::access::AddressPlace;
 use crate::endpoint::natural;
 use crate::error::describe;
 use crate::exec::{self, Program};
@@ -71,6 +72,13 @@ impl Listener {
 }
 
 impl Client {
+    fn kind(&self) -> SocketKind {
+        match self {
+            Client::Tcp(_) => SocketKind::Tcp,
+            Client::Unix(_) => SocketKind::Unix,
+        }
+    }
+
     fn local(&self) -> Option<Addr> {
         match self {
             Client::Tcp(stream) => stream.local_addr().ok().map(|a| Addr::Inet(natural(a))),
@@ -111,45 +119,67 @@ pub(super) async fn accept_loop(listener: Listener, context: Arc<Context>) {
             }
             continue; // dropping the stream closes it at once
         }
+        let place = match (&context.per_address, peer.inet()) {
+            (Some(per_address), Some(addr)) => match per_address.take(addr.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    let why = format!(
+                        "{} clients from this address already (--max-per-ip)",
+                        per_address.limit()
+                    );
+                    let notice = "too many connections from your address, try again later";
+                    turn_away(client, peer, (&why, notice), &context).await;
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let Ok(permit) = context.connections.clone().try_acquire_owned() else {
             let why = format!("server full: {} clients (--max-conns)", context.max_conns);
-            let counter = &context.counters.over_limit;
-            if let Some(notice) = context.turned_away(counter, kind, peer, &why) {
-                context.emit(notice).await;
-            }
-            match client {
-                Client::Tcp(stream) => context.tasks.spawn(tell_full(stream)),
-                Client::Unix(stream) => context.tasks.spawn(tell_full(stream)),
-            };
+            let notice = "server full, try again later";
+            turn_away(client, peer, (&why, notice), &context).await;
             continue;
         };
+        let places = (permit, place);
         context
             .tasks
-            .spawn(serve_connection(client, peer, context.clone(), permit));
+            .spawn(serve_connection(client, peer, context.clone(), places));
         if context.once == Some(kind) {
             return; // like the seed: one client, then the port is closed
         }
     }
 }
 
-/// A one-line notice for a client refused past `--max-conns`, then close.
-async fn tell_full(mut stream: impl AsyncWrite + Unpin) {
-    let notice = b"portier: server full, try again later\n";
-    let _ = tokio::time::timeout(NOTICE_TIMEOUT, stream.write_all(notice)).await;
+/// Counts and (now and then) reports a client past `--max-conns` or
+/// `--max-per-ip` (`why`), then tells it so in one line (`notice`) and closes.
+async fn turn_away(client: Client, peer: Addr, (why, notice): (&str, &str), context: &Context) {
+    let counter = &context.counters.over_limit;
+    let kind = client.kind();
+    if let Some(notice) = context.turned_away(counter, kind, peer, why) {
+        context.emit(notice).await;
+    }
+    let notice = format!("portier: {notice}\n");
+    match client {
+        Client::Tcp(stream) => context.tasks.spawn(tell(stream, notice)),
+        Client::Unix(stream) => context.tasks.spawn(tell(stream, notice)),
+    };
+}
+
+/// A one-line notice for a client refused past a limit, then close.
+async fn tell(mut stream: impl AsyncWrite + Unpin, notice: String) {
+    let _ = tokio::time::timeout(NOTICE_TIMEOUT, stream.write_all(notice.as_bytes())).await;
 }
 
 async fn serve_connection(
     client: Client,
     peer: Addr,
     context: Arc<Context>,
-    _permit: OwnedSemaphorePermit,
+    // Its -m slot, and its place among its address's (--max-per-ip), until it ends.
+    _places: (OwnedSemaphorePermit, Option<AddressPlace>),
 ) {
     let started = Instant::now();
     let local = client.local();
-    let kind = match client {
-        Client::Tcp(_) => SocketKind::Tcp,
-        Client::Unix(_) => SocketKind::Unix,
-    };
+    let kind = client.kind();
     let message =
         |event, subject| Message::new(kind, Some(peer.clone()), event).with_subject(subject);
     if let Client::Tcp(stream) = &client

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::pki::{EVIL_NAME, Pki};
-use crate::common::{PATIENCE, Running, Server, free_port, have_peer, portier, skip};
+use crate::common::{PATIENCE, Running, Server, connect_from, free_port, have_peer, portier, skip};
 
 /// Sends one UDP datagram whose source address is `from`, whatever socket
 /// owns it: what an attacker on the path does. `false` (after saying so) without a raw socket.
@@ -250,6 +250,39 @@ fn an_echo_client_that_never_reads_is_dropped_after_the_idle_timeout() {
     drop((hog, next));
     server.run.stop();
     assert!(server.run.stderr.text().contains("1 slow clients dropped"));
+}
+
+/// Connection exhaustion: with `--max-per-ip`, a host that opens connections
+/// and holds them silent gets its share and a one-line refusal past it; the
+/// server still has room for everyone else (here `-m 8`, 4 an address).
+#[test]
+fn one_host_holding_connections_leaves_room_for_others_with_max_per_ip() {
+    let mut server = Server::start(&["-t", "-m", "8", "--max-per-ip", "4", "-f", "lines"]);
+    let port = server.port;
+    let held: Vec<TcpStream> = (0..8).map(|_| connect_from([127, 0, 0, 3], port)).collect();
+    let mut refusals = 0;
+    for mut stream in &held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut notice = String::new();
+        let _ = stream.read_to_string(&mut notice);
+        if notice == "portier: too many connections from your address, try again later\n" {
+            refusals += 1;
+        }
+    }
+    assert_eq!(refusals, 4, "of 8 from one address");
+    let mut other = connect_from([127, 0, 0, 4], port);
+    other.write_all(b"still served\n").unwrap();
+    drop(other);
+    server.wait_lines(1);
+    server.run.stop();
+    assert!(server.run.stdout.text().contains("still served"));
+    let events = server.run.stderr.text();
+    assert!(
+        events.contains("4 refused over --max-conns or --max-per-ip"),
+        "{events}"
+    );
 }
 
 // 4, 5. Nothing a peer sends drives the terminal.

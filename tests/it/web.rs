@@ -13,7 +13,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::common::{
-    PATIENCE, Running, SeedProgram, free_port, have_peer, portier, python, seed_program, wait_bound,
+    PATIENCE, Running, SeedProgram, connect_from, free_port, have_peer, portier, python,
+    seed_program, wait_bound,
 };
 
 /// A listener with `--web` on a port of its own, and its web port.
@@ -438,17 +439,6 @@ fn open_get(web: u16, path: &str) -> (TcpStream, String) {
     let mut head = [0u8; 12];
     std::io::Read::read_exact(&mut stream, &mut head).unwrap();
     (stream, String::from_utf8_lossy(&head).into_owned())
-}
-
-/// A connection to the page from another loopback address.
-fn connect_from(source: [u8; 4], web: u16) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let source = std::net::SocketAddr::from((source, 0));
-    socket.bind(&source.into()).unwrap();
-    let page = std::net::SocketAddr::from(([127, 0, 0, 1], web));
-    socket.connect(&page.into()).unwrap();
-    socket.into()
 }
 
 /// Whether the server closes `stream` within `wait` (what it sends first, if

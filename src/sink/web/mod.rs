@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 
 use super::broker::BrokerStats;
 use super::{Parse, timestamp, write_json};
-use crate::access::AccessList;
+use crate::access::{AccessList, AddressPlace, PerAddress};
 use crate::error::{Error, Result};
 use crate::message::{Addr, Event, Message, SocketKind};
 use crate::tls::{ServerTls, ServerTlsConfig};
@@ -424,43 +424,7 @@ type WebStream = Held<
 struct Held<S> {
     stream: S,
     _place: tokio::sync::OwnedSemaphorePermit,
-    _peer: PeerPlace,
-}
-
-/// The connections open from each address.
-type PeerCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One of an address's [`MAX_PER_PEER`] places, given back when dropped.
-struct PeerPlace {
-    counts: PeerCounts,
-    ip: IpAddr,
-}
-
-impl PeerPlace {
-    /// A place for `ip`, if it has fewer than [`MAX_PER_PEER`] connections.
-    fn take(counts: &PeerCounts, ip: IpAddr) -> Option<PeerPlace> {
-        let mut all = counts.lock().unwrap_or_else(|e| e.into_inner());
-        let open = all.entry(ip).or_insert(0);
-        (*open < MAX_PER_PEER).then(|| {
-            *open += 1;
-            PeerPlace {
-                counts: counts.clone(),
-                ip,
-            }
-        })
-    }
-}
-
-impl Drop for PeerPlace {
-    fn drop(&mut self) {
-        let mut all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = all.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                all.remove(&self.ip);
-            }
-        }
-    }
+    _peer: AddressPlace,
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
@@ -512,7 +476,7 @@ impl WebListener {
     ) -> WebListener {
         let (sender, ready) = tokio::sync::mpsc::channel(64);
         let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let peers = PeerCounts::default();
+        let peers = PerAddress::new(MAX_PER_PEER);
         tokio::spawn(async move {
             loop {
                 let Ok(place) = places.clone().acquire_owned().await else {
@@ -526,7 +490,7 @@ impl WebListener {
                 if allow.refusal(peer.ip()).is_some() {
                     continue;
                 }
-                let Some(peer_place) = PeerPlace::take(&peers, peer.ip()) else {
+                let Some(peer_place) = peers.take(peer.ip()) else {
                     continue;
                 };
                 let sender = sender.clone();

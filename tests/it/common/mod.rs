@@ -4,7 +4,7 @@
 pub mod pki;
 
 use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -238,6 +238,18 @@ impl Server {
         });
         String::from_utf8(bytes).unwrap()
     }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from another loopback address
+/// (`source`, e.g. 127.0.0.5): a second host, as far as the server can tell.
+pub fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source = std::net::SocketAddr::from((source, 0));
+    socket.bind(&source.into()).unwrap();
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(&server.into()).unwrap();
+    socket.into()
 }
 
 /// A port free for TCP and UDP on loopback (IPv4, and IPv6 for TCP) right
