@@ -426,6 +426,10 @@ pub(crate) fn describe(err: &std::io::Error) -> String {
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
     else {
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            // tokio-rustls says "tls handshake eof".
+            return "the other side closed the connection during the handshake (full, or refusing this address?)".into();
+        }
         return crate::error::describe(err);
     };
     match tls {

@@ -158,6 +158,10 @@ async fn turn_away(client: Client, peer: Addr, (why, notice): (&str, &str), cont
     if let Some(notice) = context.turned_away(counter, kind, peer, why) {
         context.emit(notice).await;
     }
+    // A TLS client would take plain text for a broken handshake: just close.
+    if context.tls.is_some() {
+        return;
+    }
     let notice = format!("portier: {notice}\n");
     match client {
         Client::Tcp(stream) => context.tasks.spawn(tell(stream, notice)),
