@@ -40,6 +40,10 @@ pub(super) struct RelayArgs {
     #[arg(short, long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_conns: usize,
+    /// Stream clients: at most N at once from any one address (of the -m)
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_per_ip: Option<usize>,
     /// Close a connection, or end a UDP session, after this long with nothing moving [UDP default: 60s]
     #[arg(long, value_name = "SECS", value_parser = parse_positive_duration)]
     idle_timeout: Option<Duration>,
@@ -109,6 +113,7 @@ impl RelayArgs {
             to: self.to.clone(),
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
             max_conns: self.max_conns,
+            max_per_ip: self.max_per_ip,
             idle_timeout: self.idle_timeout,
             reply_rate: self.reply_rate,
             server_tls: identity.map(|identity| ServerTlsConfig {

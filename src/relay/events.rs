@@ -31,6 +31,15 @@ pub(super) enum Relayed {
     Lines,
 }
 
+/// Which limit turned a client away.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Limit {
+    /// `-m`: this many clients (UDP: sessions) at once.
+    Clients(usize),
+    /// `--max-per-ip`: this many stream clients from one address.
+    PerAddress(usize),
+}
+
 /// One thing that happened.
 pub(super) enum Event<'a> {
     Listening(Option<SocketAddr>),
@@ -43,8 +52,8 @@ pub(super) enum Event<'a> {
     },
     /// A client refused by --allow/--deny: who, why, how many so far.
     Refused(&'a str, &'a str, u64),
-    /// A client past -m: who, the limit, how many so far.
-    TurnedAway(&'a str, usize, u64),
+    /// A client past a limit: who, which, how many so far.
+    TurnedAway(&'a str, Limit, u64),
     /// Something failed, for one client or for the relay.
     Failed(Option<&'a str>, String),
     SessionEnded(&'a str),
@@ -90,9 +99,12 @@ fn line(config: &RelayConfig, event: &Event<'_>) -> String {
             format!("{client} disconnected{counted}{why}")
         }
         Event::Refused(client, why, count) => format!("{client} refused: {why} (#{count})"),
-        Event::TurnedAway(client, max, count) => {
+        Event::TurnedAway(client, Limit::Clients(max), count) => {
             format!("{client} turned away: {max} clients already (-m) (#{count})")
         }
+        Event::TurnedAway(client, Limit::PerAddress(max), count) => format!(
+            "{client} turned away: {max} clients from this address already (--max-per-ip) (#{count})"
+        ),
         Event::Failed(Some(client), error) => format!("{client}: {error}"),
         Event::Failed(None, error) => error.clone(),
         Event::SessionEnded(client) => format!("{client} session ended (idle)"),
@@ -157,9 +169,12 @@ fn record(config: &RelayConfig, event: &Event<'_>) -> Value {
             put("count", json!(count));
             "refused"
         }
-        Event::TurnedAway(client, max, count) => {
+        Event::TurnedAway(client, limit, count) => {
             put("client", json!(client));
-            put("max_conns", json!(max));
+            match limit {
+                Limit::Clients(max) => put("max_conns", json!(max)),
+                Limit::PerAddress(max) => put("max_per_ip", json!(max)),
+            }
             put("count", json!(count));
             "turned_away"
         }

@@ -263,7 +263,7 @@ pub(super) async fn lines_to_datagrams(
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            totals.turn_away(config, &client.to_string());
+            totals.turn_away(config, &client.to_string(), false);
             continue;
         };
         Totals::add(&totals.connections, 1);

@@ -44,6 +44,9 @@ pub struct RelayConfig {
     pub access: AccessList,
     /// Clients (stream) or sessions (UDP) at once; more are refused and counted.
     pub max_conns: usize,
+    /// Stream clients at once from any one address (`--max-per-ip`); UDP
+    /// sources can be spoofed, so sessions are bounded by `max_conns` only.
+    pub max_per_ip: Option<usize>,
     /// Close a connection, or end a UDP session, after this long with no byte either way.
     pub idle_timeout: Option<Duration>,
     /// UDP: at most this many replies a second to each client (`--reply-rate`).
@@ -408,13 +411,15 @@ impl Totals {
         }
     }
 
-    /// Counts a client past -m, and says so now and then, as [`Totals::refuse`].
-    fn turn_away(&self, config: &RelayConfig, client: &str) {
+    /// Counts a client past -m (or, `per_address`, past --max-per-ip), and
+    /// says so now and then, as [`Totals::refuse`].
+    fn turn_away(&self, config: &RelayConfig, client: &str, per_address: bool) {
+        let limit = match (per_address, config.max_per_ip) {
+            (true, Some(max)) => events::Limit::PerAddress(max),
+            _ => events::Limit::Clients(config.max_conns),
+        };
         if let Some(count) = crate::sink::count_paced(&self.over_limit) {
-            events::tell(
-                config,
-                events::Event::TurnedAway(client, config.max_conns, count),
-            );
+            events::tell(config, events::Event::TurnedAway(client, limit, count));
         }
     }
 
@@ -436,7 +441,7 @@ impl Totals {
                 "datagrams dropped by the kernel, buffers full",
             ),
             (&self.refused, "refused (--allow/--deny)"),
-            (&self.over_limit, "turned away (-m)"),
+            (&self.over_limit, "turned away (-m, --max-per-ip)"),
             (
                 &self.evicted,
                 "unanswered sessions ended for new clients (-m)",

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Relayed, tell};
 use super::{RelayConfig, Totals};
+use crate::access::PerAddress;
 use crate::address::{Address, Transport};
 use crate::endpoint::{self, Origin};
 use crate::error::Result;
@@ -72,6 +73,7 @@ pub(super) async fn serve_streams(
         _ => None,
     };
     let slots = Arc::new(Semaphore::new(config.max_conns.max(1)));
+    let per_address = config.max_per_ip.map(PerAddress::new);
     let mut clients = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -99,8 +101,18 @@ pub(super) async fn serve_streams(
             totals.refuse(config, &name, why);
             continue;
         }
+        let place = match (&per_address, ip_peer) {
+            (Some(per_address), Some(peer)) => match per_address.take(peer.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    totals.turn_away(config, &name, true);
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            totals.turn_away(config, &name);
+            totals.turn_away(config, &name, false);
             continue;
         };
         Totals::add(&totals.connections, 1);
@@ -161,7 +173,7 @@ pub(super) async fn serve_streams(
                     why,
                 },
             );
-            drop(slot);
+            drop((slot, place));
         });
     }
     // Each connection sees the token and ends; wait for their last events.

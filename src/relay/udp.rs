@@ -253,7 +253,7 @@ impl Relay<'_> {
         }
         let full = self.sessions.len() >= config.max_conns.max(1);
         if full && !self.evict_for(client) {
-            totals.turn_away(config, &client.to_string());
+            totals.turn_away(config, &client.to_string(), false);
             return false;
         }
         let upstream = match open_upstream(self.upstream).await {

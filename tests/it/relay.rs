@@ -7,7 +7,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::common::{PATIENCE, Running, free_port, have_peer, portier, run_with_input, wait_bound};
+use crate::common::{
+    PATIENCE, Running, connect_from, free_port, have_peer, portier, run_with_input, wait_bound,
+};
 
 /// `portier relay FROM TO ARGS`, ready when its socket is bound (it says so
 /// on stderr, or with `-f json` on stdout).
@@ -320,7 +322,7 @@ fn udp_sessions_past_m_are_turned_away_while_each_is_a_real_exchange() {
     let mut got = [0u8; 8];
     let (len, from) = upstream.recv_from(&mut got).unwrap(); // "3": so "x" was handled before it
     assert_eq!((&got[..len], from), (b"3".as_slice(), session));
-    stop_saying(&mut run, "1 turned away (-m)");
+    stop_saying(&mut run, "1 turned away (-m, --max-per-ip)");
 }
 
 /// 20,000 datagrams sent as fast as they go to a UDP relay to `to`, then
@@ -511,6 +513,29 @@ fn clients_outside_allow_are_refused_and_counted() {
     );
     run.stderr.wait_for_text("refused: ");
     stop_saying(&mut run, "1 refused (--allow/--deny)");
+}
+
+/// `--max-per-ip`: a second connection from the same address is closed at
+/// once and counted, while another address is relayed.
+#[test]
+fn max_per_ip_keeps_one_address_to_its_share() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = format!("tcp://{}", upstream.local_addr().unwrap());
+    let port = free_port();
+    let from = format!("tcp://127.0.0.1:{port}");
+    let mut run = relay(&from, &to, &["--max-per-ip", "1"]);
+    let _first = connect_from([127, 0, 0, 3], port);
+    upstream.accept().unwrap(); // relayed
+    let mut second = connect_from([127, 0, 0, 3], port);
+    second.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert!(
+        matches!(second.read(&mut [0u8; 8]), Ok(0) | Err(_)),
+        "closed at once"
+    );
+    let _other = connect_from([127, 0, 0, 4], port);
+    upstream.accept().unwrap(); // relayed too
+    run.stderr.wait_for_text("(--max-per-ip)");
+    stop_saying(&mut run, "1 turned away (-m, --max-per-ip)");
 }
 
 #[test]
