@@ -92,7 +92,7 @@ pub(super) struct ListenArgs {
     /// never to this listener's own port or an echo-like service's, at most --echo-rate a second)
     #[arg(long, group = "answer")]
     echo: bool,
-    /// UDP echo: replies per second to any one peer, at most; the rest are counted, not sent
+    /// UDP echo: replies per second to any one address (all its ports), at most; the rest are counted, not sent
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ECHO_RATE, requires = "echo",
           value_parser = clap::value_parser!(u32).range(1..))]
     echo_rate: u32,

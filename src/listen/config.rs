@@ -71,7 +71,7 @@ pub struct ListenConfig {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive on every client: probe one idle this long, so a vanished peer frees its slot.
     pub keepalive: Option<Duration>,
-    /// UDP echo: replies per second to any one peer, at most.
+    /// UDP echo: replies per second to any one address (all its ports), at most.
     pub echo_rate: u32,
     /// TCP: run this program for each client, the connection on its stdin and stdout.
     pub exec: Option<crate::exec::Program>,

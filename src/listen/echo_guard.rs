@@ -2,13 +2,16 @@
 //! whatever the sender wrote, so one spoofed datagram can name the listener
 //! itself, or another echo service, as its source: answering it starts a loop
 //! that never ends on its own. The guard refuses the sources that make such
-//! loops, and gives every peer a budget of replies per second, so any loop
-//! that gets past the first rule dies out as soon as its budget is spent.
+//! loops, and gives every peer address a budget of replies per second, so
+//! any loop that gets past the first rule dies out as soon as its budget is
+//! spent. The budget is per address, not per address and port: a spoofer
+//! naming one victim with thousands of source ports still gets it one
+//! budget of replies, not one per port.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// Replies per second to any one peer unless told otherwise (`--echo-rate`).
+/// Replies per second to any one address unless told otherwise (`--echo-rate`).
 pub const DEFAULT_ECHO_RATE: u32 = 200;
 
 /// Source ports that are never answered: 0 is no port, and 7, 9, 13, 17, 19
@@ -81,7 +84,7 @@ impl Budget {
 
 #[derive(Clone, Copy)]
 struct Slot {
-    peer: SocketAddr,
+    peer: IpAddr,
     budget: Budget,
 }
 
@@ -103,11 +106,12 @@ impl EchoGuard {
         }
     }
 
-    /// May `peer` be answered now? Takes one reply from its budget if so.
+    /// May `peer` be answered now? Takes one reply from its address's budget if so.
     pub fn check(&mut self, peer: SocketAddr, now: Instant) -> Result<(), Withheld> {
         if loops_back(peer, self.own_port) {
             return Err(Withheld::LoopingSource);
         }
+        let peer = peer.ip().to_canonical();
         let rate = self.rate;
         let slot = self.slots[slot_of(peer)].get_or_insert(Slot {
             peer,
@@ -136,7 +140,7 @@ pub fn loops_back(peer: SocketAddr, own_port: u16) -> bool {
     peer.port() == own_port || LOOPING_PORTS.contains(&peer.port())
 }
 
-fn slot_of(peer: SocketAddr) -> usize {
+fn slot_of(peer: IpAddr) -> usize {
     use std::hash::{BuildHasher, RandomState};
     // Seeded per process, so nobody can aim many addresses at one slot.
     thread_local!(static SEED: RandomState = RandomState::new());
@@ -167,6 +171,21 @@ mod tests {
     }
 
     #[test]
+    fn every_port_of_an_address_shares_its_budget() {
+        let mut guard = EchoGuard::new(8888, 10);
+        let now = Instant::now();
+        let sent = (40000..44096)
+            .filter(|port| {
+                guard
+                    .check(SocketAddr::new([10, 0, 0, 9].into(), *port), now)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(sent, 10, "one budget for 4096 source ports");
+        assert_eq!(guard.check(addr("10.0.0.10:40000"), now), Ok(()));
+    }
+
+    #[test]
     fn a_peer_gets_its_budget_then_waits_for_it_to_refill() {
         let mut guard = EchoGuard::new(8888, 10);
         let peer = addr("127.0.0.1:40000");
@@ -176,8 +195,8 @@ mod tests {
             .count();
         assert_eq!(sent, 10);
         assert_eq!(guard.check(peer, start), Err(Withheld::OverBudget));
-        // Another peer has a budget of its own.
-        assert_eq!(guard.check(addr("127.0.0.1:40001"), start), Ok(()));
+        // Another address has a budget of its own.
+        assert_eq!(guard.check(addr("127.0.0.2:40000"), start), Ok(()));
         let later = start + Duration::from_millis(500);
         let sent = (0..100)
             .filter(|_| guard.check(peer, later).is_ok())
@@ -189,8 +208,8 @@ mod tests {
     fn memory_stays_bounded_under_a_flood_of_sources() {
         let mut guard = EchoGuard::new(8888, 1);
         let now = Instant::now();
-        for port in 1024..u16::MAX {
-            let _ = guard.check(SocketAddr::from(([127, 0, 0, 1], port)), now);
+        for n in 0..100_000u32 {
+            let _ = guard.check(SocketAddr::from((n.to_be_bytes(), 40000)), now);
         }
         assert_eq!(guard.slots.len(), SLOTS);
     }

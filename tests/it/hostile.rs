@@ -171,6 +171,37 @@ fn echo_services_are_not_answered_and_each_peer_has_a_budget() {
     assert!(events.contains("echo replies not sent"), "{events}");
 }
 
+/// A spoofer naming one victim from many source ports (here: four real
+/// sockets of one address) still gets it one budget of echoes, not one a port.
+#[test]
+fn every_port_of_an_address_shares_one_echo_budget() {
+    let mut server = Server::start(&["-u", "--echo", "-b", "127.0.0.1", "--echo-rate", "50"]);
+    let to = ("127.0.0.1", server.port);
+    let clients: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for i in 0..100 {
+        for client in &clients {
+            client.send_to(format!("{i}\n").as_bytes(), to).unwrap();
+        }
+    }
+    let mut answers = 0;
+    for client in &clients {
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        while client.recv(&mut [0u8; 64]).is_ok() {
+            answers += 1;
+        }
+    }
+    // 50, plus what refills while the 400 arrive; four budgets would be 200 or more.
+    assert!(
+        (50..120).contains(&answers),
+        "{answers} answers to one address"
+    );
+    server.run.stop();
+}
+
 // 2. SIGTERM wins over a flood.
 
 #[test]
