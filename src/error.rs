@@ -130,6 +130,20 @@ pub enum Error {
         why: String,
     },
 
+    /// Stopping, the listener gave up on a stdout that took nothing (its
+    /// reader stopped reading): what was received and not written is said.
+    #[error(
+        "stdout took nothing for {}: exiting{} (its reader stopped reading?)",
+        humantime::format_duration(*.after),
+        unwritten.map(|n| format!(" without the last {n} bytes received")).unwrap_or_default()
+    )]
+    OutputStalled {
+        /// Data bytes received and never written (`None`: spliced, none waited).
+        unwritten: Option<u64>,
+        /// How long stdout took nothing.
+        after: Duration,
+    },
+
     /// TLS set-up or verification failed; the text says which check.
     #[error("{0}")]
     Tls(String),

@@ -228,14 +228,16 @@ impl Listener {
         events: mpsc::Sender<Message>,
         shutdown: CancellationToken,
     ) -> Summary {
-        self.serve_by(
-            config,
-            Delivery::Formatted,
-            events,
-            Taps::default(),
-            shutdown,
-        )
-        .await
+        let context = self
+            .start(
+                config,
+                Delivery::Formatted,
+                events,
+                Taps::default(),
+                shutdown,
+            )
+            .await;
+        finish(&context).await
     }
 
     /// How received bytes would best reach this process's stdout.
@@ -247,18 +249,18 @@ impl Listener {
         Delivery::choose(config, output, around)
     }
 
-    /// [`Listener::serve`], with the data delivered by `delivery`, as
-    /// [`Listener::delivery`] chose it (events still go to `events`),
-    /// `--stats` saying what the `--to` brokers took, and the web page fed
-    /// by the paths that skip the writer.
-    async fn serve_by(
+    /// Starts serving, as [`Listener::serve`] does, with the data delivered
+    /// by `delivery`, as [`Listener::delivery`] chose it (events still go to
+    /// `events`), `--stats` saying what the `--to` brokers took, and the web
+    /// page fed by the paths that skip the writer. [`finish`] waits for it.
+    async fn start(
         self,
         config: &ListenConfig,
         delivery: Delivery,
         events: mpsc::Sender<Message>,
         taps: Taps,
         shutdown: CancellationToken,
-    ) -> Summary {
+    ) -> Arc<Context> {
         // With --once, the first client of the listener's main protocol (a
         // stream, if it has one) ends it.
         let kinds = self.sockets.iter().map(Bound::kind);
@@ -290,6 +292,7 @@ impl Listener {
             delivery,
             stdout,
             web: taps.web,
+            written: taps.written,
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -340,9 +343,15 @@ impl Listener {
                 .spawn(stats::report_stats(context.clone(), every, taps.brokers));
         }
         context.tasks.close();
-        context.tasks.wait().await;
-        context.counters.summary()
+        context
     }
+}
+
+/// Waits until every socket loop and connection has stopped and handed over
+/// what it received; what they counted.
+async fn finish(context: &Context) -> Summary {
+    context.tasks.wait().await;
+    context.counters.summary()
 }
 
 /// The TLS side of a listener, made before any socket is opened.
@@ -376,6 +385,8 @@ struct Context {
     stdout: Option<std::fs::File>,
     /// The `--web` page, for the path that writes to stdout straight.
     web: Option<WebTap>,
+    /// Data bytes that reached stdout ([`Taps::written`]).
+    written: Arc<AtomicU64>,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -386,6 +397,13 @@ impl Context {
     fn count_data(&self, len: u64) {
         self.count_message();
         self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Counts one message of `len` bytes that a program took, not stdout
+    /// (`--exec`): none of it waits for stdout.
+    fn count_delivered(&self, len: u64) {
+        self.count_data(len);
+        self.written.fetch_add(len, Ordering::Relaxed);
     }
 
     /// Counts one message whose bytes were counted as they came (spliced).
@@ -469,18 +487,63 @@ pub async fn run(
         }
     }
     let started = std::time::Instant::now();
-    let summary = listener
-        .serve_by(&config, delivery, events.clone(), writer.taps(), shutdown)
+    let taps = writer.taps();
+    let written = taps.written.clone();
+    let context = listener
+        .start(&config, delivery, events.clone(), taps, shutdown.clone())
         .await;
-    if let Some(line) = summary.line().filter(|_| !quiet) {
-        let _ = events.send(say(line)).await;
+    let received = context.counters.bytes.clone();
+    let stopping = async {
+        let summary = finish(&context).await;
+        drop(context); // with it, its sender of events: the writer can end
+        if let Some(line) = summary.line().filter(|_| !quiet) {
+            let _ = events.send(say(line)).await;
+        }
+        if config.stats.is_some() {
+            let _ = events.send(say(summary.totals(started.elapsed()))).await;
+        }
+        drop(events);
+        // The writer waits for the brokers, whose connections run on this runtime.
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap_or_else(|e| Err(Error::io("cannot write output", std::io::Error::other(e))))
+    };
+    tokio::select! {
+        stopped = stopping => stopped,
+        // The threads still stuck in a write end with the process.
+        unwritten = stdout_stalled(&shutdown, &written, &received) => Err(Error::OutputStalled {
+            // Spliced bytes are counted once they reach stdout: none wait.
+            unwritten: Some(unwritten).filter(|n| *n > 0 && delivery != Delivery::Spliced),
+            after: STDOUT_STALL,
+        }),
     }
-    if config.stats.is_some() {
-        let _ = events.send(say(summary.totals(started.elapsed()))).await;
+}
+
+/// How long stdout may take nothing once the listener is stopping, before it
+/// exits without what stdout did not take: a reader that stopped reading
+/// (`portier listen | stuck`) must not keep SIGTERM from ending it. Longer
+/// than the last steps that write nothing (UDP's grace, 0.5 s at most; the
+/// brokers' 0.5 s after a signal).
+const STDOUT_STALL: Duration = Duration::from_millis(700);
+
+/// Ends when the listener is stopping and nothing has reached stdout, nor
+/// been received, for [`STDOUT_STALL`]: what was received and not written.
+async fn stdout_stalled(
+    shutdown: &CancellationToken,
+    written: &AtomicU64,
+    received: &AtomicU64,
+) -> u64 {
+    shutdown.cancelled().await;
+    let progress = || written.load(Ordering::Relaxed) + received.load(Ordering::Relaxed);
+    let (mut last, mut since) = (progress(), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(STDOUT_STALL / 7).await;
+        let now = progress();
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if since.elapsed() >= STDOUT_STALL {
+            let received = received.load(Ordering::Relaxed);
+            return received.saturating_sub(written.load(Ordering::Relaxed));
+        }
     }
-    drop(events);
-    // The writer waits for the brokers, whose connections run on this runtime.
-    tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .unwrap_or_else(|e| Err(Error::io("cannot write output", std::io::Error::other(e))))
 }

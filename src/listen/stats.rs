@@ -68,7 +68,8 @@ impl Summary {
 #[derive(Default)]
 pub(super) struct Counters {
     pub(super) messages: AtomicU64,
-    pub(super) bytes: AtomicU64,
+    /// Shared with the watch on stdout at shutdown, which outlives the rest.
+    pub(super) bytes: Arc<AtomicU64>,
     pub(super) refused: AtomicU64,
     pub(super) over_limit: AtomicU64,
     pub(super) dropped_slow: AtomicU64,

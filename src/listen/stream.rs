@@ -278,7 +278,7 @@ async fn run_program(
             };
         }
     };
-    let counted = |len: usize| context.count_data(len as u64);
+    let counted = |len: usize| context.count_delivered(len as u64);
     exec::serve(child, reader, writer, context.idle_timeout, kick, counted).await
 }
 

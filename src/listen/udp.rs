@@ -192,7 +192,7 @@ impl Receiver<'_> {
                 continue;
             };
             if context.exec.is_some() {
-                context.count_data(bytes.len() as u64); // the program has it, not stdout
+                context.count_delivered(bytes.len() as u64); // the program has it, not stdout
                 continue;
             }
             let data = Event::data(bytes);
@@ -234,7 +234,10 @@ impl Receiver<'_> {
         while !pending.is_empty() {
             match stdout.write_vectored(pending) {
                 Ok(0) => return stop_writing(context, io::ErrorKind::WriteZero.into()),
-                Ok(written) => IoSlice::advance_slices(&mut pending, written),
+                Ok(written) => {
+                    context.written.fetch_add(written as u64, Ordering::Relaxed);
+                    IoSlice::advance_slices(&mut pending, written);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return stop_writing(context, e),
             }

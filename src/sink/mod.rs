@@ -19,6 +19,8 @@ pub mod web;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -110,13 +112,17 @@ impl OutputConfig {
 }
 
 /// Handles on the sinks for the listener's own use: the brokers' counters
-/// (`--stats`) and the web page's feed (for bytes that skip the writer).
+/// (`--stats`), the web page's feed (for bytes that skip the writer), and
+/// how much of what was received has reached stdout.
 #[derive(Clone, Default)]
 pub struct Taps {
     /// What the `--to` brokers delivered and dropped so far.
     pub brokers: BrokerStats,
     /// The `--web` page's feed.
     pub web: Option<WebTap>,
+    /// Data bytes (as received, before formatting) surely written to stdout:
+    /// by the writer once flushed, and by the paths that skip it.
+    pub written: Arc<AtomicU64>,
 }
 
 /// The writer thread and the channel that feeds it.
@@ -125,6 +131,7 @@ pub struct Output {
     thread: JoinHandle<io::Result<()>>,
     brokers: BrokerStats,
     web: Option<WebTap>,
+    written: Arc<AtomicU64>,
 }
 
 impl Output {
@@ -165,10 +172,14 @@ impl Output {
         };
         let tap = web.clone();
         let (sender, receiver) = mpsc::channel(QUEUE_LEN);
+        let written = Arc::new(AtomicU64::new(0));
+        let credited = written.clone();
         let thread = std::thread::spawn(move || {
             let mut writer = Writer {
                 config,
                 data: io::BufWriter::with_capacity(64 * 1024, data),
+                unflushed: 0,
+                written: credited,
                 file,
                 brokers,
                 web,
@@ -182,6 +193,7 @@ impl Output {
             thread,
             brokers: stats,
             web: tap,
+            written,
         })
     }
 
@@ -191,6 +203,7 @@ impl Output {
         Taps {
             brokers: self.brokers.clone(),
             web: self.web.clone(),
+            written: self.written.clone(),
         }
     }
 
@@ -234,6 +247,9 @@ pub fn own_stdout() -> Option<std::fs::File> {
 struct Writer<D: Write, E: Write> {
     config: OutputConfig,
     data: io::BufWriter<D>,
+    /// Data bytes in `data` not yet flushed, then credited to `written`.
+    unflushed: u64,
+    written: Arc<AtomicU64>,
     file: Option<LogFile>,
     brokers: Option<Brokers>,
     web: Option<WebTap>,
@@ -258,7 +274,7 @@ impl<D: Write, E: Write> Writer<D, E> {
                 let report = Message::new(crate::message::Proto::Tcp, None, Event::Notice(line));
                 self.write(&report)?;
             }
-            self.data.flush()?;
+            self.flush_data()?;
         }
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -279,9 +295,17 @@ impl<D: Write, E: Write> Writer<D, E> {
                     Err(_) => break,
                 }
             }
-            self.data.flush()?;
+            self.flush_data()?;
         }
-        self.data.flush()
+        self.flush_data()
+    }
+
+    /// Flushes stdout, and counts the data it held as written.
+    fn flush_data(&mut self) -> io::Result<()> {
+        self.data.flush()?;
+        let flushed = std::mem::take(&mut self.unflushed);
+        self.written.fetch_add(flushed, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes `message`, shows it on the web page, then offers it to the
@@ -307,7 +331,7 @@ impl<D: Write, E: Write> Writer<D, E> {
         let shown = !self.config.quiet || matches!(message.event, Event::Notice(_));
         if let Some(line) = event_line(message).filter(|_| shown) {
             // Data written before the event must show first when both share a terminal.
-            self.data.flush()?;
+            self.flush_data()?;
             write_event(&mut self.events, &line)?;
         }
         let format = self.config.format;
@@ -326,6 +350,9 @@ impl<D: Write, E: Write> Writer<D, E> {
             parse,
             scratch,
         )?;
+        if let Event::Data { bytes, .. } = &message.event {
+            self.unflushed += bytes.len() as u64;
+        }
         if let Some(file) = &mut self.file {
             let file = file.next()?;
             // Flushed per message, so a crash loses nothing already received.

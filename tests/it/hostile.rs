@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -233,6 +233,86 @@ fn sigterm_ends_a_udp_listener_under_a_sustained_flood() {
         assert!(
             took < PROMPTLY,
             "{format}: SIGTERM took {took:?} under a flood"
+        );
+    }
+}
+
+/// A reader of stdout that stops reading (`portier listen | stuck`) fills
+/// the pipe and blocks every write: SIGTERM still ends the listener, within
+/// a second, saying what stdout did not take; for each delivery path.
+#[test]
+fn sigterm_ends_a_listener_whose_stdout_is_never_read() {
+    use std::process::Stdio;
+    for (args, spliced) in [
+        (&["-u", "-b", "127.0.0.1"][..], false), // straight to stdout
+        (&["-b", "127.0.0.1", "-f", "lines"][..], false), // through the writer
+        (&["-t", "-b", "127.0.0.1", "--once"][..], true), // spliced
+    ] {
+        let (mut command, port, _) = crate::common::listen_command(args);
+        let mut child = command
+            .stdout(Stdio::piped()) // and never read
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _stdout = child.stdout.take();
+        // Far more than a pipe holds (64 KiB), in bounded sends.
+        let chunk = [b'x'; 1000];
+        let mut _connected = None;
+        if args.contains(&"-u") {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..2_000 {
+                let _ = socket.send_to(&chunk, ("127.0.0.1", port));
+            }
+        } else {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            for _ in 0..2_000 {
+                if stream.write_all(&chunk).is_err() {
+                    break; // every buffer on the way is full
+                }
+            }
+            _connected = Some(stream); // stays connected
+        }
+        thread::sleep(Duration::from_millis(500));
+        let asked = Instant::now();
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < PATIENCE,
+                "{args:?}: SIGTERM never ended it"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let took = asked.elapsed();
+        let mut said = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        assert!(took < PROMPTLY, "{args:?}: SIGTERM took {took:?}");
+        assert_eq!(status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("stdout took nothing for 700ms: exiting"),
+            "{args:?}: {said}"
+        );
+        assert_eq!(
+            said.contains("bytes received"),
+            !spliced,
+            "{args:?}: {said}"
         );
     }
 }
