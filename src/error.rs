@@ -133,13 +133,19 @@ pub enum Error {
     /// Stopping, the listener gave up on a stdout that took nothing (its
     /// reader stopped reading): what was received and not written is said.
     #[error(
-        "stdout took nothing for {}: exiting{} (its reader stopped reading?)",
+        "stdout took nothing for {} (its reader stopped reading?): exiting{}{}{}",
         humantime::format_duration(*.after),
-        unwritten.map(|n| format!(" without the last {n} bytes received")).unwrap_or_default()
+        unwritten.map(|n| format!(" without the last {n} bytes received")).unwrap_or_default(),
+        match unread { 0 => String::new(), n => format!("; {n} datagrams not read (still queued)") },
+        match kernel_drops { 0 => String::new(), n => format!("; {n} dropped by the kernel in all (receive buffer full)") }
     )]
     OutputStalled {
         /// Data bytes received and never written (`None`: spliced, none waited).
         unwritten: Option<u64>,
+        /// UDP datagrams still queued in the kernel, taken off and counted.
+        unread: u64,
+        /// UDP datagrams the kernel dropped (receive buffer full) since the start.
+        kernel_drops: u64,
         /// How long stdout took nothing.
         after: Duration,
     },

@@ -293,6 +293,7 @@ impl Listener {
             stdout,
             web: taps.web,
             written: taps.written,
+            datagram_sockets: Arc::default(),
             counters: Counters::default(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -387,6 +388,9 @@ struct Context {
     web: Option<WebTap>,
     /// Data bytes that reached stdout ([`Taps::written`]).
     written: Arc<AtomicU64>,
+    /// The UDP sockets, for counting what they still hold if stdout stalls
+    /// the stop ([`stdout_stalled`]) and their receivers cannot.
+    datagram_sockets: Arc<std::sync::Mutex<Vec<std::os::fd::OwnedFd>>>,
     counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -493,6 +497,7 @@ pub async fn run(
         .start(&config, delivery, events.clone(), taps, shutdown.clone())
         .await;
     let received = context.counters.bytes.clone();
+    let datagram_sockets = context.datagram_sockets.clone();
     let stopping = async {
         let summary = finish(&context).await;
         drop(context); // with it, its sender of events: the writer can end
@@ -511,11 +516,16 @@ pub async fn run(
     tokio::select! {
         stopped = stopping => stopped,
         // The threads still stuck in a write end with the process.
-        unwritten = stdout_stalled(&shutdown, &written, &received) => Err(Error::OutputStalled {
-            // Spliced bytes are counted once they reach stdout: none wait.
-            unwritten: Some(unwritten).filter(|n| *n > 0 && delivery != Delivery::Spliced),
-            after: STDOUT_STALL,
-        }),
+        unwritten = stdout_stalled(&shutdown, &written, &received) => {
+            let (unread, kernel_drops) = unread_datagrams(&datagram_sockets);
+            Err(Error::OutputStalled {
+                // Spliced bytes are counted once they reach stdout: none wait.
+                unwritten: Some(unwritten).filter(|n| *n > 0 && delivery != Delivery::Spliced),
+                unread,
+                kernel_drops,
+                after: STDOUT_STALL,
+            })
+        }
     }
 }
 
@@ -523,8 +533,30 @@ pub async fn run(
 /// exits without what stdout did not take: a reader that stopped reading
 /// (`portier listen | stuck`) must not keep SIGTERM from ending it. Longer
 /// than the last steps that write nothing (UDP's grace, 0.5 s at most; the
-/// brokers' 0.5 s after a signal).
-const STDOUT_STALL: Duration = Duration::from_millis(700);
+/// brokers' 0.5 s after a signal); with the count of what the UDP sockets
+/// still hold ([`udp::UNREAD_COUNT_LIMIT`]), under a second.
+const STDOUT_STALL: Duration = Duration::from_millis(600);
+
+/// Datagrams the UDP sockets still hold, taken off and counted (their
+/// receivers are stuck writing to stdout), for [`udp::UNREAD_COUNT_LIMIT`] at
+/// most; and those the kernel dropped on them, in all.
+fn unread_datagrams(sockets: &std::sync::Mutex<Vec<std::os::fd::OwnedFd>>) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + udp::UNREAD_COUNT_LIMIT;
+    let sockets = sockets.lock().unwrap_or_else(|e| e.into_inner());
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    let (mut unread, mut dropped) = (0, 0);
+    for fd in sockets.iter() {
+        let socket = socket2::SockRef::from(fd);
+        let take = || {
+            socket
+                .recv_with_flags(&mut byte, libc::MSG_DONTWAIT)
+                .map(|_| 1)
+        };
+        unread += endpoint::take_queued(deadline, take);
+        dropped += crate::sys::kernel_drops(fd).unwrap_or(0);
+    }
+    (unread, dropped)
+}
 
 /// Ends when the listener is stopping and nothing has reached stdout, nor
 /// been received, for [`STDOUT_STALL`]: what was received and not written.

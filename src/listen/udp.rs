@@ -44,7 +44,13 @@ pub(super) const UNREAD_COUNT_LIMIT: Duration = Duration::from_millis(200);
 /// holds (for [`SHUTDOWN_GRACE`] at most); reads the kernel's drop counter meanwhile.
 pub(super) async fn receive_loop(socket: tokio::net::UdpSocket, context: Arc<Context>) {
     let socket = match blocking(socket) {
-        Ok(socket) => Arc::new(socket),
+        Ok(socket) => {
+            if let Ok(copy) = socket.try_clone() {
+                let sockets = context.datagram_sockets.lock();
+                sockets.unwrap_or_else(|e| e.into_inner()).push(copy.into());
+            }
+            Arc::new(socket)
+        }
         Err(e) => {
             let error = Event::Error(format!("cannot receive: {}", describe(&e)));
             context.emit(Message::new(Proto::Udp, None, error)).await;
