@@ -116,6 +116,9 @@ struct Tally {
     queued: AtomicU64,
     /// Not queued: the queue was full (or the broker task had stopped).
     dropped: AtomicU64,
+    /// Not queued: `--to-on-full block` was waiting for room when the
+    /// listener stopped (a drop of its own kind: the queue did not overflow).
+    stopped: AtomicU64,
     /// Taken by the broker: written (MQTT QoS 0), flushed (NATS) or acknowledged (QoS 1, JetStream).
     delivered: AtomicU64,
     /// Refused by the broker (an invalid subject, a JetStream error).
@@ -286,23 +289,34 @@ impl Brokers {
                 topic: sink.target.topic.fill(message),
                 payload: payload.clone(),
             };
-            let queued = match sink.queue.try_send(outgoing) {
-                Ok(()) => true,
-                Err(TrySendError::Full(outgoing))
-                    if self.config.on_full == OnFull::Block && !shutdown.is_cancelled() =>
-                {
+            let block = self.config.on_full == OnFull::Block;
+            let taken = match sink.queue.try_send(outgoing) {
+                Ok(()) => Taken::Queued,
+                Err(TrySendError::Full(outgoing)) if block && !shutdown.is_cancelled() => {
                     self.runtime.block_on(async {
                         tokio::select! {
-                            sent = sink.queue.send(outgoing) => sent.is_ok(),
-                            _ = shutdown.cancelled() => false,
+                            sent = sink.queue.send(outgoing) => match sent {
+                                Ok(()) => Taken::Queued,
+                                Err(_) => Taken::Dropped,
+                            },
+                            _ = shutdown.cancelled() => Taken::Stopped,
                         }
                     })
                 }
-                Err(_) => false,
+                Err(TrySendError::Full(_)) if block => Taken::Stopped,
+                Err(_) => Taken::Dropped,
             };
-            if queued {
-                Tally::add(&sink.tally.queued, 1);
-                continue;
+            match taken {
+                Taken::Queued => {
+                    Tally::add(&sink.tally.queued, 1);
+                    continue;
+                }
+                // Counted for the report at exit; no event per message while stopping.
+                Taken::Stopped => {
+                    Tally::add(&sink.tally.stopped, 1);
+                    continue;
+                }
+                Taken::Dropped => {}
             }
             if let Some(count) = super::count_paced(&sink.tally.dropped) {
                 let why = format!(
@@ -345,8 +359,13 @@ impl Brokers {
                     sink.target,
                     Tally::get(&tally.delivered)
                 );
+                let stopped = Tally::get(&tally.stopped);
                 for (count, what) in [
                     (dropped, "dropped (queue full)"),
+                    (
+                        stopped,
+                        "not delivered (waiting for room in the queue when the listener stopped)",
+                    ),
                     (failed, "refused by the broker"),
                     (
                         tally.waiting(),
@@ -362,6 +381,15 @@ impl Brokers {
             lines
         })
     }
+}
+
+/// What became of a message offered to one broker's queue.
+enum Taken {
+    Queued,
+    /// The queue was full, or its broker task had ended.
+    Dropped,
+    /// `--to-on-full block` was waiting for room when the listener stopped.
+    Stopped,
 }
 
 /// What a broker task is given: its queue, its counters, its stop signal.
