@@ -467,10 +467,13 @@ async fn with_timeout<T>(
 /// `deadline` at most ([`take_queued`]): how many. Each is taken with a
 /// direct call, cut to one byte: tokio's `try_recv` answers from the
 /// readiness it last saw, and says "would block" on a full queue if its
-/// reactor has not looked since.
+/// reactor has not looked since. It never waits, on a blocking socket too.
 pub(crate) fn discard_queued(socket: &socket2::SockRef<'_>, deadline: std::time::Instant) -> u64 {
     let mut byte = [std::mem::MaybeUninit::uninit()];
-    take_queued(deadline, || socket.recv(&mut byte).map(|_| 1))
+    take_queued(deadline, || {
+        let taken = socket.recv_with_flags(&mut byte, libc::MSG_DONTWAIT);
+        taken.map(|_| 1)
+    })
 }
 
 /// Datagrams still queued on a socket when a server stops, taken off with

@@ -543,16 +543,9 @@ const STDOUT_STALL: Duration = Duration::from_millis(600);
 fn unread_datagrams(sockets: &std::sync::Mutex<Vec<std::os::fd::OwnedFd>>) -> (u64, u64) {
     let deadline = std::time::Instant::now() + udp::UNREAD_COUNT_LIMIT;
     let sockets = sockets.lock().unwrap_or_else(|e| e.into_inner());
-    let mut byte = [std::mem::MaybeUninit::uninit()];
     let (mut unread, mut dropped) = (0, 0);
     for fd in sockets.iter() {
-        let socket = socket2::SockRef::from(fd);
-        let take = || {
-            socket
-                .recv_with_flags(&mut byte, libc::MSG_DONTWAIT)
-                .map(|_| 1)
-        };
-        unread += endpoint::take_queued(deadline, take);
+        unread += endpoint::discard_queued(&socket2::SockRef::from(fd), deadline);
         dropped += crate::sys::kernel_drops(fd).unwrap_or(0);
     }
     (unread, dropped)

@@ -119,20 +119,16 @@ pub(super) async fn accept_loop(listener: Listener, context: Arc<Context>) {
             }
             continue; // dropping the stream closes it at once
         }
-        let place = match (&context.per_address, peer.inet()) {
-            (Some(per_address), Some(addr)) => match per_address.take(addr.ip()) {
-                Some(place) => Some(place),
-                None => {
-                    let why = format!(
-                        "{} clients from this address already (--max-per-ip)",
-                        per_address.limit()
-                    );
-                    let notice = "too many connections from your address, try again later";
-                    turn_away(client, peer, (&why, notice), &context).await;
-                    continue;
-                }
-            },
-            _ => None,
+        let place = (context.per_address.as_ref().zip(peer.inet()))
+            .map(|(per_address, addr)| per_address.take(addr.ip()).ok_or(per_address.limit()));
+        let place = match place.transpose() {
+            Ok(place) => place,
+            Err(limit) => {
+                let why = format!("{limit} clients from this address already (--max-per-ip)");
+                let notice = "too many connections from your address, try again later";
+                turn_away(client, peer, (&why, notice), &context).await;
+                continue;
+            }
         };
         let Ok(permit) = context.connections.clone().try_acquire_owned() else {
             let why = format!("server full: {} clients (--max-conns)", context.max_conns);

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{Event, Relayed, tell};
+use super::events::{Event, Limit, Relayed, tell};
 use super::{QUEUED_COUNT_LIMIT, RelayConfig, Totals};
 use crate::address::Address;
 use crate::client::{OnFull, Reconnect, send_reconnecting};
@@ -263,7 +263,11 @@ pub(super) async fn lines_to_datagrams(
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            totals.turn_away(config, &client.to_string(), false);
+            totals.turn_away(
+                config,
+                &client.to_string(),
+                Limit::Clients(config.max_conns),
+            );
             continue;
         };
         Totals::add(&totals.connections, 1);

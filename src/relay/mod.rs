@@ -411,13 +411,8 @@ impl Totals {
         }
     }
 
-    /// Counts a client past -m (or, `per_address`, past --max-per-ip), and
-    /// says so now and then, as [`Totals::refuse`].
-    fn turn_away(&self, config: &RelayConfig, client: &str, per_address: bool) {
-        let limit = match (per_address, config.max_per_ip) {
-            (true, Some(max)) => events::Limit::PerAddress(max),
-            _ => events::Limit::Clients(config.max_conns),
-        };
+    /// Counts a client past `limit`, and says so now and then, as [`Totals::refuse`].
+    fn turn_away(&self, config: &RelayConfig, client: &str, limit: events::Limit) {
         if let Some(count) = crate::sink::count_paced(&self.over_limit) {
             events::tell(config, events::Event::TurnedAway(client, limit, count));
         }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{Event, Relayed, tell};
+use super::events::{Event, Limit, Relayed, tell};
 use super::{RelayConfig, Totals};
 use crate::access::PerAddress;
 use crate::address::{Address, Transport};
@@ -101,18 +101,17 @@ pub(super) async fn serve_streams(
             totals.refuse(config, &name, why);
             continue;
         }
-        let place = match (&per_address, ip_peer) {
-            (Some(per_address), Some(peer)) => match per_address.take(peer.ip()) {
-                Some(place) => Some(place),
-                None => {
-                    totals.turn_away(config, &name, true);
-                    continue;
-                }
-            },
-            _ => None,
+        let place = (per_address.as_ref().zip(ip_peer))
+            .map(|(per_address, peer)| per_address.take(peer.ip()).ok_or(per_address.limit()));
+        let place = match place.transpose() {
+            Ok(place) => place,
+            Err(limit) => {
+                totals.turn_away(config, &name, Limit::PerAddress(limit));
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            totals.turn_away(config, &name, false);
+            totals.turn_away(config, &name, Limit::Clients(config.max_conns));
             continue;
         };
         Totals::add(&totals.connections, 1);

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{Event, Relayed, tell};
+use super::events::{Event, Limit, Relayed, tell};
 use super::{QUEUED_COUNT_LIMIT, RelayConfig, Totals, UDP_SESSION_IDLE};
 use crate::address::Address;
 use crate::endpoint;
@@ -253,7 +253,11 @@ impl Relay<'_> {
         }
         let full = self.sessions.len() >= config.max_conns.max(1);
         if full && !self.evict_for(client) {
-            totals.turn_away(config, &client.to_string(), false);
+            totals.turn_away(
+                config,
+                &client.to_string(),
+                Limit::Clients(config.max_conns),
+            );
             return false;
         }
         let upstream = match open_upstream(self.upstream).await {

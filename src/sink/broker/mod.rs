@@ -306,19 +306,19 @@ impl Brokers {
                 Err(TrySendError::Full(_)) if block => Taken::Stopped,
                 Err(_) => Taken::Dropped,
             };
-            match taken {
+            let dropped = match taken {
                 Taken::Queued => {
                     Tally::add(&sink.tally.queued, 1);
-                    continue;
+                    None
                 }
                 // Counted for the report at exit; no event per message while stopping.
                 Taken::Stopped => {
                     Tally::add(&sink.tally.stopped, 1);
-                    continue;
+                    None
                 }
-                Taken::Dropped => {}
-            }
-            if let Some(count) = super::count_paced(&sink.tally.dropped) {
+                Taken::Dropped => super::count_paced(&sink.tally.dropped),
+            };
+            if let Some(count) = dropped {
                 let why = format!(
                     "to {}: queue full ({} messages), message dropped (#{count})",
                     sink.target, self.config.queue
