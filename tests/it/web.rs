@@ -341,17 +341,7 @@ fn beyond_loopback_the_page_needs_its_token() {
         .unwrap()
         .to_string();
     wait_bound(false, web);
-    let get = |path: &str| {
-        let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
-        answer
-    };
+    let get = |path: &str| get_whole([127, 0, 0, 1], web, path);
     assert!(get("/").starts_with("HTTP/1.1 401"));
     assert!(get("/?token=0000").starts_with("HTTP/1.1 401"));
     let page = get(&format!("/?token={token}"));
@@ -429,6 +419,20 @@ fn sigterm_ends_a_listener_whose_page_is_open_within_a_second() {
         "took {:?}",
         signalled.elapsed()
     );
+}
+
+/// The whole answer to `GET path` from the loopback address `source`, the
+/// connection closed after it.
+fn get_whole(source: [u8; 4], web: u16, path: &str) -> String {
+    let mut stream = connect_from(source, web);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    answer
 }
 
 /// The first bytes of an answer to `GET path`, on a connection left open.
@@ -537,14 +541,7 @@ fn one_host_trickling_requests_cannot_hold_the_page() {
     assert_eq!(refused, 12, "of 60 from one address");
     let held = open_descriptors(&server) - before;
     assert!(held <= 48, "{held} descriptors held by one address");
-    let mut other = connect_from([127, 0, 0, 6], web);
-    write!(
-        other,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    std::io::Read::read_to_string(&mut other, &mut page).unwrap();
+    let page = get_whole([127, 0, 0, 6], web, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     // The header timeout gives back the 48 places.
     let still_open = trickling
@@ -566,14 +563,7 @@ fn peers_outside_web_allow_are_disconnected_on_arrival() {
     let (mut server, _, web) = web_listener(&["-u", "--web-allow", "127.0.0.7/32"]);
     let outside = connect_from([127, 0, 0, 1], web);
     assert!(closed_by_server(&outside, PATIENCE));
-    let mut inside = connect_from([127, 0, 0, 7], web);
-    write!(
-        inside,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    std::io::Read::read_to_string(&mut inside, &mut page).unwrap();
+    let page = get_whole([127, 0, 0, 7], web, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     server.stop();
 }
